@@ -1,0 +1,63 @@
+# One entry point for people and CI. Everything installs itself on first use, cached in .local/.
+SHELL := /bin/bash
+export UV_PYTHON_DOWNLOADS := never
+export UV_CACHE_DIR := $(CURDIR)/.local/uv-cache
+UV_HOME := $(CURDIR)/.local/uv
+UV := $(UV_HOME)/bin/uv
+PY_SOURCES := shared/src services/profile-svc/src deploy/local/src
+PYTEST := $(UV) run --frozen pytest
+
+.PHONY: help setup run stop status test lint fmt unit integration e2e bench catalogue clean
+
+help:
+	@echo "make run    start Kafka, FerretDB and every service (installs on first use)"
+	@echo "make stop   stop what 'make run' started"
+	@echo "make test   lint, then unit, integration and end-to-end tests on the real stack"
+	@echo "make lint | fmt | unit | integration | e2e | bench | catalogue | status"
+
+# uv itself, pinned, in a private virtualenv so the machine's Python stays untouched.
+$(UV):
+	python3 -m venv $(UV_HOME)
+	$(UV_HOME)/bin/pip install --quiet --disable-pip-version-check "uv==0.13.9"
+
+setup: $(UV)
+	$(UV) sync --frozen --quiet
+
+run: setup
+	$(UV) run --frozen devstack up --services
+
+stop: setup
+	$(UV) run --frozen devstack down
+
+status: setup
+	$(UV) run --frozen devstack status
+
+lint: setup
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy $(PY_SOURCES)
+
+fmt: setup
+	$(UV) run --frozen ruff format .
+	$(UV) run --frozen ruff check --fix .
+
+unit: setup
+	$(PYTEST) -m "not integration" shared services
+
+integration: setup
+	$(PYTEST) -m integration shared services
+
+e2e: setup
+	$(PYTEST) tests/e2e
+
+test: lint
+	$(PYTEST) shared services tests
+
+bench: setup
+	@echo "no benchmarks yet"
+
+catalogue: setup
+	$(UV) run --frozen python -m contacts_shared.catalogue > docs/events.md
+
+clean: stop
+	rm -rf .local

@@ -1,0 +1,124 @@
+"""`devstack up|down|status|env|install`: the local stack and services, for `make run` and tests."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from contacts_devstack.stack import (
+    Process,
+    StackConfig,
+    infrastructure_env,
+    install,
+    log,
+    port_open,
+    read_pid,
+    start_infrastructure,
+    start_process,
+    stop_process,
+)
+
+# (name, ASGI factory, port setting, default port); `make run` starts each one that exists.
+SERVICES = [
+    ("profile-svc", "profile_svc.app:create_app", "CONTACTS_PROFILE_SVC_PORT", 8101),
+]
+LOCAL_API_KEY = "local-dev-key"
+LOCAL_ACCOUNT = "local-account"
+
+
+def service_processes(cfg: StackConfig) -> list[Process]:
+    env = {
+        **infrastructure_env(cfg),
+        "CONTACTS_API_KEYS": os.environ.get(
+            "CONTACTS_API_KEYS", f"{LOCAL_API_KEY}={LOCAL_ACCOUNT}"
+        ),
+    }
+    return [
+        Process(
+            name,
+            port,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                factory,
+                "--host",
+                cfg.host,
+                "--port",
+                str(port),
+                "--no-access-log",
+            ],
+            env=env,
+            start_timeout=60.0,
+        )
+        for name, factory, port_var, default in SERVICES
+        for port in [int(os.environ.get(port_var, default))]
+    ]
+
+
+def up(cfg: StackConfig, with_services: bool) -> None:
+    start_infrastructure(cfg)
+    print(f"Kafka     {cfg.kafka_bootstrap}")
+    print(f"MongoDB   {cfg.mongodb_url}  (FerretDB v1, SQLite under {cfg.ferretdb_data})")
+    if not with_services:
+        return
+    for proc in service_processes(cfg):
+        start_process(cfg, proc)
+        print(f"{proc.name:<12}http://{cfg.host}:{proc.port}/docs")
+    if "CONTACTS_API_KEYS" not in os.environ:
+        print(f"API key   {LOCAL_API_KEY}  (account {LOCAL_ACCOUNT})")
+        print(
+            f"Try:      curl -H 'Authorization: Bearer {LOCAL_API_KEY}' "
+            f"http://{cfg.host}:8101/v1/profiles"
+        )
+
+
+def down(cfg: StackConfig) -> None:
+    for name, *_ in reversed(SERVICES):
+        stop_process(cfg, name)
+    stop_process(cfg, "ferretdb")
+    stop_process(cfg, "kafka")
+
+
+def status(cfg: StackConfig) -> None:
+    rows = [("kafka", cfg.kafka_port), ("ferretdb", cfg.mongo_port)] + [
+        (proc.name, proc.port) for proc in service_processes(cfg)
+    ]
+    for name, port in rows:
+        pid = read_pid(cfg, name)
+        state = "listening" if port_open(cfg.host, port) else "down"
+        print(f"{name:<12}{cfg.host}:{port:<6} {state:<10} pid {pid or '-'}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="devstack", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("install", help="download and build Kafka and FerretDB into .local/")
+    up_parser = sub.add_parser("up", help="start Kafka and FerretDB (idempotent)")
+    up_parser.add_argument("--services", action="store_true", help="also start every service")
+    sub.add_parser("down", help="stop what `up` started, by process id")
+    sub.add_parser("status", help="show what listens where")
+    sub.add_parser("env", help="print the CONTACTS_* settings for this stack as shell exports")
+    args = parser.parse_args(argv)
+    cfg = StackConfig()
+    try:
+        if args.command == "install":
+            install(cfg)
+        elif args.command == "up":
+            up(cfg, args.services)
+        elif args.command == "down":
+            down(cfg)
+        elif args.command == "status":
+            status(cfg)
+        else:
+            for key, value in infrastructure_env(cfg).items():
+                print(f"export {key}={value}")
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        log(f"error: {exc}")
+        raise SystemExit(1) from exc
+
+
+if __name__ == "__main__":
+    main()

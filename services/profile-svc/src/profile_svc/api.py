@@ -1,0 +1,173 @@
+"""HTTP routes of profile-svc: translate requests into handler calls, nothing more."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response, status
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from contacts_shared.rules import RuleGroup
+from contacts_shared.schema import FieldSpec, FieldType, ProfileType
+from contacts_shared.web import AccountId
+from profile_svc import handlers
+from profile_svc.domain import MAX_FIELDS, Profile
+from profile_svc.repository import ProfileRepository
+
+router = APIRouter(prefix="/v1/profiles", tags=["profiles"])
+
+
+class FieldIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, description="exactly as in CSV headers")
+    type: FieldType = FieldType.TEXT
+    required: bool = False
+
+
+class ProfileCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=2000)
+    type: ProfileType = ProfileType.REGULAR
+    fields: list[FieldIn] = Field(default_factory=list, max_length=MAX_FIELDS)
+    base_profile_id: str | None = Field(default=None, description="virtual profiles only")
+    rules: RuleGroup | None = Field(default=None, description="virtual profiles only")
+
+
+class ProfileUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    rules: RuleGroup | None = None
+
+    @model_validator(mode="after")
+    def something_to_change(self) -> ProfileUpdate:
+        if self.name is None and self.description is None and self.rules is None:
+            raise ValueError("give at least one of name, description, rules")
+        return self
+
+
+class ProfileOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    type: ProfileType
+    fields: list[FieldSpec]
+    base_profile_id: str | None
+    rules: dict[str, Any] | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, profile: Profile) -> ProfileOut:
+        snapshot = profile.snapshot()
+        return cls.model_validate(snapshot.model_dump(exclude={"account_id"}))
+
+
+class ProfilePage(BaseModel):
+    items: list[ProfileOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page")
+
+
+def repository(request: Request) -> ProfileRepository:
+    repo: ProfileRepository = request.app.state.profiles
+    return repo
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_profile(
+    body: ProfileCreate, account_id: AccountId, request: Request, response: Response
+) -> ProfileOut:
+    """Create a regular, virtual or mobile-only profile."""
+    profile = await handlers.create_profile(
+        account_id=account_id,
+        name=body.name,
+        description=body.description,
+        type=body.type,
+        fields=[(f.name, f.type, f.required) for f in body.fields],
+        base_profile_id=body.base_profile_id,
+        rules=body.rules,
+        repo=repository(request),
+    )
+    response.headers["location"] = f"/v1/profiles/{profile.id}"
+    return ProfileOut.of(profile)
+
+
+@router.get("")
+async def list_profiles(
+    account_id: AccountId,
+    request: Request,
+    type: ProfileType | None = None,
+    name: Annotated[str | None, Query(max_length=200, description="name prefix")] = None,
+    cursor: Annotated[str | None, Query(pattern="^[0-9a-f]{24}$")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> ProfilePage:
+    """List the account's profiles by creation, filtered by type and name prefix."""
+    profiles = await repository(request).find_page(
+        account_id, type=type, name_prefix=name, after_id=cursor, limit=limit + 1
+    )
+    page = profiles[:limit]
+    next_cursor = page[-1].id if len(profiles) > limit else None
+    return ProfilePage(items=[ProfileOut.of(p) for p in page], next_cursor=next_cursor)
+
+
+@router.get("/{profile_id}")
+async def get_profile(profile_id: str, account_id: AccountId, request: Request) -> ProfileOut:
+    """One profile with its fields."""
+    return ProfileOut.of(await handlers.load(repository(request), account_id, profile_id))
+
+
+@router.patch("/{profile_id}")
+async def update_profile(
+    profile_id: str, body: ProfileUpdate, account_id: AccountId, request: Request
+) -> ProfileOut:
+    """Change name, description or (virtual profiles) rules."""
+    profile = await handlers.update_profile(
+        account_id=account_id,
+        profile_id=profile_id,
+        name=body.name,
+        description=body.description,
+        rules=body.rules,
+        repo=repository(request),
+    )
+    return ProfileOut.of(profile)
+
+
+@router.delete("/{profile_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_profile(profile_id: str, account_id: AccountId, request: Request) -> None:
+    """Delete a profile (refused while virtual profiles are based on it)."""
+    await handlers.delete_profile(
+        account_id=account_id, profile_id=profile_id, repo=repository(request)
+    )
+
+
+@router.post("/{profile_id}/fields", status_code=status.HTTP_201_CREATED)
+async def add_field(
+    profile_id: str, body: FieldIn, account_id: AccountId, request: Request
+) -> ProfileOut:
+    """Add a field to a regular or mobile-only profile."""
+    profile, _ = await handlers.add_field(
+        account_id=account_id,
+        profile_id=profile_id,
+        name=body.name,
+        type=body.type,
+        required=body.required,
+        repo=repository(request),
+    )
+    return ProfileOut.of(profile)
+
+
+@router.delete("/{profile_id}/fields/{field_name}")
+async def remove_field(
+    profile_id: str, field_name: str, account_id: AccountId, request: Request
+) -> ProfileOut:
+    """Delete a field (never the identity field, nor one that virtual profiles' rules read)."""
+    profile = await handlers.remove_field(
+        account_id=account_id, profile_id=profile_id, name=field_name, repo=repository(request)
+    )
+    return ProfileOut.of(profile)

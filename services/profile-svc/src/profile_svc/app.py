@@ -1,0 +1,80 @@
+"""profile-svc: profiles (audiences), their fields and virtual-profile rules."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+
+from contacts_shared.kafka import EventPublisher
+from contacts_shared.mongo import DocumentLocks, connect, ping
+from contacts_shared.outbox import OutboxRelay
+from contacts_shared.web import Problem, create_service_app
+from profile_svc.api import router
+from profile_svc.domain import ProfileConflict, ProfileError, ProfileInvalid, ProfileNotFound
+from profile_svc.repository import MongoProfileRepository
+from profile_svc.settings import ProfileSettings
+
+
+def problem_of(exc: ProfileError) -> Problem:
+    if isinstance(exc, ProfileInvalid):
+        errors = [{"field": p.field, "message": p.message} for p in exc.problems]
+        return Problem(422, "Invalid profile", str(exc), errors)
+    if isinstance(exc, ProfileNotFound):
+        return Problem(404, "Not Found", str(exc))
+    if isinstance(exc, ProfileConflict):
+        return Problem(409, "Conflict", str(exc))
+    raise TypeError(f"unmapped profile error {type(exc).__name__}")
+
+
+def create_app(settings: ProfileSettings | None = None) -> FastAPI:
+    settings = settings or ProfileSettings()
+
+    @asynccontextmanager
+    async def resources(app: FastAPI) -> AsyncIterator[None]:
+        client = connect(settings.mongodb_url, app_name=settings.service_name)
+        publisher = EventPublisher(
+            settings.kafka_bootstrap_servers,
+            client_id=settings.service_name,
+            topics=[settings.topic_profiles_events],
+            partitions=settings.topic_partitions,
+        )
+        collection = client[settings.mongodb_database]["profiles"]
+        locks = DocumentLocks()
+        relay = OutboxRelay(
+            [collection],
+            publisher,
+            locks=locks,
+            batch_size=settings.outbox_batch_size,
+            poll_seconds=settings.outbox_poll_seconds,
+        )
+        profiles = MongoProfileRepository(
+            collection, settings, locks=locks, events_queued=relay.notify
+        )
+        await profiles.create_indexes()
+        app.state.profiles = profiles
+        app.state.readiness_checks.update(mongodb=lambda: ping(client), kafka=publisher.check)
+        relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
+        try:
+            yield
+        finally:
+            relay.stop()
+            await relay_task
+            await publisher.close()
+            await client.close()
+
+    app = create_service_app(
+        settings,
+        title="profile-svc",
+        description="Profiles (audiences): regular, virtual and mobile-only; fields; rules.",
+        routers=[router],
+        resources=resources,
+    )
+
+    @app.exception_handler(ProfileError)
+    async def handle_profile_error(request: Request, exc: ProfileError) -> Response:
+        return problem_of(exc).response(instance=request.url.path)
+
+    return app

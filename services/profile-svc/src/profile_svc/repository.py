@@ -1,0 +1,208 @@
+"""Profile storage: a port (Protocol) and its MongoDB implementation with an outbox."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from pymongo import ASCENDING
+from pymongo.errors import DuplicateKeyError
+
+from contacts_shared.events import DomainEvent
+from contacts_shared.mongo import Collection, Document, DocumentLocks
+from contacts_shared.outbox import (
+    OUTBOX,
+    PENDING,
+    TOMBSTONE,
+    create_outbox_index,
+    outbox_entries,
+    outbox_update,
+)
+from contacts_shared.rules import RuleGroup
+from contacts_shared.schema import FieldSpec, ProfileType
+from contacts_shared.settings import ServiceSettings
+from profile_svc.domain import Profile, ProfileConflict, name_key
+
+
+class StaleProfile(Exception):
+    """The profile changed (or went) since it was read; read it again and retry."""
+
+
+class ProfileRepository(Protocol):
+    async def add(self, profile: Profile) -> None: ...
+
+    async def get(self, account_id: str, profile_id: str) -> Profile | None: ...
+
+    async def save(self, profile: Profile, *, expected_version: int) -> None: ...
+
+    async def remove(self, profile: Profile, *, expected_version: int) -> None: ...
+
+    async def find_page(
+        self,
+        account_id: str,
+        *,
+        type: ProfileType | None,
+        name_prefix: str | None,
+        after_id: str | None,
+        limit: int,
+    ) -> list[Profile]: ...
+
+    async def based_on(self, account_id: str, base_profile_id: str) -> list[Profile]: ...
+
+
+MAX_DEPENDENTS = 1000
+
+
+def _profile_document(profile: Profile) -> Document:
+    return {
+        "_id": profile.id,
+        "account_id": profile.account_id,
+        "name": profile.name,
+        "name_key": name_key(profile.name),
+        "description": profile.description,
+        "type": profile.type.value,
+        "fields": [spec.model_dump(mode="json") for spec in profile.fields],
+        "base_profile_id": profile.base_profile_id,
+        "rules": profile.rules.model_dump(exclude_none=True) if profile.rules else None,
+        "version": profile.version,
+        "created_at": profile.created_at,
+        "updated_at": profile.updated_at,
+    }
+
+
+def _profile_from(document: Document) -> Profile:
+    return Profile(
+        id=document["_id"],
+        account_id=document["account_id"],
+        name=document["name"],
+        description=document["description"],
+        type=ProfileType(document["type"]),
+        fields=[FieldSpec.model_validate(spec) for spec in document["fields"]],
+        base_profile_id=document.get("base_profile_id"),
+        rules=RuleGroup.model_validate(document["rules"]) if document.get("rules") else None,
+        version=document["version"],
+        created_at=document["created_at"],
+        updated_at=document["updated_at"],
+    )
+
+
+class MongoProfileRepository:
+    """Profiles in one collection; each write carries its events in the document's outbox."""
+
+    def __init__(
+        self,
+        collection: Collection,
+        settings: ServiceSettings,
+        *,
+        locks: DocumentLocks,
+        events_queued: Callable[[], None],
+    ) -> None:
+        self._collection = collection
+        self._locks = locks
+        self._settings = settings
+        self._events_queued = events_queued
+
+    async def create_indexes(self) -> None:
+        c = self._collection
+        await c.create_index(
+            [("account_id", ASCENDING), ("name_key", ASCENDING)], unique=True, name="name_unique"
+        )
+        await c.create_index([("account_id", ASCENDING), ("_id", ASCENDING)], name="by_account")
+        await c.create_index(
+            [("account_id", ASCENDING), ("type", ASCENDING), ("_id", ASCENDING)], name="by_type"
+        )
+        await c.create_index(
+            [("account_id", ASCENDING), ("base_profile_id", ASCENDING)], name="by_base"
+        )
+        await create_outbox_index(c)
+
+    def _entries(self, profile: Profile, events: Sequence[DomainEvent]) -> list[Document]:
+        return outbox_entries(events, account_id=profile.account_id, settings=self._settings)
+
+    def _name_taken(self, profile: Profile) -> ProfileConflict:
+        return ProfileConflict(f"a profile named '{profile.name}' already exists")
+
+    async def add(self, profile: Profile) -> None:
+        document = _profile_document(profile)
+        document[OUTBOX] = self._entries(profile, profile.take_events())
+        document[PENDING] = True
+        try:
+            await self._collection.insert_one(document)
+        except DuplicateKeyError as exc:
+            raise self._name_taken(profile) from exc
+        self._events_queued()
+
+    async def get(self, account_id: str, profile_id: str) -> Profile | None:
+        document = await self._collection.find_one(
+            {"_id": profile_id, "account_id": account_id, TOMBSTONE: {"$ne": True}},
+            {OUTBOX: 0},
+        )
+        return _profile_from(document) if document else None
+
+    async def _update(self, profile: Profile, expected_version: int, changes: Document) -> None:
+        events = profile.take_events()
+        if not events:
+            return
+        update: dict[str, Any] = outbox_update(self._entries(profile, events))
+        update["$set"].update(changes)
+        try:
+            async with self._locks.hold(profile.id):
+                result = await self._collection.update_one(
+                    {
+                        "_id": profile.id,
+                        "account_id": profile.account_id,
+                        "version": expected_version,
+                        TOMBSTONE: {"$ne": True},
+                    },
+                    update,
+                )
+        except DuplicateKeyError as exc:
+            raise self._name_taken(profile) from exc
+        if result.matched_count != 1:
+            raise StaleProfile(profile.id)
+        self._events_queued()
+
+    async def save(self, profile: Profile, *, expected_version: int) -> None:
+        changes = _profile_document(profile)
+        for fixed in ("_id", "account_id", "type", "created_at"):
+            del changes[fixed]
+        await self._update(profile, expected_version, changes)
+
+    async def remove(self, profile: Profile, *, expected_version: int) -> None:
+        # A tombstone until the relay has published ProfileDeleted; the name is freed at once.
+        await self._update(
+            profile,
+            expected_version,
+            {TOMBSTONE: True, "name_key": f"\x00deleted:{profile.id}", "version": profile.version},
+        )
+
+    async def find_page(
+        self,
+        account_id: str,
+        *,
+        type: ProfileType | None,
+        name_prefix: str | None,
+        after_id: str | None,
+        limit: int,
+    ) -> list[Profile]:
+        query: Document = {"account_id": account_id, TOMBSTONE: {"$ne": True}}
+        if type is not None:
+            query["type"] = type.value
+        if name_prefix:
+            query["name_key"] = {"$regex": "^" + re.escape(name_key(name_prefix))}
+        if after_id is not None:
+            query["_id"] = {"$gt": after_id}
+        cursor = self._collection.find(query, {OUTBOX: 0}).sort("_id", ASCENDING).limit(limit)
+        return [_profile_from(document) async for document in cursor]
+
+    async def based_on(self, account_id: str, base_profile_id: str) -> list[Profile]:
+        cursor = self._collection.find(
+            {
+                "account_id": account_id,
+                "base_profile_id": base_profile_id,
+                TOMBSTONE: {"$ne": True},
+            },
+            {OUTBOX: 0},
+        ).limit(MAX_DEPENDENTS)
+        return [_profile_from(document) async for document in cursor]

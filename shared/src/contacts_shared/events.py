@@ -1,0 +1,146 @@
+"""Domain events and their CloudEvents 1.0 envelope: the contract between the services.
+
+Each event type is one frozen pydantic model registered under a stable `type` string; the
+event catalogue in docs/ is generated from this registry (`python -m contacts_shared.catalogue`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contacts_shared.schema import FieldSpec, ProfileSnapshot, ProfileType
+
+
+class EventEnvelope(BaseModel):
+    """CloudEvents 1.0 structured JSON, with `accountid` and `dataversion` extensions."""
+
+    model_config = ConfigDict(frozen=True)
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str
+    source: str
+    type: str
+    time: datetime
+    subject: str
+    datacontenttype: Literal["application/json"] = "application/json"
+    accountid: str
+    dataversion: str
+    data: dict[str, Any]
+
+
+class DomainEvent(BaseModel):
+    """Base of every event payload. Subclasses set `event_type`, `topic` and `data_version`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_type: ClassVar[str]
+    # Name of the topic setting (a field of ServiceSettings) the event is published on.
+    topic: ClassVar[str]
+    data_version: ClassVar[int] = 1
+
+    def subject(self) -> str:
+        """The aggregate the event is about; also the Kafka message key."""
+        raise NotImplementedError
+
+
+EVENT_TYPES: dict[str, type[DomainEvent]] = {}
+E = TypeVar("E", bound=type[DomainEvent])
+
+
+def register(event_type: str, topic: str) -> Callable[[E], E]:
+    """Class decorator: give an event model its stable type string and topic."""
+
+    def decorate(cls: E) -> E:
+        if event_type in EVENT_TYPES:
+            raise ValueError(f"event type {event_type!r} registered twice")
+        cls.event_type = event_type
+        cls.topic = topic
+        EVENT_TYPES[event_type] = cls
+        return cls
+
+    return decorate
+
+
+def to_envelope(event: DomainEvent, *, account_id: str, source: str) -> EventEnvelope:
+    return EventEnvelope(
+        id=str(uuid.uuid4()),
+        source=source,
+        type=event.event_type,
+        time=datetime.now(UTC),
+        subject=event.subject(),
+        accountid=account_id,
+        dataversion=str(event.data_version),
+        data=event.model_dump(mode="json"),
+    )
+
+
+class UnknownEventType(ValueError):
+    pass
+
+
+def parse_event(envelope: EventEnvelope) -> DomainEvent:
+    """The typed payload of an envelope."""
+    cls = EVENT_TYPES.get(envelope.type)
+    if cls is None:
+        raise UnknownEventType(envelope.type)
+    return cls.model_validate(envelope.data)
+
+
+# -- profile events (published by profile-svc on `profiles.events`, keyed by profile id) --------
+
+PROFILES = "topic_profiles_events"
+
+
+class ProfileEvent(DomainEvent):
+    profile: ProfileSnapshot
+
+    def subject(self) -> str:
+        return self.profile.id
+
+
+@register("contacts.profile.created", PROFILES)
+class ProfileCreated(ProfileEvent):
+    """A profile was created; carries it whole."""
+
+
+@register("contacts.profile.updated", PROFILES)
+class ProfileUpdated(ProfileEvent):
+    """A profile's name or description changed."""
+
+    changed: tuple[str, ...] = Field(description="names of the attributes that changed")
+
+
+@register("contacts.profile.field_added", PROFILES)
+class ProfileFieldAdded(ProfileEvent):
+    """A field was added to a profile."""
+
+    field: FieldSpec
+
+
+@register("contacts.profile.field_removed", PROFILES)
+class ProfileFieldRemoved(ProfileEvent):
+    """A field was removed from a profile; its values are to be dropped."""
+
+    field: FieldSpec
+
+
+@register("contacts.profile.rules_changed", PROFILES)
+class VirtualProfileRulesChanged(ProfileEvent):
+    """A virtual profile's rules changed; its membership is to be rebuilt."""
+
+
+@register("contacts.profile.deleted", PROFILES)
+class ProfileDeleted(DomainEvent):
+    """A profile was deleted; its contacts and segment memberships go with it."""
+
+    profile_id: str
+    type: ProfileType
+    version: int
+
+    def subject(self) -> str:
+        return self.profile_id

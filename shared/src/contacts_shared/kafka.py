@@ -1,0 +1,190 @@
+"""Kafka adapters: an event publisher (acks=all, idempotent, keyed by aggregate) and a consumer
+runner (manual commit after handling, bounded retries, dead-letter topic, graceful shutdown)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+log = logging.getLogger(__name__)
+
+TOPIC_ALREADY_EXISTS = 36
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    topic: str
+    key: str
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+async def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int) -> None:
+    """Create the topics that do not exist yet (brokers in production refuse auto-creation)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        wanted = set(topics)
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(name, partitions, 1) for name in sorted(wanted - existing)]
+        if not missing:
+            return
+        response = await admin.create_topics(missing)
+        for name, code, *_ in response.topic_errors:
+            if code not in (0, TOPIC_ALREADY_EXISTS):
+                raise RuntimeError(f"could not create topic {name}: error code {code}")
+    finally:
+        await admin.close()
+
+
+class EventPublisher:
+    """Publishes to Kafka; connects on first use so a service starts while Kafka is down."""
+
+    def __init__(
+        self, bootstrap_servers: str, *, client_id: str, topics: Iterable[str], partitions: int
+    ) -> None:
+        self._bootstrap_servers = bootstrap_servers
+        self._client_id = client_id
+        self._topics = tuple(topics)
+        self._partitions = partitions
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def producer(self) -> AIOKafkaProducer:
+        """The started producer; raises KafkaError while the broker cannot be reached."""
+        async with self._lock:
+            if self._producer is None:
+                await ensure_topics(self._bootstrap_servers, self._topics, self._partitions)
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self._bootstrap_servers,
+                    client_id=self._client_id,
+                    acks="all",
+                    enable_idempotence=True,
+                    linger_ms=5,
+                    request_timeout_ms=15000,
+                )
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()
+                    raise
+                self._producer = producer
+            return self._producer
+
+    async def publish(self, messages: Iterable[OutgoingMessage]) -> None:
+        """Send every message and wait until the broker has acknowledged all of them.
+
+        Messages with the same key keep their order: the producer is idempotent, so retries
+        cannot reorder or duplicate within a partition.
+        """
+        producer = await self.producer()
+        pending = [
+            await producer.send(
+                m.topic, m.value, key=m.key.encode(), headers=list(m.headers) or None
+            )
+            for m in messages
+        ]
+        await asyncio.gather(*pending)
+
+    async def check(self) -> None:
+        """Raise unless the broker answers a metadata request."""
+        producer = await self.producer()
+        await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout=3)
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._producer is not None:
+                await self._producer.stop()
+                self._producer = None
+
+
+RecordHandler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
+
+
+class ConsumerRunner:
+    """Feeds each record to a handler and commits its offset only once it is handled.
+
+    A record whose handler keeps failing is retried `max_attempts` times with backoff, then
+    published to `<topic><dead_letter_suffix>` with the error in its headers, so one poison
+    message never blocks its partition and is never silently dropped. Handlers must be
+    idempotent: after a crash, records since the last commit are delivered again.
+    """
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        publisher: EventPublisher,
+        handler: RecordHandler,
+        *,
+        dead_letter_suffix: str = ".dlq",
+        max_attempts: int = 3,
+        retry_backoff_seconds: float = 0.2,
+        batch_size: int = 500,
+    ) -> None:
+        self._consumer = consumer
+        self._publisher = publisher
+        self._handler = handler
+        self._dead_letter_suffix = dead_letter_suffix
+        self._max_attempts = max_attempts
+        self._retry_backoff_seconds = retry_backoff_seconds
+        self._batch_size = batch_size
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Finish the record in hand, commit, and return from `run`."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            batches = await self._consumer.getmany(timeout_ms=500, max_records=self._batch_size)
+            for partition, records in batches.items():
+                for record in records:
+                    await self._handle(record)
+                await self._consumer.commit({partition: records[-1].offset + 1})
+
+    async def _handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                await self._handler(record)
+                return
+            except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then parked
+                if attempt == self._max_attempts:
+                    await self._dead_letter(record, exc)
+                    return
+                log.warning(
+                    "handler failed, retrying",
+                    extra={
+                        "topic": record.topic,
+                        "offset": record.offset,
+                        "attempt": attempt,
+                        "error": repr(exc),
+                    },
+                )
+                await asyncio.sleep(self._retry_backoff_seconds * 2 ** (attempt - 1))
+
+    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
+        topic = record.topic + self._dead_letter_suffix
+        log.error(
+            "handler failed for good, record sent to the dead-letter topic",
+            extra={
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "dead_letter_topic": topic,
+                "error": repr(exc),
+            },
+        )
+        headers = (
+            *tuple(record.headers),
+            ("dlq-error", repr(exc).encode()),
+            ("dlq-original-topic", record.topic.encode()),
+            ("dlq-original-partition", str(record.partition).encode()),
+            ("dlq-original-offset", str(record.offset).encode()),
+        )
+        key = record.key.decode() if record.key is not None else ""
+        await self._publisher.publish([OutgoingMessage(topic, key, record.value or b"", headers)])

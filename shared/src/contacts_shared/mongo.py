@@ -1,0 +1,52 @@
+"""MongoDB access through PyMongo's native asyncio client (Motor's successor)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+Document = dict[str, Any]
+MongoClient = AsyncMongoClient[Document]
+Database = AsyncDatabase[Document]
+Collection = AsyncCollection[Document]
+
+
+def connect(url: str, *, app_name: str) -> MongoClient:
+    """A client that connects lazily; no I/O happens until the first command."""
+    return AsyncMongoClient(url, appname=app_name, tz_aware=True, serverSelectionTimeoutMS=5000)
+
+
+async def ping(client: MongoClient) -> None:
+    """Raise unless the server answers."""
+    await client.admin.command("ping")
+
+
+class DocumentLocks:
+    """Serializes this process's writes to the same document.
+
+    MongoDB applies each single-document update atomically; FerretDB v1 (the local server) does
+    not: concurrent updates of one document lose writes (docs/adr/0004). Every writer of a
+    document in a process takes its lock, so both servers see one update at a time per document.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[object, asyncio.Lock] = {}
+        self._holders: dict[object, int] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: object) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._holders[key] = self._holders.get(key, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._holders[key] -= 1
+            if self._holders[key] == 0:
+                del self._holders[key], self._locks[key]

@@ -1,0 +1,61 @@
+"""Settings common to every service: one env prefix (`CONTACTS_`), defaults that work locally."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Keys `make run` prints for local use; they must never reach a production deployment.
+LOCAL_ONLY_API_KEYS = frozenset({"local-dev-key", "changeme", "test"})
+
+
+class ServiceSettings(BaseSettings):
+    """Infrastructure, topics and HTTP settings; each service subclasses it for its own."""
+
+    model_config = SettingsConfigDict(env_prefix="CONTACTS_", extra="ignore")
+
+    environment: Literal["local", "test", "staging", "production"] = "local"
+    service_name: str = "contacts"
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    mongodb_url: str = "mongodb://127.0.0.1:27017/"
+    mongodb_database: str = "contacts"
+    # `key=account_id` pairs separated by commas: the local API key store.
+    api_keys: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+
+    topic_profiles_events: str = "profiles.events"
+    topic_contacts_events: str = "contacts.events"
+    topic_contacts_commands: str = "contacts.commands"
+    topic_imports_events: str = "imports.events"
+    topic_segments_events: str = "segments.events"
+    topic_partitions: int = Field(default=6, ge=1)
+    dead_letter_suffix: str = ".dlq"
+
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    outbox_poll_seconds: float = Field(default=1.0, gt=0)
+    outbox_batch_size: int = Field(default=200, ge=1)
+    log_level: str = "INFO"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def parse_api_keys(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            key, sep, account = item.partition("=")
+            if not sep or not key.strip() or not account.strip():
+                raise ValueError(f"API key entry {item!r} is not of the form key=account_id")
+            pairs[key.strip()] = account.strip()
+        return pairs
+
+    @model_validator(mode="after")
+    def refuse_local_keys_outside_dev(self) -> ServiceSettings:
+        if self.environment in {"staging", "production"}:
+            weak = LOCAL_ONLY_API_KEYS & self.api_keys.keys()
+            if weak:
+                raise ValueError(f"API keys {sorted(weak)} are for local use only")
+            if not self.api_keys:
+                raise ValueError("CONTACTS_API_KEYS must be set outside local and test")
+        return self

@@ -1,0 +1,260 @@
+"""FastAPI app factory shared by the services: health, readiness, metrics, JSON logs with
+request and account ids, RFC 9457 problem+json errors, and bearer API keys."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from contacts_shared.logs import account_id_var, configure_logging, request_id_var
+from contacts_shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+REQUESTS = Counter(
+    "http_requests_total", "HTTP requests handled", ["service", "method", "route", "status"]
+)
+LATENCY = Histogram(
+    "http_request_duration_seconds", "HTTP request latency", ["service", "method", "route"]
+)
+
+
+class Problem(HTTPException):
+    """An RFC 9457 problem; raise it anywhere in a request to answer with it.
+
+    An HTTPException, so FastAPI lets it through even from inside body parsing.
+    """
+
+    def __init__(
+        self, status: int, title: str, detail: str, errors: list[dict[str, Any]] | None = None
+    ) -> None:
+        super().__init__(status_code=status, detail=detail)
+        self.status = status
+        self.title = title
+        self.errors = errors or []
+
+    def response(self, instance: str | None = None) -> JSONResponse:
+        body: dict[str, Any] = {
+            "type": "about:blank",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance:
+            body["instance"] = instance
+        if self.errors:
+            body["errors"] = self.errors
+        return JSONResponse(body, status_code=self.status, media_type=PROBLEM_JSON)
+
+
+def not_found(what: str) -> Problem:
+    return Problem(404, "Not Found", f"{what} does not exist")
+
+
+def _field_path(loc: Sequence[int | str]) -> str:
+    parts = [str(part) for part in loc]
+    if parts and parts[0] in {"body", "query", "path", "header"}:
+        parts = parts[1:] or parts
+    return ".".join(parts)
+
+
+def validation_problem(exc: RequestValidationError) -> Problem:
+    if any(error["type"] == "json_invalid" for error in exc.errors()):
+        position = exc.errors()[0]["loc"][-1]
+        return Problem(
+            400,
+            "Malformed JSON",
+            f"The request body is not valid JSON (at character {position})",
+            [{"field": "body", "message": "JSON decode error"}],
+        )
+    errors = [
+        {"field": _field_path(error["loc"]), "message": error["msg"], "type": error["type"]}
+        for error in exc.errors()
+    ]
+    first = errors[0] if errors else {"field": "body", "message": "invalid"}
+    detail = f"{first['field']}: {first['message']}"
+    if len(errors) > 1:
+        detail += f" (and {len(errors) - 1} more)"
+    return Problem(422, "Invalid request", detail, errors)
+
+
+class BodySizeLimit:
+    """Refuses request bodies over `max_bytes` with 413, whether or not they declare a length."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = Problem(
+            413, "Payload Too Large", f"The request body exceeds {self.max_bytes} bytes"
+        )
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await too_large.response()(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise too_large
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+async def require_json(request: Request) -> None:
+    """Routes with a JSON body refuse other content types with 415."""
+    if request.method not in {"POST", "PUT", "PATCH"}:
+        return
+    if (
+        request.headers.get("content-length", "0") == "0"
+        and "transfer-encoding" not in request.headers
+    ):
+        return
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise Problem(
+            415,
+            "Unsupported Media Type",
+            f"Send the body as application/json, not {media_type or 'no content type'}",
+        )
+
+
+def current_account(request: Request) -> str:
+    """The account of the request's `Authorization: Bearer <api key>`; 401 otherwise."""
+    settings: ServiceSettings = request.app.state.settings
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token:
+        for key, account in settings.api_keys.items():
+            if hmac.compare_digest(key.encode(), token.strip().encode()):
+                account_id_var.set(account)
+                request.state.account_id = account
+                return account
+    raise Problem(401, "Unauthorized", "Send a valid API key as 'Authorization: Bearer <key>'")
+
+
+AccountId = Annotated[str, Depends(current_account)]
+ReadinessCheck = Callable[[], Awaitable[None]]
+Resources = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def create_service_app(
+    settings: ServiceSettings,
+    *,
+    title: str,
+    description: str,
+    routers: Sequence[APIRouter],
+    resources: Resources,
+) -> FastAPI:
+    """A FastAPI app with the platform's cross-cutting behaviour; `resources` opens and closes
+    the service's clients and registers readiness checks in `app.state.readiness_checks`."""
+    configure_logging(settings.service_name, settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with resources(app):
+            log.info("service started")
+            yield
+        log.info("service stopped")
+
+    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.readiness_checks = {}
+
+    @app.exception_handler(Problem)
+    async def handle_problem(request: Request, exc: Problem) -> Response:
+        return exc.response(instance=request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def handle_validation(request: Request, exc: RequestValidationError) -> Response:
+        return validation_problem(exc).response(instance=request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def handle_http(request: Request, exc: StarletteHTTPException) -> Response:
+        title = {404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, "Error")
+        return Problem(exc.status_code, title, str(exc.detail)).response(request.url.path)
+
+    @app.exception_handler(Exception)
+    async def handle_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error")
+        problem = Problem(500, "Internal Server Error", "An unexpected error occurred")
+        return problem.response(instance=request.url.path)
+
+    # Inside the request-context middleware: its task group would wrap our 413 in a group.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+
+    @app.middleware("http")
+    async def request_context(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id_var.set(request_id)
+        account_id_var.set(None)
+        started = time.perf_counter()
+        response = await call_next(request)
+        elapsed = time.perf_counter() - started
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        REQUESTS.labels(settings.service_name, request.method, route, response.status_code).inc()
+        LATENCY.labels(settings.service_name, request.method, route).observe(elapsed)
+        response.headers["x-request-id"] = request_id
+        log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "route": route,
+                "status": response.status_code,
+                "duration_ms": round(elapsed * 1000, 2),
+                "account_id": getattr(request.state, "account_id", None),
+            },
+        )
+        return response
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz() -> Response:
+        """Kafka and MongoDB are reachable."""
+        failed: dict[str, str] = {}
+        for name, check in app.state.readiness_checks.items():
+            try:
+                await check()
+            except Exception as exc:  # noqa: BLE001 - any failure means not ready
+                failed[name] = repr(exc)
+        if failed:
+            errors = [{"field": name, "message": reason} for name, reason in failed.items()]
+            return Problem(503, "Not Ready", f"Unreachable: {', '.join(failed)}", errors).response()
+        return JSONResponse({"status": "ready", "checks": list(app.state.readiness_checks)})
+
+    @app.get("/metrics", tags=["operations"])
+    async def metrics() -> Response:
+        """Prometheus metrics."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    for router in routers:
+        app.include_router(router, dependencies=[Depends(require_json)])
+    return app
