@@ -1,0 +1,78 @@
+"""End-to-end fixtures: services run as real processes against the real stack."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServiceProcess:
+    """One uvicorn process of a service; its output goes to a log file for failure reports."""
+
+    factory: str
+    env: dict[str, str]
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "uvicorn", "--factory", self.factory,
+                   "--host", "127.0.0.1", "--port", str(self.port)]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log_path.read_text()[-3000:]
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise TimeoutError(f"{self.factory} did not answer /healthz:\n{self.log_path.read_text()}")
+
+    def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=30)
+
+
+ServiceFactory = Callable[[str, dict[str, str]], ServiceProcess]
+
+
+@pytest.fixture
+def service_process(tmp_path: Path) -> Iterator[ServiceFactory]:
+    """Makes service processes (not started); every one left running is killed at the end."""
+    made: list[ServiceProcess] = []
+
+    def make(factory: str, env: dict[str, str]) -> ServiceProcess:
+        proc = ServiceProcess(factory, env, tmp_path / f"service-{len(made)}.log")
+        made.append(proc)
+        return proc
+
+    yield make
+    for proc in made:
+        proc.kill()
