@@ -38,8 +38,17 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "uvicorn", "--factory", self.factory,
-                   "--host", "127.0.0.1", "--port", str(self.port)]
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            self.factory,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT
