@@ -54,7 +54,7 @@ test: lint
 	$(PYTEST) shared services tests
 
 bench: setup
-	@echo "no benchmarks yet"
+	$(UV) run --frozen python bench/profile_events.py
 
 catalogue: setup
 	$(UV) run --frozen python -m contacts_shared.catalogue > docs/events.md

@@ -24,7 +24,7 @@ async def test_events_of_changes_made_while_kafka_is_down_survive_a_kill(
         "CONTACTS_MONGODB_DATABASE": f"profile_svc_crash_{unique}",
         "CONTACTS_TOPIC_PROFILES_EVENTS": topic,
         "CONTACTS_API_KEYS": f"crash-key=acct-{unique}",
-        "CONTACTS_OUTBOX_POLL_SECONDS": "0.2",
+        "CONTACTS_OUTBOX_SCAN_SECONDS": "0.5",
     }
     # First life: Kafka unreachable, so every change stays in its document's outbox.
     nothing_listens = f"127.0.0.1:{service_process('x', {}).port}"

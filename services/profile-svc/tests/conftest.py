@@ -21,7 +21,7 @@ def profile_settings(infrastructure: Any, unique: str) -> ProfileSettings:
         mongodb_database=f"profile_svc_{unique}",
         topic_profiles_events=f"profiles.events.{unique}",
         api_keys={"key-a": f"account-a-{unique}", "key-b": f"account-b-{unique}"},
-        outbox_poll_seconds=0.2,
+        outbox_scan_seconds=0.5,
         max_request_bytes=64 * 1024,
     )
 

@@ -1,8 +1,8 @@
 """Transactional outbox on single documents: a change and its events are one atomic write.
 
-A writer adds `{"$push": {"outbox": ...}, "$set": {"outbox_pending": True}}` to the same update
-that changes the aggregate. The relay publishes each pending document's events in order, waits
-for Kafka's acknowledgement, then removes exactly those entries. A crash between the publish and
+A writer adds `{"$push": {"outbox": {"$each": entries}}}` to the same update that changes the
+aggregate. The relay publishes a document's events in order, waits for Kafka's acknowledgement,
+then removes exactly those entries (`$pullAll`, by `_id` alone). A crash between the publish and
 the removal publishes them again with the same event ids: delivery is at-least-once and
 consumers de-duplicate by event id (or by aggregate version).
 """
@@ -10,13 +10,14 @@ consumers de-duplicate by event id (or by aggregate version).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 from pymongo import ASCENDING
 
-from contacts_shared.events import DomainEvent, EventEnvelope, to_envelope
+from contacts_shared.events import DomainEvent, to_envelope
 from contacts_shared.kafka import EventPublisher, OutgoingMessage
 from contacts_shared.mongo import Collection, Document, DocumentLocks
 from contacts_shared.settings import ServiceSettings
@@ -24,7 +25,8 @@ from contacts_shared.settings import ServiceSettings
 log = logging.getLogger(__name__)
 
 OUTBOX = "outbox"
-PENDING = "outbox_pending"
+# Matches the documents with events still to publish; index-backed on MongoDB.
+PENDING_FILTER = {f"{OUTBOX}.id": {"$gt": ""}}
 # Set on a document that is deleted: the relay removes it once its last events are out.
 TOMBSTONE = "tombstone"
 
@@ -49,35 +51,47 @@ def outbox_entries(
 
 def outbox_update(entries: list[Document]) -> dict[str, Any]:
     """The update operators that append `entries` to a document's outbox."""
-    return {"$push": {OUTBOX: {"$each": entries}}, "$set": {PENDING: True}}
+    return {"$push": {OUTBOX: {"$each": entries}}}
+
+
+RELAY_FIELDS = {OUTBOX: 1, TOMBSTONE: 1}
 
 
 async def create_outbox_index(collection: Collection) -> None:
-    await collection.create_index([(PENDING, ASCENDING)], name="outbox_pending")
+    await collection.create_index([(f"{OUTBOX}.id", ASCENDING)], name="outbox_pending")
 
 
 class OutboxRelay:
-    """Moves outbox entries of the given collections to Kafka, forever, until stopped."""
+    """Moves one collection's outbox entries to Kafka, forever, until stopped.
+
+    Writers name the document they queued events on (`notify`), and the relay reads just those
+    documents by id. A scan for documents with a non-empty outbox, at start and every
+    `scan_seconds`, picks up what a crashed process left behind. FerretDB v1 answers only a
+    filter of `_id` alone from an index and scans for anything else, so the hot path uses
+    nothing but `{"_id": ...}` filters.
+    """
 
     def __init__(
         self,
-        collections: Sequence[Collection],
+        collection: Collection,
         publisher: EventPublisher,
         *,
         locks: DocumentLocks,
         batch_size: int,
-        poll_seconds: float,
+        scan_seconds: float,
     ) -> None:
-        self._collections = tuple(collections)
+        self._collection = collection
         self._locks = locks
         self._publisher = publisher
         self._batch_size = batch_size
-        self._poll_seconds = poll_seconds
+        self._scan_seconds = scan_seconds
+        self._queued: dict[object, None] = {}  # ids in notification order
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
-    def notify(self) -> None:
-        """Called after a write that queued events, so they leave without waiting for a poll."""
+    def notify(self, document_id: object) -> None:
+        """Called after a write that queued events, so they leave at once."""
+        self._queued[document_id] = None
         self._wake.set()
 
     def stop(self) -> None:
@@ -85,55 +99,71 @@ class OutboxRelay:
         self._wake.set()
 
     async def run(self) -> None:
-        backoff = self._poll_seconds
+        loop = asyncio.get_running_loop()
+        next_scan = loop.time()
+        backoff = self._scan_seconds
         while not self._stopping.is_set():
             self._wake.clear()  # before the pass, so a notify during it is not lost
             try:
-                published = await self.relay_once()
-                backoff = self._poll_seconds
+                if loop.time() >= next_scan:
+                    while await self.relay_pending() >= self._batch_size:
+                        pass
+                    next_scan = loop.time() + self._scan_seconds
+                while self._queued:
+                    await self.relay_queued()
+                backoff = self._scan_seconds
             except Exception as exc:  # noqa: BLE001 - Kafka or MongoDB away: retry later
                 log.warning("outbox relay failed, will retry", extra={"error": repr(exc)})
-                published, backoff = 0, min(backoff * 2, 30.0)
-            if published >= self._batch_size:
-                continue  # more may be waiting
+                backoff = min(max(backoff, 0.5) * 2, 30.0)
+                next_scan = loop.time() + backoff
+            timeout = max(0.0, next_scan - loop.time())
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
             except TimeoutError:
                 pass
 
-    async def relay_once(self) -> int:
-        """Publish one batch of pending documents' events; the number of events published."""
-        total = 0
-        for collection in self._collections:
-            cursor = collection.find(
-                {PENDING: True}, {OUTBOX: 1, TOMBSTONE: 1}, limit=self._batch_size
-            )
-            async for document in cursor:
-                total += await self._relay_document(collection, document)
-        return total
+    async def relay_queued(self) -> None:
+        """Relay a batch of the documents writers notified."""
+        ids = list(self._queued)[: self._batch_size]
+        documents = []
+        for id_ in ids:
+            # By `_id` alone: FerretDB v1 answers that from its index, but scans for some
+            # filters with more conditions.
+            found = await self._collection.find_one({"_id": id_}, RELAY_FIELDS)
+            if found is not None and found.get(OUTBOX):
+                documents.append(found)
+        await self._relay(documents)
+        for id_ in ids:  # only once relayed: after a failure they are tried again
+            self._queued.pop(id_, None)
 
-    async def _relay_document(self, collection: Collection, document: Document) -> int:
-        entries: list[Document] = document.get(OUTBOX) or []
-        if entries:
-            await self._publisher.publish(
-                OutgoingMessage(
-                    entry["topic"],
-                    entry["key"],
-                    EventEnvelope.model_validate(entry["envelope"]).model_dump_json().encode(),
-                )
-                for entry in entries
-            )
+    async def relay_pending(self) -> int:
+        """Relay a batch of pending documents found by scanning; how many there were."""
+        cursor = self._collection.find(PENDING_FILTER, RELAY_FIELDS, limit=self._batch_size)
+        documents = [document async for document in cursor]
+        await self._relay(documents)
+        return len(documents)
+
+    async def _relay(self, documents: list[Document]) -> None:
+        """Publish the documents' events in order, wait once for every acknowledgement, then
+        remove exactly the published entries."""
+        await self._publisher.publish(
+            OutgoingMessage(entry["topic"], entry["key"], json.dumps(entry["envelope"]).encode())
+            for document in documents
+            for entry in document.get(OUTBOX) or []
+        )
+        # One document at a time: FerretDB v1 can deadlock under concurrent updates of one
+        # collection (docs/adr/0004).
+        for document in documents:
+            await self._settle(document)
+
+    async def _settle(self, document: Document) -> None:
+        """Remove the published entries; entries queued since the read stay for the next pass.
+
+        `$pullAll` removes exact entries (FerretDB v1's `$pull` takes no conditions); it needs
+        no condition of its own, so its filter is `_id` alone."""
+        by_id = {"_id": document["_id"]}
         async with self._locks.hold(document["_id"]):
-            if entries:
-                # $pullAll removes exactly the entries as read (FerretDB v1's $pull does not
-                # take query conditions on embedded documents).
-                await collection.update_one(
-                    {"_id": document["_id"]}, {"$pullAll": {OUTBOX: entries}}
-                )
-            # Only a document whose outbox is still empty is settled: a writer may have pushed.
-            settled = {"_id": document["_id"], OUTBOX: {"$size": 0}}
+            await self._collection.update_one(by_id, {"$pullAll": {OUTBOX: document[OUTBOX]}})
             if document.get(TOMBSTONE):
-                await collection.delete_one(settled)
-            else:
-                await collection.update_one(settled, {"$unset": {PENDING: ""}})
-        return len(entries)
+                # Deletions are rare: this conditional (scanning on FerretDB) filter is fine.
+                await self._collection.delete_one({**by_id, OUTBOX: {"$size": 0}})

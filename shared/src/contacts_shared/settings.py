@@ -33,7 +33,8 @@ class ServiceSettings(BaseSettings):
     dead_letter_suffix: str = ".dlq"
 
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
-    outbox_poll_seconds: float = Field(default=1.0, gt=0)
+    # How often the outbox relay scans for events left by a crashed process.
+    outbox_scan_seconds: float = Field(default=10.0, gt=0)
     outbox_batch_size: int = Field(default=200, ge=1)
     log_level: str = "INFO"
 

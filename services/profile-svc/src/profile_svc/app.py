@@ -44,11 +44,11 @@ def create_app(settings: ProfileSettings | None = None) -> FastAPI:
         collection = client[settings.mongodb_database]["profiles"]
         locks = DocumentLocks()
         relay = OutboxRelay(
-            [collection],
+            collection,
             publisher,
             locks=locks,
             batch_size=settings.outbox_batch_size,
-            poll_seconds=settings.outbox_poll_seconds,
+            scan_seconds=settings.outbox_scan_seconds,
         )
         profiles = MongoProfileRepository(
             collection, settings, locks=locks, events_queued=relay.notify

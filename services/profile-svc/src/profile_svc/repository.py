@@ -13,7 +13,6 @@ from contacts_shared.events import DomainEvent
 from contacts_shared.mongo import Collection, Document, DocumentLocks
 from contacts_shared.outbox import (
     OUTBOX,
-    PENDING,
     TOMBSTONE,
     create_outbox_index,
     outbox_entries,
@@ -96,7 +95,7 @@ class MongoProfileRepository:
         settings: ServiceSettings,
         *,
         locks: DocumentLocks,
-        events_queued: Callable[[], None],
+        events_queued: Callable[[str], None],
     ) -> None:
         self._collection = collection
         self._locks = locks
@@ -126,26 +125,24 @@ class MongoProfileRepository:
     async def add(self, profile: Profile) -> None:
         document = _profile_document(profile)
         document[OUTBOX] = self._entries(profile, profile.take_events())
-        document[PENDING] = True
         try:
             await self._collection.insert_one(document)
         except DuplicateKeyError as exc:
             raise self._name_taken(profile) from exc
-        self._events_queued()
+        self._events_queued(profile.id)
 
     async def get(self, account_id: str, profile_id: str) -> Profile | None:
         document = await self._collection.find_one(
-            {"_id": profile_id, "account_id": account_id, TOMBSTONE: {"$ne": True}},
-            {OUTBOX: 0},
+            {"_id": profile_id, "account_id": account_id}, {OUTBOX: 0}
         )
-        return _profile_from(document) if document else None
+        # The tombstone is checked here, not in the filter, which FerretDB would then scan.
+        return _profile_from(document) if document and not document.get(TOMBSTONE) else None
 
     async def _update(self, profile: Profile, expected_version: int, changes: Document) -> None:
         events = profile.take_events()
         if not events:
             return
-        update: dict[str, Any] = outbox_update(self._entries(profile, events))
-        update["$set"].update(changes)
+        update: dict[str, Any] = {**outbox_update(self._entries(profile, events)), "$set": changes}
         try:
             async with self._locks.hold(profile.id):
                 result = await self._collection.update_one(
@@ -161,7 +158,7 @@ class MongoProfileRepository:
             raise self._name_taken(profile) from exc
         if result.matched_count != 1:
             raise StaleProfile(profile.id)
-        self._events_queued()
+        self._events_queued(profile.id)
 
     async def save(self, profile: Profile, *, expected_version: int) -> None:
         changes = _profile_document(profile)
