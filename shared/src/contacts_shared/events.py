@@ -13,7 +13,13 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contacts_shared.schema import FieldSpec, ProfileSnapshot, ProfileType
+from contacts_shared.schema import (
+    ContactSnapshot,
+    ContactStatus,
+    FieldSpec,
+    ProfileSnapshot,
+    ProfileType,
+)
 
 
 class EventEnvelope(BaseModel):
@@ -144,3 +150,48 @@ class ProfileDeleted(DomainEvent):
 
     def subject(self) -> str:
         return self.profile_id
+
+
+# -- contact events (published by contact-svc on `contacts.events`, keyed `profile_id:key`) ----
+
+CONTACTS = "topic_contacts_events"
+
+
+class ContactEvent(DomainEvent):
+    contact: ContactSnapshot
+
+    def subject(self) -> str:
+        return self.contact.id
+
+
+@register("contacts.contact.created", CONTACTS)
+class ContactCreated(ContactEvent):
+    """A contact was added to a profile; carries it whole."""
+
+
+@register("contacts.contact.updated", CONTACTS)
+class ContactUpdated(ContactEvent):
+    """A contact's field values changed; `changed` names the field keys."""
+
+    changed: tuple[str, ...]
+
+
+@register("contacts.contact.status_changed", CONTACTS)
+class ContactStatusChanged(ContactEvent):
+    """A contact's status changed (unsubscribed, bounced, re-activated, ...)."""
+
+    previous_status: ContactStatus
+
+
+@register("contacts.contact.deleted", CONTACTS)
+class ContactDeleted(DomainEvent):
+    """A contact was removed from its profile."""
+
+    contact_id: str
+    account_id: str
+    profile_id: str
+    key: str
+    version: int
+
+    def subject(self) -> str:
+        return self.contact_id

@@ -188,3 +188,67 @@ class ConsumerRunner:
         )
         key = record.key.decode() if record.key is not None else ""
         await self._publisher.publish([OutgoingMessage(topic, key, record.value or b"", headers)])
+
+
+class SupervisedConsumer:
+    """Runs a ConsumerRunner for a consumer group, reconnecting while Kafka is away, so a
+    service starts and serves reads before the broker is reachable."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        group_id: str,
+        topics: Iterable[str],
+        publisher: EventPublisher,
+        handler: RecordHandler,
+        partitions: int,
+        dead_letter_suffix: str = ".dlq",
+    ) -> None:
+        self._bootstrap_servers = bootstrap_servers
+        self._partitions = partitions
+        self._group_id = group_id
+        self._topics = tuple(topics)
+        self._publisher = publisher
+        self._handler = handler
+        self._dead_letter_suffix = dead_letter_suffix
+        self._runner: ConsumerRunner | None = None
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        backoff = 0.5
+        while not self._stopping.is_set():
+            consumer = AIOKafkaConsumer(
+                *self._topics,
+                bootstrap_servers=self._bootstrap_servers,
+                group_id=self._group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+            )
+            try:
+                await ensure_topics(self._bootstrap_servers, self._topics, self._partitions)
+                await consumer.start()
+                self._runner = ConsumerRunner(
+                    consumer,
+                    self._publisher,
+                    self._handler,
+                    dead_letter_suffix=self._dead_letter_suffix,
+                )
+                if self._stopping.is_set():
+                    return
+                backoff = 0.5
+                await self._runner.run()
+            except Exception as exc:  # noqa: BLE001 - broker away: reconnect with backoff
+                log.warning(
+                    "consumer failed, reconnecting",
+                    extra={"group": self._group_id, "error": repr(exc)},
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+            finally:
+                await consumer.stop()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._runner is not None:
+            self._runner.stop()

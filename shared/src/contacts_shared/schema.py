@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ProfileType(StrEnum):
@@ -58,6 +58,26 @@ class ProfileSnapshot(BaseModel):
     fields: tuple[FieldSpec, ...]
     base_profile_id: str | None = None
     rules: dict[str, Any] | None = None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ContactSnapshot(BaseModel):
+    """A contact as it stands after a change; carried by every contact event but deletion."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(description="`profile_id:key`, also the Kafka message key")
+    account_id: str
+    profile_id: str
+    key: str = Field(description="normalized email (regular) or E.164 phone (mobile-only)")
+    fields: dict[str, Any] = Field(description="values by field key (see the profile's fields)")
+    status: ContactStatus
+    status_reason: str | None = None
+    status_source: str
+    status_changed_at: datetime
+    source: str = Field(description="what wrote it last: api, webhook:<id>, import:<id>")
     version: int
     created_at: datetime
     updated_at: datetime

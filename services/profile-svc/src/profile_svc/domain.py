@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from contacts_shared.events import (
@@ -312,6 +312,3 @@ class Profile:
     def take_events(self) -> list[DomainEvent]:
         events, self.events = self.events, []
         return events
-
-    def copy(self) -> Profile:
-        return replace(self, fields=list(self.fields), events=[])

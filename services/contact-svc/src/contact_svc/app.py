@@ -1,0 +1,103 @@
+"""contact-svc: contacts of regular and mobile-only profiles, their statuses and events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+from fastapi import FastAPI, Request, Response
+
+from contact_svc.api import router
+from contact_svc.consumers import apply_profile_event
+from contact_svc.domain import (
+    ContactError,
+    ContactExists,
+    ContactInvalid,
+    ContactNotFound,
+    ProfileNotWritable,
+    ProfileUnknown,
+)
+from contact_svc.repository import MongoContactRepository, MongoSchemaStore
+from contact_svc.settings import ContactSettings
+from contacts_shared.kafka import EventPublisher, SupervisedConsumer
+from contacts_shared.mongo import DocumentLocks, connect, ping
+from contacts_shared.outbox import OutboxRelay
+from contacts_shared.web import Problem, create_service_app
+
+
+def problem_of(exc: ContactError) -> Problem:
+    if isinstance(exc, ContactInvalid):
+        errors = [{"field": p.field, "message": p.message} for p in exc.problems]
+        return Problem(422, "Invalid contact", str(exc), errors)
+    if isinstance(exc, ContactNotFound | ProfileUnknown):
+        return Problem(404, "Not Found", str(exc))
+    if isinstance(exc, ContactExists | ProfileNotWritable):
+        return Problem(409, "Conflict", str(exc))
+    raise TypeError(f"unmapped contact error {type(exc).__name__}")
+
+
+def create_app(settings: ContactSettings | None = None) -> FastAPI:
+    settings = settings or ContactSettings()
+
+    @asynccontextmanager
+    async def resources(app: FastAPI) -> AsyncIterator[None]:
+        client = connect(settings.mongodb_url, app_name=settings.service_name)
+        database = client[settings.mongodb_database]
+        publisher = EventPublisher(
+            settings.kafka_bootstrap_servers,
+            client_id=settings.service_name,
+            topics=[settings.topic_contacts_events],
+            partitions=settings.topic_partitions,
+        )
+        locks = DocumentLocks()
+        relay = OutboxRelay(
+            database["contacts"],
+            publisher,
+            locks=locks,
+            batch_size=settings.outbox_batch_size,
+            scan_seconds=settings.outbox_scan_seconds,
+        )
+        contacts = MongoContactRepository(
+            database["contacts"], settings, locks=locks, events_queued=relay.notify
+        )
+        schemas = MongoSchemaStore(database["profile_schemas"], locks)
+        await contacts.create_indexes()
+        projection = SupervisedConsumer(
+            settings.kafka_bootstrap_servers,
+            group_id=settings.profile_events_group,
+            topics=[settings.topic_profiles_events],
+            publisher=publisher,
+            handler=partial(apply_profile_event, schemas=schemas),
+            partitions=settings.topic_partitions,
+            dead_letter_suffix=settings.dead_letter_suffix,
+        )
+        app.state.contacts, app.state.schemas = contacts, schemas
+        app.state.readiness_checks.update(mongodb=lambda: ping(client), kafka=publisher.check)
+        tasks = [
+            asyncio.create_task(relay.run(), name="outbox-relay"),
+            asyncio.create_task(projection.run(), name="profile-schemas"),
+        ]
+        try:
+            yield
+        finally:
+            relay.stop()
+            projection.stop()
+            await asyncio.gather(*tasks)
+            await publisher.close()
+            await client.close()
+
+    app = create_service_app(
+        settings,
+        title="contact-svc",
+        description="Contacts of regular and mobile-only profiles: values, statuses, events.",
+        routers=[router],
+        resources=resources,
+    )
+
+    @app.exception_handler(ContactError)
+    async def handle_contact_error(request: Request, exc: ContactError) -> Response:
+        return problem_of(exc).response(instance=request.url.path)
+
+    return app

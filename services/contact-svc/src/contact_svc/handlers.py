@@ -1,0 +1,251 @@
+"""Use cases of contact-svc; each takes its ports as keyword arguments."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from contact_svc.domain import (
+    Contact,
+    ContactExists,
+    ContactInvalid,
+    ContactNotFound,
+    FieldProblem,
+    ProfileSchema,
+    ProfileUnknown,
+)
+from contact_svc.repository import ContactRepository, SchemaStore, StaleContact
+from contacts_shared.schema import ContactStatus
+
+T = TypeVar("T")
+MAX_ATTEMPTS = 5
+
+
+def utc_now() -> datetime:
+    """Now, to the millisecond: what BSON dates hold, so stored and returned times agree."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+async def writable_schema(schemas: SchemaStore, account_id: str, profile_id: str) -> ProfileSchema:
+    """The profile's schema, if contact-svc has heard of it in this account."""
+    schema = await schemas.get(profile_id)
+    if schema is None or schema.account_id != account_id:
+        raise ProfileUnknown(profile_id)
+    schema.identity  # noqa: B018 - raises for virtual profiles, which hold no contacts
+    return schema
+
+
+async def _retrying(change: Callable[[], Awaitable[T]]) -> T:
+    for _ in range(MAX_ATTEMPTS - 1):
+        try:
+            return await change()
+        except StaleContact:
+            continue
+    return await change()
+
+
+def _split_identity(
+    schema: ProfileSchema, given: Mapping[str, object], key: str | None, region: str
+) -> tuple[str, dict[str, object]]:
+    """The contact key (from the path, or the identity field of the body) and the rest."""
+    identity = schema.identity
+    rest = {name: value for name, value in given.items() if schema.field_named(name) != identity}
+    in_body = [value for name, value in given.items() if schema.field_named(name) == identity]
+    if key is None:
+        if not in_body:
+            raise ContactInvalid([FieldProblem(identity.name, "is required")])
+        return schema.identity_key(in_body[0], region), rest
+    path_key = schema.identity_key(key, region)
+    if in_body and schema.identity_key(in_body[0], region) != path_key:
+        raise ContactInvalid([FieldProblem(identity.name, "differs from the contact in the path")])
+    return path_key, rest
+
+
+async def create_contact(
+    *,
+    account_id: str,
+    profile_id: str,
+    fields: Mapping[str, object],
+    status: ContactStatus | None,
+    source: str,
+    region: str,
+    schemas: SchemaStore,
+    contacts: ContactRepository,
+) -> tuple[ProfileSchema, Contact]:
+    """Add a contact; 409 when it exists."""
+    schema = await writable_schema(schemas, account_id, profile_id)
+    key, rest = _split_identity(schema, fields, None, region)
+    values = schema.values(rest, default_region=region, partial=False)
+
+    async def change() -> Contact:
+        live, stored_version = await contacts.find(profile_id, key)
+        if live is not None:
+            raise ContactExists(key)
+        contact = Contact.create(
+            schema=schema,
+            key=key,
+            values=values,
+            source=source,
+            now=utc_now(),
+            status=status or ContactStatus.ACTIVE,
+            version=stored_version + 1,
+        )
+        await contacts.add(contact, stored_version=stored_version)
+        return contact
+
+    return schema, await _retrying(change)
+
+
+async def put_contact(
+    *,
+    account_id: str,
+    profile_id: str,
+    key: str,
+    fields: Mapping[str, object],
+    status: ContactStatus | None,
+    source: str,
+    region: str,
+    schemas: SchemaStore,
+    contacts: ContactRepository,
+) -> tuple[ProfileSchema, Contact, bool]:
+    """Create or replace a contact's values; True when it was created."""
+    schema = await writable_schema(schemas, account_id, profile_id)
+    contact_key, rest = _split_identity(schema, fields, key, region)
+    values = schema.values(rest, default_region=region, partial=False)
+
+    async def change() -> tuple[Contact, bool]:
+        live, stored_version = await contacts.find(profile_id, contact_key)
+        now = utc_now()
+        if live is None:
+            contact = Contact.create(
+                schema=schema,
+                key=contact_key,
+                values=values,
+                source=source,
+                now=now,
+                status=status or ContactStatus.ACTIVE,
+                version=stored_version + 1,
+            )
+            await contacts.add(contact, stored_version=stored_version)
+            return contact, True
+        live.set_values(values, schema=schema, replace_all=True, source=source, now=now)
+        if status is not None:
+            live.change_status(status, reason=None, source=source, now=now)
+        await contacts.save(live, expected_version=stored_version)
+        return live, False
+
+    contact, created = await _retrying(change)
+    return schema, contact, created
+
+
+async def patch_contact(
+    *,
+    account_id: str,
+    profile_id: str,
+    key: str,
+    fields: Mapping[str, object],
+    status: ContactStatus | None,
+    status_reason: str | None,
+    source: str,
+    region: str,
+    schemas: SchemaStore,
+    contacts: ContactRepository,
+) -> tuple[ProfileSchema, Contact]:
+    """Change only the given fields, and the status if given."""
+    schema = await writable_schema(schemas, account_id, profile_id)
+    contact_key, rest = _split_identity(schema, fields, key, region)
+    values = schema.values(rest, default_region=region, partial=True)
+
+    async def change() -> Contact:
+        live, stored_version = await contacts.find(profile_id, contact_key)
+        if live is None:
+            raise ContactNotFound(contact_key)
+        now = utc_now()
+        live.set_values(values, schema=schema, replace_all=False, source=source, now=now)
+        if status is not None:
+            live.change_status(status, reason=status_reason, source=source, now=now)
+        await contacts.save(live, expected_version=stored_version)
+        return live
+
+    return schema, await _retrying(change)
+
+
+async def get_contact(
+    *,
+    account_id: str,
+    profile_id: str,
+    key: str,
+    region: str,
+    schemas: SchemaStore,
+    contacts: ContactRepository,
+) -> tuple[ProfileSchema, Contact]:
+    schema = await writable_schema(schemas, account_id, profile_id)
+    contact_key = schema.identity_key(key, region)
+    live, _ = await contacts.find(profile_id, contact_key)
+    if live is None:
+        raise ContactNotFound(contact_key)
+    return schema, live
+
+
+async def delete_contact(
+    *,
+    account_id: str,
+    profile_id: str,
+    key: str,
+    source: str,
+    region: str,
+    schemas: SchemaStore,
+    contacts: ContactRepository,
+) -> None:
+    schema = await writable_schema(schemas, account_id, profile_id)
+    contact_key = schema.identity_key(key, region)
+
+    async def change() -> None:
+        live, stored_version = await contacts.find(profile_id, contact_key)
+        if live is None:
+            raise ContactNotFound(contact_key)
+        live.delete(source=source, now=utc_now())
+        await contacts.save(live, expected_version=stored_version)
+
+    await _retrying(change)
+
+
+async def list_contacts(
+    *,
+    account_id: str,
+    profile_id: str,
+    status: ContactStatus | None,
+    key_prefix: str | None,
+    field: str | None,
+    value: str | None,
+    after_key: str | None,
+    limit: int,
+    region: str,
+    schemas: SchemaStore,
+    contacts: ContactRepository,
+) -> tuple[ProfileSchema, list[Contact]]:
+    """A page of contacts by key; `field` = `value` compares the value as the field's type."""
+    schema = await writable_schema(schemas, account_id, profile_id)
+    field_equals = None
+    if (field is None) != (value is None):
+        raise ContactInvalid([FieldProblem("field", "give both field and value, or neither")])
+    if field is not None and value is not None:
+        spec = schema.field_named(field)
+        if spec is None:
+            raise ContactInvalid([FieldProblem("field", f"no field '{field}' in this profile")])
+        if spec.identity:
+            field_equals = (spec.key, schema.identity_key(value, region))
+        else:
+            converted = schema.values({spec.name: value}, default_region=region, partial=True)
+            field_equals = (spec.key, converted[spec.key])
+    page = await contacts.find_page(
+        profile_id,
+        status=status,
+        key_prefix=key_prefix.strip().lower() if key_prefix else None,
+        field_equals=field_equals,
+        after_key=after_key,
+        limit=limit,
+    )
+    return schema, page

@@ -1,0 +1,218 @@
+"""contact-svc storage: profile schemas projected from profile events, and contacts with an
+outbox. Ports are Protocols; the MongoDB implementations follow them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from pymongo import ASCENDING
+from pymongo.errors import DuplicateKeyError
+
+from contact_svc.domain import Contact, ProfileSchema
+from contacts_shared.mongo import Collection, Document, DocumentLocks
+from contacts_shared.outbox import OUTBOX, create_outbox_index, outbox_entries, outbox_update
+from contacts_shared.schema import ContactStatus, FieldSpec, ProfileType
+from contacts_shared.settings import ServiceSettings
+
+# A deleted contact's document stays, with its last version, so that a contact added again
+# later continues the version sequence consumers have seen.
+DELETED = "deleted"
+
+
+class StaleContact(Exception):
+    """The contact changed since it was read; read it again and retry."""
+
+
+class SchemaStore(Protocol):
+    async def get(self, profile_id: str) -> ProfileSchema | None: ...
+
+    async def apply(self, schema: ProfileSchema, *, deleted: bool) -> bool: ...
+
+
+class ContactRepository(Protocol):
+    async def find(self, profile_id: str, key: str) -> tuple[Contact | None, int]: ...
+
+    async def add(self, contact: Contact, *, stored_version: int) -> None: ...
+
+    async def save(self, contact: Contact, *, expected_version: int) -> None: ...
+
+    async def find_page(
+        self,
+        profile_id: str,
+        *,
+        status: ContactStatus | None,
+        key_prefix: str | None,
+        field_equals: tuple[str, Any] | None,
+        after_key: str | None,
+        limit: int,
+    ) -> list[Contact]: ...
+
+
+class MongoSchemaStore:
+    """The latest version of each profile's schema; older or repeated events change nothing."""
+
+    def __init__(self, collection: Collection, locks: DocumentLocks) -> None:
+        self._collection = collection
+        self._locks = locks
+
+    async def get(self, profile_id: str) -> ProfileSchema | None:
+        document = await self._collection.find_one({"_id": profile_id})
+        if document is None or document.get(DELETED):
+            return None
+        return ProfileSchema(
+            profile_id=document["_id"],
+            account_id=document["account_id"],
+            type=ProfileType(document["type"]),
+            fields=tuple(FieldSpec.model_validate(spec) for spec in document["fields"]),
+            version=document["version"],
+        )
+
+    async def apply(self, schema: ProfileSchema, *, deleted: bool) -> bool:
+        """Store `schema` unless a newer or equal version is there; True if stored."""
+        async with self._locks.hold(schema.profile_id):
+            current = await self._collection.find_one({"_id": schema.profile_id}, {"version": 1})
+            if current is not None and current["version"] >= schema.version:
+                return False
+            await self._collection.replace_one(
+                {"_id": schema.profile_id},
+                {
+                    "account_id": schema.account_id,
+                    "type": schema.type.value,
+                    "fields": [spec.model_dump(mode="json") for spec in schema.fields],
+                    "version": schema.version,
+                    DELETED: deleted,
+                },
+                upsert=True,
+            )
+            return True
+
+
+def _document(contact: Contact) -> Document:
+    return {
+        "_id": contact.id,
+        "account_id": contact.account_id,
+        "profile_id": contact.profile_id,
+        "key": contact.key,
+        "fields": contact.fields,
+        "status": contact.status.value,
+        "status_reason": contact.status_reason,
+        "status_source": contact.status_source,
+        "status_changed_at": contact.status_changed_at,
+        "source": contact.source,
+        "version": contact.version,
+        "created_at": contact.created_at,
+        "updated_at": contact.updated_at,
+        DELETED: contact.deleted,
+    }
+
+
+def _contact(document: Document) -> Contact:
+    return Contact(
+        account_id=document["account_id"],
+        profile_id=document["profile_id"],
+        key=document["key"],
+        fields=document["fields"],
+        status=ContactStatus(document["status"]),
+        status_reason=document.get("status_reason"),
+        status_source=document["status_source"],
+        status_changed_at=document["status_changed_at"],
+        source=document["source"],
+        version=document["version"],
+        created_at=document["created_at"],
+        updated_at=document["updated_at"],
+    )
+
+
+class MongoContactRepository:
+    """Contacts in one collection, `_id` = `profile_id:key`; each write carries its events."""
+
+    def __init__(
+        self,
+        collection: Collection,
+        settings: ServiceSettings,
+        *,
+        locks: DocumentLocks,
+        events_queued: Callable[[str], None],
+    ) -> None:
+        self._collection = collection
+        self._settings = settings
+        self._locks = locks
+        self._events_queued = events_queued
+
+    async def create_indexes(self) -> None:
+        c = self._collection
+        await c.create_index([("profile_id", ASCENDING), ("key", ASCENDING)], name="by_key")
+        await c.create_index(
+            [("profile_id", ASCENDING), ("status", ASCENDING), ("key", ASCENDING)],
+            name="by_status",
+        )
+        await c.create_index(
+            [("profile_id", ASCENDING), ("created_at", ASCENDING)], name="by_created"
+        )
+        await create_outbox_index(c)
+
+    async def find(self, profile_id: str, key: str) -> tuple[Contact | None, int]:
+        """The live contact (None if absent or deleted) and the stored version (0: never)."""
+        document = await self._collection.find_one({"_id": f"{profile_id}:{key}"}, {OUTBOX: 0})
+        if document is None:
+            return None, 0
+        return (None if document.get(DELETED) else _contact(document)), document["version"]
+
+    def _entries(self, contact: Contact) -> list[Document]:
+        return outbox_entries(
+            contact.take_events(), account_id=contact.account_id, settings=self._settings
+        )
+
+    async def add(self, contact: Contact, *, stored_version: int) -> None:
+        """Store a new contact; `stored_version` is what `find` said (0, or a deleted one's)."""
+        if stored_version == 0:
+            try:
+                await self._collection.insert_one(
+                    {**_document(contact), OUTBOX: self._entries(contact)}
+                )
+            except DuplicateKeyError as exc:
+                raise StaleContact(contact.id) from exc
+            self._events_queued(contact.id)
+        else:
+            await self.save(contact, expected_version=stored_version, deleted_before=True)
+
+    async def save(
+        self, contact: Contact, *, expected_version: int, deleted_before: bool = False
+    ) -> None:
+        entries = self._entries(contact)
+        if not entries:
+            return
+        document = _document(contact)
+        del document["_id"]
+        async with self._locks.hold(contact.id):
+            result = await self._collection.update_one(
+                {"_id": contact.id, "version": expected_version, DELETED: deleted_before},
+                {**outbox_update(entries), "$set": document},
+            )
+        if result.matched_count != 1:
+            raise StaleContact(contact.id)
+        self._events_queued(contact.id)
+
+    async def find_page(
+        self,
+        profile_id: str,
+        *,
+        status: ContactStatus | None,
+        key_prefix: str | None,
+        field_equals: tuple[str, Any] | None,
+        after_key: str | None,
+        limit: int,
+    ) -> list[Contact]:
+        query: Document = {"profile_id": profile_id, DELETED: False}
+        if status is not None:
+            query["status"] = status.value
+        if key_prefix:
+            query["key"] = {"$regex": "^" + re.escape(key_prefix)}
+        if after_key is not None:
+            query.setdefault("key", {})["$gt"] = after_key
+        if field_equals is not None:
+            query[f"fields.{field_equals[0]}"] = field_equals[1]
+        cursor = self._collection.find(query, {OUTBOX: 0}).sort("key", ASCENDING).limit(limit)
+        return [_contact(document) async for document in cursor]

@@ -1,0 +1,236 @@
+"""contact-svc over HTTP against the real MongoDB-protocol server and Kafka, with the profile
+schemas arriving from profile-svc's events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from contact_svc.settings import ContactSettings
+from contacts_shared.events import ContactDeleted, parse_event
+
+pytestmark = pytest.mark.integration
+
+Services = tuple[httpx.AsyncClient, httpx.AsyncClient]
+FIELDS = [
+    {"name": "Nombre", "required": True},
+    {"name": "Ciudad"},
+    {"name": "Edad", "type": "number"},
+    {"name": "Fecha de Nacimiento", "type": "date"},
+]
+
+
+def problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_contacts_are_created_read_patched_replaced_and_deleted(
+    services: Services, known_profile: Any
+) -> None:
+    _, contacts = services
+    profile = await known_profile(name="Clientes", fields=FIELDS)
+    base = f"/v1/profiles/{profile['id']}/contacts"
+    created = await contacts.post(
+        base,
+        json={
+            "fields": {
+                "email": " Ana@Example.com ",
+                "Nombre": "Ana",
+                "edad": "41",
+                "Fecha de Nacimiento": "05/03/1985",
+            }
+        },
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["key"] == "ana@example.com"
+    assert created.json()["fields"] == {
+        "email": "ana@example.com",
+        "Nombre": "Ana",
+        "Edad": 41,
+        "Fecha de Nacimiento": "1985-03-05",
+    }
+    assert created.headers["location"] == f"{base}/ana@example.com"
+    problem(
+        await contacts.post(base, json={"fields": {"email": "ana@example.com", "Nombre": "Ana"}}),
+        409,
+    )
+
+    patched = await contacts.patch(f"{base}/ANA@example.com", json={"fields": {"Ciudad": "Lima"}})
+    assert patched.status_code == 200 and patched.json()["version"] == 2
+    assert patched.json()["fields"]["Ciudad"] == "Lima" and patched.json()["fields"]["Edad"] == 41
+
+    replaced = await contacts.put(f"{base}/ana@example.com", json={"fields": {"Nombre": "Ana M"}})
+    assert replaced.status_code == 200
+    assert replaced.json()["fields"] == {"email": "ana@example.com", "Nombre": "Ana M"}
+
+    unsubscribed = await contacts.patch(
+        f"{base}/ana@example.com", json={"status": "unsubscribed", "status_reason": "asked"}
+    )
+    body = unsubscribed.json()
+    assert (body["status"], body["status_reason"], body["version"]) == ("unsubscribed", "asked", 4)
+
+    assert (await contacts.delete(f"{base}/ana@example.com")).status_code == 204
+    problem(await contacts.get(f"{base}/ana@example.com"), 404)
+    again = await contacts.put(f"{base}/ana@example.com", json={"fields": {"Nombre": "Ana"}})
+    assert again.status_code == 201 and again.json()["version"] == 6  # continues after deletion
+
+
+async def test_bad_values_are_named_and_nothing_is_written(
+    services: Services, known_profile: Any
+) -> None:
+    _, contacts = services
+    profile = await known_profile(name="Strict", fields=FIELDS)
+    base = f"/v1/profiles/{profile['id']}/contacts"
+    body = problem(
+        await contacts.post(
+            base, json={"fields": {"email": "not-an-email", "Edad": "old", "Color": "red"}}
+        ),
+        422,
+    )
+    assert {e["field"] for e in body["errors"]} == {"email"}
+    body = problem(
+        await contacts.post(
+            base,
+            json={
+                "fields": {
+                    "email": "b@example.com",
+                    "Edad": "old",
+                    "Color": "red",
+                    "Fecha de Nacimiento": "31/02/2020",
+                }
+            },
+        ),
+        422,
+    )
+    assert {e["field"] for e in body["errors"]} == {
+        "Edad",
+        "Color",
+        "Fecha de Nacimiento",
+        "Nombre",
+    }
+    problem(await contacts.get(f"{base}/b@example.com"), 404)
+    problem(await contacts.post(base, json={"fields": {"Nombre": "No email"}}), 422)
+    problem(
+        await contacts.post(base, content=b"{", headers={"content-type": "application/json"}), 400
+    )
+    problem(
+        await contacts.put(
+            f"{base}/a@example.com", json={"fields": {"email": "b@example.com", "Nombre": "x"}}
+        ),
+        422,
+    )
+
+
+async def test_unknown_foreign_and_virtual_profiles_are_refused(
+    services: Services, known_profile: Any
+) -> None:
+    _, contacts = services
+    profile = await known_profile(name="Mine", fields=FIELDS)
+    segment = await known_profile(
+        name="Seg",
+        type="virtual",
+        base_profile_id=profile["id"],
+        rules={"all": [{"field": "Edad", "op": "gt", "value": 1}]},
+    )
+    body = {"fields": {"email": "a@example.com", "Nombre": "A"}}
+    problem(await contacts.post("/v1/profiles/000000000000000000000000/contacts", json=body), 404)
+    other = {"Authorization": "Bearer key-b"}
+    problem(
+        await contacts.post(f"/v1/profiles/{profile['id']}/contacts", json=body, headers=other), 404
+    )
+    problem(await contacts.post(f"/v1/profiles/{segment['id']}/contacts", json=body), 409)
+
+
+async def test_mobile_only_contacts_are_keyed_by_e164(
+    services: Services, known_profile: Any
+) -> None:
+    _, contacts = services
+    profile = await known_profile(name="SMS", type="mobile_only")
+    base = f"/v1/profiles/{profile['id']}/contacts"
+    created = await contacts.post(base, json={"fields": {"phone": "9 8765 4321"}})
+    assert created.status_code == 201, created.text
+    assert created.json()["key"] == "+56987654321"
+    assert (await contacts.get(f"{base}/+56 9 8765 4321")).json()["key"] == "+56987654321"
+
+
+async def test_listing_filters_and_pages(services: Services, known_profile: Any) -> None:
+    _, contacts = services
+    profile = await known_profile(name="List", fields=FIELDS)
+    base = f"/v1/profiles/{profile['id']}/contacts"
+    for index in range(7):
+        city = "Lima" if index % 2 else "Quito"
+        response = await contacts.post(
+            base,
+            json={
+                "fields": {
+                    "email": f"user{index}@example.com",
+                    "Nombre": f"U{index}",
+                    "Ciudad": city,
+                    "Edad": 20 + index,
+                }
+            },
+        )
+        assert response.status_code == 201, response.text
+    await contacts.patch(f"{base}/user3@example.com", json={"status": "bounced"})
+
+    keys: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 3}
+        if cursor:
+            params["cursor"] = cursor
+        page = (await contacts.get(base, params=params)).json()
+        keys += [item["key"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert keys == [f"user{i}@example.com" for i in range(7)]
+    lima = (await contacts.get(base, params={"field": "ciudad", "value": "Lima"})).json()
+    assert [i["key"] for i in lima["items"]] == [
+        "user1@example.com",
+        "user3@example.com",
+        "user5@example.com",
+    ]
+    aged = (await contacts.get(base, params={"field": "Edad", "value": "22"})).json()
+    assert [i["key"] for i in aged["items"]] == ["user2@example.com"]
+    bounced = (await contacts.get(base, params={"status": "bounced"})).json()
+    assert [i["key"] for i in bounced["items"]] == ["user3@example.com"]
+    prefix = (await contacts.get(base, params={"key_prefix": "USER6"})).json()
+    assert [i["key"] for i in prefix["items"]] == ["user6@example.com"]
+    problem(await contacts.get(base, params={"field": "Nope", "value": "x"}), 422)
+    problem(await contacts.get(base, params={"field": "Edad"}), 422)
+
+
+async def test_contact_events_are_published_in_order(
+    services: Services,
+    known_profile: Any,
+    contact_settings: ContactSettings,
+    read_envelopes: Any,
+) -> None:
+    _, contacts = services
+    profile = await known_profile(name="Evented", fields=FIELDS)
+    base = f"/v1/profiles/{profile['id']}/contacts"
+    await contacts.post(base, json={"fields": {"email": "e@example.com", "Nombre": "E"}})
+    await contacts.patch(f"{base}/e@example.com", json={"fields": {"Edad": 9}})
+    await contacts.patch(f"{base}/e@example.com", json={"status": "unsubscribed"})
+    await contacts.delete(f"{base}/e@example.com")
+    envelopes = await read_envelopes(
+        contact_settings.topic_contacts_events, until=lambda found: len(found) >= 4
+    )
+    assert [e.type for e in envelopes] == [
+        "contacts.contact.created",
+        "contacts.contact.updated",
+        "contacts.contact.status_changed",
+        "contacts.contact.deleted",
+    ]
+    assert {e.subject for e in envelopes} == {f"{profile['id']}:e@example.com"}
+    assert {e.accountid for e in envelopes} == {contact_settings.api_keys["key-a"]}
+    deleted = parse_event(envelopes[-1])
+    assert isinstance(deleted, ContactDeleted) and deleted.version == 4
+    updated = parse_event(envelopes[1]).model_dump()
+    assert updated["changed"] == ("edad",) and updated["contact"]["fields"]["edad"] == 9
