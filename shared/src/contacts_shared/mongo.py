@@ -50,3 +50,37 @@ class DocumentLocks:
             self._holders[key] -= 1
             if self._holders[key] == 0:
                 del self._holders[key], self._locks[key]
+
+
+class ConditionalWriter:
+    """Single-document updates applied only if the document still holds given values (its
+    version, say): optimistic concurrency that stays index-backed on both servers.
+
+    MongoDB takes the conditions in the filter. FerretDB v1 answers from an index only a filter
+    of `_id` alone and scans the collection for anything more (docs/adr/0004), so there the
+    writer reads the document by `_id`, compares, and updates by `_id`, holding the document's
+    lock; that is exact within the one process FerretDB deployments run per service.
+    """
+
+    def __init__(self, locks: DocumentLocks, *, id_only_filters: bool) -> None:
+        self.locks = locks
+        self.id_only_filters = id_only_filters
+
+    @classmethod
+    async def for_server(cls, client: MongoClient, locks: DocumentLocks) -> ConditionalWriter:
+        build = await client.admin.command("buildInfo")
+        return cls(locks, id_only_filters="ferretdbVersion" in build)
+
+    async def update_if(
+        self, collection: Collection, document_id: object, conditions: Document, update: Document
+    ) -> bool:
+        """Apply `update` if the document exists and equals `conditions`; True if applied."""
+        async with self.locks.hold(document_id):
+            if not self.id_only_filters:
+                result = await collection.update_one({"_id": document_id, **conditions}, update)
+                return result.matched_count == 1
+            current = await collection.find_one({"_id": document_id}, dict.fromkeys(conditions, 1))
+            if current is None or any(current.get(k) != v for k, v in conditions.items()):
+                return False
+            await collection.update_one({"_id": document_id}, update)
+            return True

@@ -22,7 +22,7 @@ from contact_svc.domain import (
 from contact_svc.repository import MongoContactRepository, MongoSchemaStore
 from contact_svc.settings import ContactSettings
 from contacts_shared.kafka import EventPublisher, SupervisedConsumer
-from contacts_shared.mongo import DocumentLocks, connect, ping
+from contacts_shared.mongo import ConditionalWriter, DocumentLocks, connect, ping
 from contacts_shared.outbox import OutboxRelay
 from contacts_shared.web import Problem, create_service_app
 
@@ -59,8 +59,9 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
             batch_size=settings.outbox_batch_size,
             scan_seconds=settings.outbox_scan_seconds,
         )
+        writer = await ConditionalWriter.for_server(client, locks)
         contacts = MongoContactRepository(
-            database["contacts"], settings, locks=locks, events_queued=relay.notify
+            database["contacts"], settings, writer=writer, events_queued=relay.notify
         )
         schemas = MongoSchemaStore(database["profile_schemas"], locks)
         await contacts.create_indexes()

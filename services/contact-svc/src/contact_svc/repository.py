@@ -11,7 +11,7 @@ from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
 from contact_svc.domain import Contact, ProfileSchema
-from contacts_shared.mongo import Collection, Document, DocumentLocks
+from contacts_shared.mongo import Collection, ConditionalWriter, Document, DocumentLocks
 from contacts_shared.outbox import OUTBOX, create_outbox_index, outbox_entries, outbox_update
 from contacts_shared.schema import ContactStatus, FieldSpec, ProfileType
 from contacts_shared.settings import ServiceSettings
@@ -133,12 +133,12 @@ class MongoContactRepository:
         collection: Collection,
         settings: ServiceSettings,
         *,
-        locks: DocumentLocks,
+        writer: ConditionalWriter,
         events_queued: Callable[[str], None],
     ) -> None:
         self._collection = collection
         self._settings = settings
-        self._locks = locks
+        self._writer = writer
         self._events_queued = events_queued
 
     async def create_indexes(self) -> None:
@@ -186,12 +186,13 @@ class MongoContactRepository:
             return
         document = _document(contact)
         del document["_id"]
-        async with self._locks.hold(contact.id):
-            result = await self._collection.update_one(
-                {"_id": contact.id, "version": expected_version, DELETED: deleted_before},
-                {**outbox_update(entries), "$set": document},
-            )
-        if result.matched_count != 1:
+        applied = await self._writer.update_if(
+            self._collection,
+            contact.id,
+            {"version": expected_version, DELETED: deleted_before},
+            {**outbox_update(entries), "$set": document},
+        )
+        if not applied:
             raise StaleContact(contact.id)
         self._events_queued(contact.id)
 

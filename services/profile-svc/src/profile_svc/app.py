@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from contacts_shared.kafka import EventPublisher
-from contacts_shared.mongo import DocumentLocks, connect, ping
+from contacts_shared.mongo import ConditionalWriter, DocumentLocks, connect, ping
 from contacts_shared.outbox import OutboxRelay
 from contacts_shared.web import Problem, create_service_app
 from profile_svc.api import router
@@ -50,8 +50,9 @@ def create_app(settings: ProfileSettings | None = None) -> FastAPI:
             batch_size=settings.outbox_batch_size,
             scan_seconds=settings.outbox_scan_seconds,
         )
+        writer = await ConditionalWriter.for_server(client, locks)
         profiles = MongoProfileRepository(
-            collection, settings, locks=locks, events_queued=relay.notify
+            collection, settings, writer=writer, events_queued=relay.notify
         )
         await profiles.create_indexes()
         app.state.profiles = profiles

@@ -10,7 +10,7 @@ from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
 from contacts_shared.events import DomainEvent
-from contacts_shared.mongo import Collection, Document, DocumentLocks
+from contacts_shared.mongo import Collection, ConditionalWriter, Document
 from contacts_shared.outbox import (
     OUTBOX,
     TOMBSTONE,
@@ -94,11 +94,11 @@ class MongoProfileRepository:
         collection: Collection,
         settings: ServiceSettings,
         *,
-        locks: DocumentLocks,
+        writer: ConditionalWriter,
         events_queued: Callable[[str], None],
     ) -> None:
         self._collection = collection
-        self._locks = locks
+        self._writer = writer
         self._settings = settings
         self._events_queued = events_queued
 
@@ -144,19 +144,15 @@ class MongoProfileRepository:
             return
         update: dict[str, Any] = {**outbox_update(self._entries(profile, events)), "$set": changes}
         try:
-            async with self._locks.hold(profile.id):
-                result = await self._collection.update_one(
-                    {
-                        "_id": profile.id,
-                        "account_id": profile.account_id,
-                        "version": expected_version,
-                        TOMBSTONE: {"$ne": True},
-                    },
-                    update,
-                )
+            applied = await self._writer.update_if(
+                self._collection,
+                profile.id,
+                {"account_id": profile.account_id, "version": expected_version},
+                update,
+            )
         except DuplicateKeyError as exc:
             raise self._name_taken(profile) from exc
-        if result.matched_count != 1:
+        if not applied:
             raise StaleProfile(profile.id)
         self._events_queued(profile.id)
 
