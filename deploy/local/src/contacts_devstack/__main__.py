@@ -22,6 +22,7 @@ from contacts_devstack.stack import (
 # (name, ASGI factory, port setting, default port); `make run` starts each one that exists.
 SERVICES = [
     ("profile-svc", "profile_svc.app:create_app", "CONTACTS_PROFILE_SVC_PORT", 8101),
+    ("contact-svc", "contact_svc.app:create_app", "CONTACTS_CONTACT_SVC_PORT", 8102),
 ]
 LOCAL_API_KEY = "local-dev-key"
 LOCAL_ACCOUNT = "local-account"
