@@ -124,6 +124,64 @@ async def list_contacts(
     return ContactPage(items=[ContactOut.of(schema, c) for c in page], next_cursor=next_cursor)
 
 
+MAX_BATCH = 1000
+
+
+class ContactBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    contacts: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        description="each: values by field name, with the identity (email or phone)",
+    )
+
+
+class ItemOut(BaseModel):
+    index: int
+    outcome: handlers.Outcome
+    key: str | None = None
+    errors: list[dict[str, str]] = Field(default_factory=list)
+
+
+class BatchOut(BaseModel):
+    created: int
+    updated: int
+    unchanged: int
+    rejected: int
+    items: list[ItemOut]
+
+
+@router.post(":batch")
+async def upsert_batch(
+    profile_id: str, body: ContactBatch, account_id: AccountId, request: Request
+) -> BatchOut:
+    """Create or update up to 1,000 contacts (only the given fields change); each item's
+    result, with the fields of a rejected one named."""
+    results = await handlers.upsert_batch(
+        account_id=account_id,
+        profile_id=profile_id,
+        items=body.contacts,
+        source=SOURCE,
+        **ports(request),
+    )
+    counts = dict.fromkeys(handlers.Outcome, 0)
+    for result in results:
+        counts[result.outcome] += 1
+    return BatchOut(
+        **{outcome.value: count for outcome, count in counts.items()},
+        items=[
+            ItemOut(
+                index=r.index,
+                outcome=r.outcome,
+                key=r.key,
+                errors=[{"field": p.field, "message": p.message} for p in r.errors],
+            )
+            for r in results
+        ],
+    )
+
+
 @router.get("/{key}")
 async def get_contact(
     profile_id: str, key: str, account_id: AccountId, request: Request

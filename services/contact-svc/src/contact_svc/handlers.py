@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from contact_svc.domain import (
     Contact,
@@ -249,3 +251,88 @@ async def list_contacts(
         limit=limit,
     )
     return schema, page
+
+
+class Outcome(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    REJECTED = "rejected"
+
+
+async def upsert_contact(
+    *,
+    schema: ProfileSchema,
+    key: str,
+    values: Mapping[str, Any],
+    source: str,
+    contacts: ContactRepository,
+) -> tuple[Contact, Outcome]:
+    """Create the contact, or change only the given values of an existing one (already
+    validated, by field key). Applying the same values again changes nothing and publishes
+    nothing, which makes redelivered commands harmless."""
+
+    async def change() -> tuple[Contact, Outcome]:
+        live, stored_version = await contacts.find(schema.profile_id, key)
+        now = utc_now()
+        if live is None:
+            contact = Contact.create(
+                schema=schema,
+                key=key,
+                values=dict(values),
+                source=source,
+                now=now,
+                version=stored_version + 1,
+            )
+            await contacts.add(contact, stored_version=stored_version)
+            return contact, Outcome.CREATED
+        changed = live.set_values(
+            dict(values), schema=schema, replace_all=False, source=source, now=now
+        )
+        await contacts.save(live, expected_version=stored_version)
+        return live, Outcome.UPDATED if changed else Outcome.UNCHANGED
+
+    return await _retrying(change)
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    index: int
+    outcome: Outcome
+    key: str | None = None
+    errors: tuple[FieldProblem, ...] = ()
+
+
+def validate_item(
+    schema: ProfileSchema, fields: Mapping[str, object], region: str
+) -> tuple[str, dict[str, Any]]:
+    """An item's contact key and values by field key, or ContactInvalid naming its fields."""
+    key, rest = _split_identity(schema, fields, None, region)
+    return key, schema.values(rest, default_region=region, partial=True)
+
+
+async def upsert_batch(
+    *,
+    account_id: str,
+    profile_id: str,
+    items: Sequence[Mapping[str, object]],
+    source: str,
+    region: str,
+    schemas: SchemaStore,
+    contacts: ContactRepository,
+) -> list[ItemResult]:
+    """Upsert each item on its own: a bad item is reported and changes nothing, the others
+    are applied."""
+    schema = await writable_schema(schemas, account_id, profile_id)
+    results = []
+    for index, fields in enumerate(items):
+        try:
+            key, values = validate_item(schema, fields, region)
+        except ContactInvalid as exc:
+            results.append(ItemResult(index, Outcome.REJECTED, errors=tuple(exc.problems)))
+            continue
+        _, outcome = await upsert_contact(
+            schema=schema, key=key, values=values, source=source, contacts=contacts
+        )
+        results.append(ItemResult(index, outcome, key))
+    return results

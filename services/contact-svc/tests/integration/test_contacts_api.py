@@ -234,3 +234,41 @@ async def test_contact_events_are_published_in_order(
     assert isinstance(deleted, ContactDeleted) and deleted.version == 4
     updated = parse_event(envelopes[1]).model_dump()
     assert updated["changed"] == ("edad",) and updated["contact"]["fields"]["edad"] == 9
+
+
+async def test_batches_upsert_each_item_and_name_the_bad_ones(
+    services: Services, known_profile: Any
+) -> None:
+    _, contacts = services
+    profile = await known_profile(name="Batch", fields=FIELDS)
+    base = f"/v1/profiles/{profile['id']}/contacts"
+    await contacts.post(
+        base, json={"fields": {"email": "old@example.com", "Nombre": "Old", "Ciudad": "Quito"}}
+    )
+    batch = [
+        {"email": "new@example.com", "Nombre": "New"},
+        {"email": "OLD@example.com", "Edad": 50},
+        {"email": "bad", "Edad": "x"},
+        {"email": "old@example.com", "Edad": 50},
+    ]
+    response = await contacts.post(f"{base}:batch", json={"contacts": batch})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["created"], body["updated"], body["unchanged"], body["rejected"]) == (1, 1, 1, 1)
+    assert [item["outcome"] for item in body["items"]] == [
+        "created",
+        "updated",
+        "rejected",
+        "unchanged",
+    ]
+    assert {e["field"] for e in body["items"][2]["errors"]} == {"email"}
+    old = (await contacts.get(f"{base}/old@example.com")).json()
+    assert old["fields"] == {
+        "email": "old@example.com",
+        "Nombre": "Old",
+        "Ciudad": "Quito",
+        "Edad": 50,
+    }
+    too_many = {"contacts": [{"email": f"u{i}@example.com"} for i in range(1001)]}
+    body = problem(await contacts.post(f"{base}:batch", json=too_many), 422)
+    assert body["errors"][0]["field"] == "contacts" and "1000" in body["detail"]
