@@ -23,6 +23,7 @@ def shared_settings(infrastructure: Any, unique: str) -> dict[str, Any]:
         "mongodb_url": infrastructure.mongodb_url,
         "topic_profiles_events": f"profiles.events.{unique}",
         "topic_contacts_events": f"contacts.events.{unique}",
+        "topic_contacts_commands": f"contacts.commands.{unique}",
         "api_keys": {"key-a": f"account-a-{unique}", "key-b": f"account-b-{unique}"},
         "outbox_scan_seconds": 0.5,
     }
@@ -34,6 +35,7 @@ def contact_settings(shared_settings: dict[str, Any], unique: str) -> ContactSet
         **shared_settings,
         mongodb_database=f"contact_svc_{unique}",
         profile_events_group=f"contact-svc-{unique}",
+        contact_commands_group=f"contact-svc-commands-{unique}",
     )
 
 

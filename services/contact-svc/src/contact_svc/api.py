@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from contact_svc import handlers
 from contact_svc.domain import Contact, ProfileSchema
-from contact_svc.repository import ContactRepository, SchemaStore
+from contact_svc.repository import ContactRepository, SchemaStore, WebhookSourceStore
 from contact_svc.settings import ContactSettings
+from contact_svc.webhooks import SignatureError, WebhookFormat, WebhookSource
 from contacts_shared.schema import ContactStatus
-from contacts_shared.web import AccountId
+from contacts_shared.web import AccountId, Problem
 
 router = APIRouter(prefix="/v1/profiles/{profile_id}/contacts", tags=["contacts"])
 SOURCE = "api"
@@ -144,6 +146,11 @@ class ItemOut(BaseModel):
     errors: list[dict[str, str]] = Field(default_factory=list)
 
 
+def item_out(result: handlers.ItemResult) -> ItemOut:
+    errors = [{"field": p.field, "message": p.message} for p in result.errors]
+    return ItemOut(index=result.index, outcome=result.outcome, key=result.key, errors=errors)
+
+
 class BatchOut(BaseModel):
     created: int
     updated: int
@@ -243,3 +250,131 @@ async def delete_contact(
     await handlers.delete_contact(
         account_id=account_id, profile_id=profile_id, key=key, source=SOURCE, **ports(request)
     )
+
+
+# -- webhooks ------------------------------------------------------------------------------------
+
+webhook_router = APIRouter(tags=["webhooks"])
+
+
+class WebhookSourceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    profile_id: str = Field(min_length=1, max_length=100)
+    format: WebhookFormat = WebhookFormat.GENERIC
+    mapping: dict[str, str] = Field(
+        default_factory=dict,
+        description="payload key or dotted path (`default_address.city`) -> profile field name",
+    )
+
+
+class WebhookSourceOut(BaseModel):
+    id: str
+    profile_id: str
+    format: WebhookFormat
+    mapping: dict[str, str]
+    endpoint: str
+    created_at: datetime
+    secret: str | None = Field(default=None, description="shown once, at creation or rotation")
+
+    @classmethod
+    def of(cls, source: WebhookSource, *, with_secret: bool = False) -> WebhookSourceOut:
+        return cls(
+            id=source.id,
+            profile_id=source.profile_id,
+            format=source.format,
+            mapping=source.mapping,
+            endpoint=f"/v1/webhooks/{source.id}",
+            created_at=source.created_at,
+            secret=source.secret if with_secret else None,
+        )
+
+
+class WebhookAccepted(BaseModel):
+    accepted: int
+    rejected: list[ItemOut]
+
+
+def sources_of(request: Request) -> WebhookSourceStore:
+    sources: WebhookSourceStore = request.app.state.webhook_sources
+    return sources
+
+
+@webhook_router.post("/v1/webhook-sources", status_code=status.HTTP_201_CREATED)
+async def create_webhook_source(
+    body: WebhookSourceIn, account_id: AccountId, request: Request
+) -> WebhookSourceOut:
+    """Register a store's customer webhook; the answer holds its signing secret, once."""
+    source = await handlers.create_webhook_source(
+        account_id=account_id,
+        profile_id=body.profile_id,
+        format=body.format,
+        mapping=body.mapping,
+        schemas=request.app.state.schemas,
+        sources=sources_of(request),
+    )
+    return WebhookSourceOut.of(source, with_secret=True)
+
+
+@webhook_router.get("/v1/webhook-sources/{source_id}")
+async def get_webhook_source(
+    source_id: str, account_id: AccountId, request: Request
+) -> WebhookSourceOut:
+    """A webhook source, without its secret."""
+    return WebhookSourceOut.of(
+        await handlers.owned_source(sources_of(request), account_id, source_id)
+    )
+
+
+@webhook_router.post("/v1/webhook-sources/{source_id}:rotate-secret")
+async def rotate_webhook_secret(
+    source_id: str, account_id: AccountId, request: Request
+) -> dict[str, str]:
+    """Replace the signing secret; the old one stops working at once."""
+    secret = await handlers.rotate_webhook_secret(
+        account_id=account_id, source_id=source_id, sources=sources_of(request)
+    )
+    return {"secret": secret}
+
+
+@webhook_router.delete("/v1/webhook-sources/{source_id}", status_code=204)
+async def delete_webhook_source(source_id: str, account_id: AccountId, request: Request) -> None:
+    """Stop accepting this source's webhooks."""
+    await handlers.owned_source(sources_of(request), account_id, source_id)
+    await sources_of(request).remove(source_id)
+
+
+@webhook_router.post("/v1/webhooks/{source_id}", status_code=status.HTTP_202_ACCEPTED)
+async def receive_webhook(
+    source_id: str,
+    request: Request,
+    x_webhook_timestamp: Annotated[str | None, Header()] = None,
+    x_webhook_signature: Annotated[str | None, Header()] = None,
+) -> WebhookAccepted:
+    """A store's customer record, or an array of up to 1,000, signed with the source's secret:
+    202 once every valid record is durably on Kafka; invalid ones are listed, not applied."""
+    settings: ContactSettings = request.app.state.settings
+    try:
+        results = await handlers.ingest_webhook(
+            source_id=source_id,
+            timestamp=x_webhook_timestamp,
+            signed=x_webhook_signature,
+            body=await request.body(),
+            now=time.time(),
+            region=settings.default_phone_region,
+            topic=settings.topic_contacts_commands,
+            sources=sources_of(request),
+            schemas=request.app.state.schemas,
+            publisher=request.app.state.publisher,
+        )
+    except SignatureError as exc:
+        raise Problem(401, "Unauthorized", str(exc)) from exc
+    rejected = [item_out(r) for r in results if r.outcome is handlers.Outcome.REJECTED]
+    if len(rejected) == len(results):
+        errors = [
+            {"field": f"[{r.index}].{e['field']}", "message": e["message"]}
+            for r in rejected
+            for e in r.errors
+        ]
+        raise Problem(422, "No valid record", "Every record was rejected", errors)
+    return WebhookAccepted(accepted=len(results) - len(rejected), rejected=rejected)

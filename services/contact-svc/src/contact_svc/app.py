@@ -9,8 +9,8 @@ from functools import partial
 
 from fastapi import FastAPI, Request, Response
 
-from contact_svc.api import router
-from contact_svc.consumers import apply_profile_event
+from contact_svc.api import router, webhook_router
+from contact_svc.consumers import apply_contact_command, apply_profile_event
 from contact_svc.domain import (
     ContactError,
     ContactExists,
@@ -19,7 +19,12 @@ from contact_svc.domain import (
     ProfileNotWritable,
     ProfileUnknown,
 )
-from contact_svc.repository import MongoContactRepository, MongoSchemaStore
+from contact_svc.handlers import WebhookRejected, WebhookSourceNotFound
+from contact_svc.repository import (
+    MongoContactRepository,
+    MongoSchemaStore,
+    MongoWebhookSourceStore,
+)
 from contact_svc.settings import ContactSettings
 from contacts_shared.kafka import EventPublisher, SupervisedConsumer
 from contacts_shared.mongo import ConditionalWriter, DocumentLocks, connect, ping
@@ -31,7 +36,9 @@ def problem_of(exc: ContactError) -> Problem:
     if isinstance(exc, ContactInvalid):
         errors = [{"field": p.field, "message": p.message} for p in exc.problems]
         return Problem(422, "Invalid contact", str(exc), errors)
-    if isinstance(exc, ContactNotFound | ProfileUnknown):
+    if isinstance(exc, WebhookRejected):
+        return Problem(exc.status, "Unusable webhook request", str(exc))
+    if isinstance(exc, ContactNotFound | ProfileUnknown | WebhookSourceNotFound):
         return Problem(404, "Not Found", str(exc))
     if isinstance(exc, ContactExists | ProfileNotWritable):
         return Problem(409, "Conflict", str(exc))
@@ -74,17 +81,30 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
             partitions=settings.topic_partitions,
             dead_letter_suffix=settings.dead_letter_suffix,
         )
+        commands = SupervisedConsumer(
+            settings.kafka_bootstrap_servers,
+            group_id=settings.contact_commands_group,
+            topics=[settings.topic_contacts_commands],
+            publisher=publisher,
+            handler=partial(apply_contact_command, schemas=schemas, contacts=contacts),
+            partitions=settings.topic_partitions,
+            dead_letter_suffix=settings.dead_letter_suffix,
+        )
         app.state.contacts, app.state.schemas = contacts, schemas
+        app.state.publisher = publisher
+        app.state.webhook_sources = MongoWebhookSourceStore(database["webhook_sources"])
         app.state.readiness_checks.update(mongodb=lambda: ping(client), kafka=publisher.check)
         tasks = [
             asyncio.create_task(relay.run(), name="outbox-relay"),
             asyncio.create_task(projection.run(), name="profile-schemas"),
+            asyncio.create_task(commands.run(), name="contact-commands"),
         ]
         try:
             yield
         finally:
             relay.stop()
             projection.stop()
+            commands.stop()
             await asyncio.gather(*tasks)
             await publisher.close()
             await client.close()
@@ -93,7 +113,7 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
         settings,
         title="contact-svc",
         description="Contacts of regular and mobile-only profiles: values, statuses, events.",
-        routers=[router],
+        routers=[router, webhook_router],
         resources=resources,
     )
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from bson import ObjectId
+
 from contact_svc.domain import (
     Contact,
+    ContactError,
     ContactExists,
     ContactInvalid,
     ContactNotFound,
@@ -17,7 +22,22 @@ from contact_svc.domain import (
     ProfileSchema,
     ProfileUnknown,
 )
-from contact_svc.repository import ContactRepository, SchemaStore, StaleContact
+from contact_svc.repository import (
+    ContactRepository,
+    SchemaStore,
+    StaleContact,
+    WebhookSourceStore,
+)
+from contact_svc.webhooks import (
+    SignatureError,
+    WebhookFormat,
+    WebhookSource,
+    new_secret,
+    record_fields,
+    verify,
+)
+from contacts_shared.commands import UpsertContact
+from contacts_shared.kafka import EventPublisher, OutgoingMessage
 from contacts_shared.schema import ContactStatus
 
 T = TypeVar("T")
@@ -258,6 +278,7 @@ class Outcome(StrEnum):
     UPDATED = "updated"
     UNCHANGED = "unchanged"
     REJECTED = "rejected"
+    ACCEPTED = "accepted"  # on the command topic, to be applied
 
 
 async def upsert_contact(
@@ -336,3 +357,161 @@ async def upsert_batch(
         )
         results.append(ItemResult(index, outcome, key))
     return results
+
+
+# -- webhooks ------------------------------------------------------------------------------------
+
+MAX_WEBHOOK_RECORDS = 1000
+MAX_MAPPING_ENTRIES = 200
+
+
+class WebhookSourceNotFound(ContactError):
+    def __init__(self, source_id: str) -> None:
+        super().__init__(f"webhook source {source_id} does not exist")
+
+
+class WebhookRejected(ContactError):
+    """The webhook request is unusable as a whole (not JSON, too many records, ...)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+async def create_webhook_source(
+    *,
+    account_id: str,
+    profile_id: str,
+    format: WebhookFormat,
+    mapping: Mapping[str, str],
+    schemas: SchemaStore,
+    sources: WebhookSourceStore,
+) -> WebhookSource:
+    """A new source whose mapping targets this profile's fields; the secret is in the result."""
+    schema = await writable_schema(schemas, account_id, profile_id)
+    problems = []
+    canonical: dict[str, str] = {}
+    for path, field_name in mapping.items():
+        spec = schema.field_named(field_name)
+        if not path.strip() or spec is None:
+            problems.append(
+                FieldProblem(f"mapping.{path}", f"no field '{field_name}' in the profile")
+            )
+        else:
+            canonical[path.strip()] = spec.name
+    if len(mapping) > MAX_MAPPING_ENTRIES:
+        problems.append(FieldProblem("mapping", f"at most {MAX_MAPPING_ENTRIES} entries"))
+    identity = schema.identity.name
+    if format is WebhookFormat.GENERIC and identity not in canonical.values():
+        problems.append(FieldProblem("mapping", f"map a payload key to '{identity}'"))
+    if problems:
+        raise ContactInvalid(problems)
+    source = WebhookSource(
+        id=str(ObjectId()),
+        account_id=account_id,
+        profile_id=profile_id,
+        format=format,
+        mapping=canonical,
+        secret=new_secret(),
+        created_at=utc_now(),
+    )
+    await sources.add(source)
+    return source
+
+
+async def owned_source(
+    sources: WebhookSourceStore, account_id: str, source_id: str
+) -> WebhookSource:
+    source = await sources.get(source_id)
+    if source is None or source.account_id != account_id:
+        raise WebhookSourceNotFound(source_id)
+    return source
+
+
+async def rotate_webhook_secret(
+    *, account_id: str, source_id: str, sources: WebhookSourceStore
+) -> str:
+    await owned_source(sources, account_id, source_id)
+    secret = new_secret()
+    await sources.set_secret(source_id, secret)
+    return secret
+
+
+def _records(body: bytes) -> list[Mapping[str, Any]]:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WebhookRejected(400, f"the body is not JSON: {exc}") from exc
+    records = payload if isinstance(payload, list) else [payload]
+    if len(records) > MAX_WEBHOOK_RECORDS:
+        raise WebhookRejected(413, f"at most {MAX_WEBHOOK_RECORDS} records per request")
+    if not records or not all(isinstance(record, dict) for record in records):
+        raise WebhookRejected(422, "send one customer object or a JSON array of them")
+    return records
+
+
+async def ingest_webhook(
+    *,
+    source_id: str,
+    timestamp: str | None,
+    signed: str | None,
+    body: bytes,
+    now: float,
+    region: str,
+    topic: str,
+    sources: WebhookSourceStore,
+    schemas: SchemaStore,
+    publisher: EventPublisher,
+) -> list[ItemResult]:
+    """Check the signature, validate every record, and put the valid ones on the command topic;
+    returns only once Kafka has them all. Per-record results; nothing of a bad record is kept."""
+    source = await sources.get(source_id)
+    if source is None:
+        raise SignatureError("unknown webhook source")  # no hint whether the id exists
+    verify(source.secret, timestamp, signed, body, now)
+    records = _records(body)
+    schema = await writable_schema(schemas, source.account_id, source.profile_id)
+    received_at = utc_now()
+    results: list[ItemResult] = []
+    commands: list[UpsertContact] = []
+    for index, record in enumerate(records):
+        fields = record_fields(
+            record, format=source.format, mapping=source.mapping, identity_name=schema.identity.name
+        )
+        try:
+            key, values = validate_item(schema, fields, region)
+        except ContactInvalid as exc:
+            results.append(ItemResult(index, Outcome.REJECTED, errors=tuple(exc.problems)))
+            continue
+        commands.append(
+            UpsertContact(
+                command_id=str(uuid.uuid4()),
+                account_id=source.account_id,
+                profile_id=source.profile_id,
+                key=key,
+                values=values,
+                source=f"webhook:{source.id}",
+                received_at=received_at,
+            )
+        )
+        results.append(ItemResult(index, Outcome.ACCEPTED, key))
+    if commands:
+        await publisher.publish(
+            OutgoingMessage(topic, c.partition_key, c.model_dump_json().encode()) for c in commands
+        )
+    return results
+
+
+async def apply_upsert(
+    command: UpsertContact, *, schemas: SchemaStore, contacts: ContactRepository
+) -> Outcome | None:
+    """Apply a command from the command topic; None when its profile is gone."""
+    schema = await schemas.get(command.profile_id)
+    if schema is None or schema.account_id != command.account_id:
+        return None
+    known = {spec.key for spec in schema.fields}
+    values = {key: value for key, value in command.values.items() if key in known}
+    _, outcome = await upsert_contact(
+        schema=schema, key=command.key, values=values, source=command.source, contacts=contacts
+    )
+    return outcome

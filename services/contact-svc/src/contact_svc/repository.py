@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any, Protocol
 
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
 from contact_svc.domain import Contact, ProfileSchema
+from contact_svc.webhooks import WebhookFormat, WebhookSource
 from contacts_shared.mongo import Collection, ConditionalWriter, Document, DocumentLocks
 from contacts_shared.outbox import OUTBOX, create_outbox_index, outbox_entries, outbox_update
 from contacts_shared.schema import ContactStatus, FieldSpec, ProfileType
@@ -217,3 +219,47 @@ class MongoContactRepository:
             query[f"fields.{field_equals[0]}"] = field_equals[1]
         cursor = self._collection.find(query, {OUTBOX: 0}).sort("key", ASCENDING).limit(limit)
         return [_contact(document) async for document in cursor]
+
+
+class WebhookSourceStore(Protocol):
+    async def add(self, source: WebhookSource) -> None: ...
+
+    async def get(self, source_id: str) -> WebhookSource | None: ...
+
+    async def set_secret(self, source_id: str, secret: str) -> None: ...
+
+    async def remove(self, source_id: str) -> None: ...
+
+
+class MongoWebhookSourceStore:
+    def __init__(self, collection: Collection) -> None:
+        self._collection = collection
+
+    async def add(self, source: WebhookSource) -> None:
+        document = asdict(source)
+        document["_id"] = document.pop("id")
+        # Payload paths are dotted: stored as values, never as keys.
+        document["mapping"] = [
+            {"path": path, "field": name} for path, name in source.mapping.items()
+        ]
+        await self._collection.insert_one(document)
+
+    async def get(self, source_id: str) -> WebhookSource | None:
+        document = await self._collection.find_one({"_id": source_id})
+        if document is None:
+            return None
+        return WebhookSource(
+            id=document["_id"],
+            account_id=document["account_id"],
+            profile_id=document["profile_id"],
+            format=WebhookFormat(document["format"]),
+            mapping={entry["path"]: entry["field"] for entry in document["mapping"]},
+            secret=document["secret"],
+            created_at=document["created_at"],
+        )
+
+    async def set_secret(self, source_id: str, secret: str) -> None:
+        await self._collection.update_one({"_id": source_id}, {"$set": {"secret": secret}})
+
+    async def remove(self, source_id: str) -> None:
+        await self._collection.delete_one({"_id": source_id})

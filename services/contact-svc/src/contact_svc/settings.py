@@ -13,3 +13,4 @@ class ContactSettings(ServiceSettings):
     # Region of phone numbers written without a country code (ISO 3166-1 alpha-2).
     default_phone_region: str = Field(default="CL", pattern="^[A-Z]{2}$")
     profile_events_group: str = "contact-svc.profile-schemas"
+    contact_commands_group: str = "contact-svc.commands"

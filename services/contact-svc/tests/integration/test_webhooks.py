@@ -1,0 +1,224 @@
+"""Signed webhook batches: accepted once on Kafka, applied by the command consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from contact_svc.webhooks import signature
+
+pytestmark = pytest.mark.integration
+
+Services = tuple[httpx.AsyncClient, httpx.AsyncClient]
+FIELDS = [{"name": "Nombre"}, {"name": "Ciudad"}, {"name": "Compras", "type": "number"}]
+
+
+def signed(secret: str, payload: Any, *, at: float | None = None) -> dict[str, Any]:
+    body = json.dumps(payload).encode()
+    timestamp = str(int(at if at is not None else time.time()))
+    return {
+        "content": body,
+        "headers": {
+            "content-type": "application/json",
+            "x-webhook-timestamp": timestamp,
+            "x-webhook-signature": signature(secret, timestamp, body),
+        },
+    }
+
+
+async def eventually(probe: Any, timeout: float = 30) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await probe()
+        if result or asyncio.get_running_loop().time() > deadline:
+            return result
+        await asyncio.sleep(0.1)
+
+
+async def test_generic_records_are_accepted_then_applied(
+    services: Services, known_profile: Any
+) -> None:
+    _, contacts = services
+    profile = await known_profile(name="Store", fields=FIELDS)
+    created = await contacts.post(
+        "/v1/webhook-sources",
+        json={
+            "profile_id": profile["id"],
+            "format": "generic",
+            "mapping": {
+                "mail": "email",
+                "name": "Nombre",
+                "address.city": "Ciudad",
+                "orders_count": "Compras",
+            },
+        },
+    )
+    assert created.status_code == 201, created.text
+    source = created.json()
+    assert source["secret"].startswith("whsec_")
+    assert (await contacts.get(f"/v1/webhook-sources/{source['id']}")).json()["secret"] is None
+
+    records = [
+        {
+            "mail": f"Buyer{i}@Shop.example",
+            "name": f"B{i}",
+            "address": {"city": "Lima"},
+            "orders_count": i,
+            "ignored": {"deep": True},
+        }
+        for i in range(20)
+    ] + [{"mail": "not-an-email", "orders_count": "many"}]
+    response = await contacts.post(source["endpoint"], **signed(source["secret"], records))
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["accepted"] == 20
+    assert [(r["index"], {e["field"] for e in r["errors"]}) for r in body["rejected"]] == [
+        (20, {"email"})
+    ]
+
+    base = f"/v1/profiles/{profile['id']}/contacts"
+
+    async def all_applied() -> bool:
+        page = (await contacts.get(base, params={"limit": 100})).json()
+        return len(page["items"]) == 20
+
+    assert await eventually(all_applied)
+    buyer = (await contacts.get(f"{base}/buyer7@shop.example")).json()
+    assert buyer["fields"] == {
+        "email": "buyer7@shop.example",
+        "Nombre": "B7",
+        "Ciudad": "Lima",
+        "Compras": 7,
+    }
+    assert buyer["source"] == f"webhook:{source['id']}"
+
+    # The same delivery again (a store's retry) changes nothing.
+    again = await contacts.post(source["endpoint"], **signed(source["secret"], records[7]))
+    assert again.status_code == 202
+    await asyncio.sleep(1)
+    assert (await contacts.get(f"{base}/buyer7@shop.example")).json()["version"] == 1
+    # A later record with new values updates only what it carries.
+    update = {"mail": "buyer7@shop.example", "orders_count": 8}
+    assert (await contacts.post(source["endpoint"], **signed(source["secret"], update))).is_success
+
+    async def updated() -> bool:
+        found = (await contacts.get(f"{base}/buyer7@shop.example")).json()
+        return bool(found["fields"]["Compras"] == 8 and found["fields"]["Nombre"] == "B7")
+
+    assert await eventually(updated)
+
+
+async def test_shopify_customer_webhooks_bring_their_email(
+    services: Services, known_profile: Any
+) -> None:
+    _, contacts = services
+    profile = await known_profile(name="Shopify", fields=FIELDS)
+    source = (
+        await contacts.post(
+            "/v1/webhook-sources",
+            json={
+                "profile_id": profile["id"],
+                "format": "shopify",
+                "mapping": {
+                    "first_name": "Nombre",
+                    "default_address.city": "Ciudad",
+                    "orders_count": "Compras",
+                },
+            },
+        )
+    ).json()
+    customer = {  # the shape of Shopify's customers/create payload (abridged)
+        "id": 706405506930370084,
+        "email": "bob@biller.example",
+        "first_name": "Bob",
+        "last_name": "Biller",
+        "orders_count": 3,
+        "state": "enabled",
+        "phone": None,
+        "default_address": {"city": "Valparaíso", "country": "Chile"},
+        "email_marketing_consent": {"state": "subscribed"},
+    }
+    response = await contacts.post(source["endpoint"], **signed(source["secret"], customer))
+    assert response.status_code == 202, response.text
+    path = f"/v1/profiles/{profile['id']}/contacts/bob@biller.example"
+
+    async def arrived() -> bool:
+        return (await contacts.get(path)).status_code == 200
+
+    assert await eventually(arrived)
+    assert (await contacts.get(path)).json()["fields"] == {
+        "email": "bob@biller.example",
+        "Nombre": "Bob",
+        "Ciudad": "Valparaíso",
+        "Compras": 3,
+    }
+
+
+async def test_unsigned_stale_and_malformed_deliveries_are_refused(
+    services: Services, known_profile: Any
+) -> None:
+    _, contacts = services
+    profile = await known_profile(name="Guarded", fields=FIELDS)
+    source = (
+        await contacts.post(
+            "/v1/webhook-sources", json={"profile_id": profile["id"], "mapping": {"email": "email"}}
+        )
+    ).json()
+    record = {"email": "a@example.com"}
+    endpoint = source["endpoint"]
+
+    wrong = signed("whsec_wrong", record)
+    assert (await contacts.post(endpoint, **wrong)).status_code == 401
+    stale = signed(source["secret"], record, at=time.time() - 600)
+    assert (await contacts.post(endpoint, **stale)).status_code == 401
+    bare = await contacts.post(endpoint, json=record)
+    assert bare.status_code == 401 and bare.headers["content-type"].startswith(
+        "application/problem+json"
+    )
+    unknown = signed(source["secret"], record)
+    assert (
+        await contacts.post("/v1/webhooks/000000000000000000000000", **unknown)
+    ).status_code == 401
+
+    not_json = signed(source["secret"], record)
+    not_json["content"] = b"{nope"
+    timestamp = not_json["headers"]["x-webhook-timestamp"]
+    not_json["headers"]["x-webhook-signature"] = signature(source["secret"], timestamp, b"{nope")
+    assert (await contacts.post(endpoint, **not_json)).status_code == 400
+    too_many = signed(source["secret"], [record] * 1001)
+    assert (await contacts.post(endpoint, **too_many)).status_code == 413
+    all_bad = await contacts.post(endpoint, **signed(source["secret"], [{"email": "x"}]))
+    assert all_bad.status_code == 422 and all_bad.json()["errors"][0]["field"] == "[0].email"
+
+    rotated = await contacts.post(f"/v1/webhook-sources/{source['id']}:rotate-secret")
+    new_secret = rotated.json()["secret"]
+    assert (await contacts.post(endpoint, **signed(source["secret"], record))).status_code == 401
+    assert (await contacts.post(endpoint, **signed(new_secret, record))).status_code == 202
+
+
+async def test_sources_must_map_to_real_fields_and_the_identity(
+    services: Services, known_profile: Any
+) -> None:
+    _, contacts = services
+    profile = await known_profile(name="Mapped", fields=FIELDS)
+    missing_identity = await contacts.post(
+        "/v1/webhook-sources", json={"profile_id": profile["id"], "mapping": {"name": "Nombre"}}
+    )
+    assert missing_identity.status_code == 422
+    unknown_field = await contacts.post(
+        "/v1/webhook-sources",
+        json={"profile_id": profile["id"], "mapping": {"mail": "email", "x": "Color"}},
+    )
+    assert unknown_field.status_code == 422
+    assert unknown_field.json()["errors"][0]["field"] == "mapping.x"
+    foreign = await contacts.post(
+        "/v1/webhook-sources",
+        json={"profile_id": profile["id"], "mapping": {"m": "email"}},
+        headers={"Authorization": "Bearer key-b"},
+    )
+    assert foreign.status_code == 404
