@@ -55,6 +55,7 @@ test: lint
 
 bench: setup
 	$(UV) run --frozen python bench/profile_events.py
+	$(UV) run --frozen python bench/webhook_ingest.py
 
 catalogue: setup
 	$(UV) run --frozen python -m contacts_shared.catalogue > docs/events.md

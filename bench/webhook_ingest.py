@@ -1,0 +1,161 @@
+"""contact-svc webhook ingestion, end to end, against the running local stack (`make run`).
+
+Streams signed batches of new customers for `--seconds` and reports contacts/s from accepted
+(202) to written in MongoDB, with p50/p99 latency; then, in the same process, the raw rate of
+bulk-upserting the same documents straight into the same MongoDB server, and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime
+
+import httpx
+from pymongo import AsyncMongoClient, UpdateOne
+
+from contact_svc.webhooks import signature
+from contacts_shared.settings import ServiceSettings
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def main(args: argparse.Namespace) -> None:
+    settings = ServiceSettings()
+    auth = {"Authorization": f"Bearer {args.api_key}"}
+    run = uuid.uuid4().hex[:8]
+    async with httpx.AsyncClient(headers=auth, timeout=60) as api:
+        profile = (
+            await api.post(
+                f"{args.profiles}/v1/profiles",
+                json={
+                    "name": f"bench {run}",
+                    "fields": [{"name": "Nombre"}, {"name": "Compras", "type": "number"}],
+                },
+            )
+        ).json()
+        base = f"{args.contacts}/v1/profiles/{profile['id']}/contacts"
+        while (await api.get(base)).status_code == 404:
+            await asyncio.sleep(0.2)
+        source = (
+            await api.post(
+                f"{args.contacts}/v1/webhook-sources",
+                json={
+                    "profile_id": profile["id"],
+                    "mapping": {"email": "email", "name": "Nombre", "orders": "Compras"},
+                },
+            )
+        ).json()
+        endpoint = f"{args.contacts}{source['endpoint']}"
+
+        accepted_at: dict[str, float] = {}  # contact key -> wall-clock time of its 202
+        sent = 0
+        stop_at = time.monotonic() + args.seconds
+
+        async def sender(worker: int) -> None:
+            nonlocal sent
+            batch_number = 0
+            while time.monotonic() < stop_at:
+                keys = [f"w{worker}b{batch_number}i{i}@bench.example" for i in range(args.batch)]
+                records = [{"email": k, "name": "N", "orders": i} for i, k in enumerate(keys)]
+                body = json.dumps(records).encode()
+                stamp = str(int(time.time()))
+                response = await api.post(
+                    endpoint,
+                    content=body,
+                    headers={
+                        "content-type": "application/json",
+                        "x-webhook-timestamp": stamp,
+                        "x-webhook-signature": signature(source["secret"], stamp, body),
+                    },
+                )
+                response.raise_for_status()
+                now = time.time()
+                accepted_at.update(dict.fromkeys(keys, now))
+                sent += len(keys)
+                batch_number += 1
+
+        started = time.time()
+        await asyncio.gather(*(sender(w) for w in range(args.senders)))
+        accepting_seconds = time.time() - started
+
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+        settings.mongodb_url, tz_aware=True
+    )
+    contacts = client["contact_svc"]["contacts"]
+    written: dict[str, float] = {}
+    deadline = time.monotonic() + args.seconds * 20 + 60
+    while len(written) < sent and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+        async for document in contacts.find(
+            {"profile_id": profile["id"]}, {"key": 1, "created_at": 1}
+        ):
+            created_at = document["created_at"]
+            assert isinstance(created_at, datetime)
+            written[str(document["key"])] = created_at.timestamp()
+    if not written:
+        raise SystemExit(f"none of {sent} accepted contacts was written within the deadline")
+    latencies = [(written[k] - accepted_at[k]) * 1000 for k in written if k in accepted_at]
+    end_to_end_seconds = max(written.values()) - started
+    e2e_rate = len(written) / end_to_end_seconds
+
+    # Baseline: the same number of documents, bulk-upserted straight into the same server.
+    raw = client["bench"][f"raw_{run}"]
+    now = datetime.now(UTC)
+    documents = [
+        {
+            "_id": f"{profile['id']}:{k}",
+            "profile_id": profile["id"],
+            "key": k,
+            "fields": {"email": k, "nombre": "N", "compras": 1},
+            "status": "active",
+            "version": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for k in accepted_at
+    ]
+    raw_started = time.perf_counter()
+    for offset in range(0, len(documents), 1000):
+        chunk = documents[offset : offset + 1000]
+        await raw.bulk_write(
+            [UpdateOne({"_id": d["_id"]}, {"$set": d}, upsert=True) for d in chunk],
+            ordered=False,
+        )
+    raw_rate = len(documents) / (time.perf_counter() - raw_started)
+    await client.drop_database("bench")
+    await client.close()
+
+    print(
+        f"webhook ingestion: {args.senders} senders x {args.batch}-record batches for "
+        f"{args.seconds:.0f} s"
+    )
+    print(f"accepted (202, durably on Kafka)  {sent / accepting_seconds:9.1f} contacts/s")
+    print(
+        f"end to end (accepted -> MongoDB)  {e2e_rate:9.1f} contacts/s   "
+        f"({len(written)} of {sent} written)"
+    )
+    print(
+        f"latency accepted -> written       p50 {statistics.median(latencies):8.1f} ms   "
+        f"p99 {percentile(latencies, 0.99):8.1f} ms"
+    )
+    print(f"baseline: raw bulk upsert         {raw_rate:9.1f} contacts/s")
+    print(f"ratio end-to-end / raw            {e2e_rate / raw_rate:9.2f}   (goal >= 0.5)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--profiles", default="http://127.0.0.1:8101")
+    parser.add_argument("--contacts", default="http://127.0.0.1:8102")
+    parser.add_argument("--api-key", default="local-dev-key")
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--senders", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=100)
+    asyncio.run(main(parser.parse_args()))
