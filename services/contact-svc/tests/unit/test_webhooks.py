@@ -1,0 +1,71 @@
+"""Webhook signatures and record mapping, without I/O."""
+
+from __future__ import annotations
+
+import pytest
+
+from contact_svc.webhooks import (
+    SignatureError,
+    WebhookFormat,
+    new_secret,
+    record_fields,
+    signature,
+    verify,
+)
+
+BODY = b'{"email": "a@example.com"}'
+
+
+def test_a_signed_body_verifies_within_five_minutes() -> None:
+    secret = new_secret()
+    signed = signature(secret, "1700000000", BODY)
+    assert signed.startswith("sha256=") and len(signed) == 7 + 64
+    verify(secret, "1700000000", signed, BODY, now=1700000000 + 299)
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "tamper", "now", "fragment"),
+    [
+        ("1700000000", b"", 1700000000 + 301, "five minutes"),
+        ("1700000000", b"", 1700000000 - 301, "five minutes"),
+        ("1700000000", b" ", 1700000000, "does not match"),
+        ("yesterday", b"", 1700000000, "unix seconds"),
+        (None, b"", 1700000000, "required"),
+    ],
+)
+def test_bad_signatures_are_refused(
+    timestamp: str | None, tamper: bytes, now: int, fragment: str
+) -> None:
+    secret = new_secret()
+    signed = signature(secret, "1700000000", BODY)
+    with pytest.raises(SignatureError, match=fragment):
+        verify(secret, timestamp, signed, BODY + tamper, now=now)
+
+
+def test_another_secret_does_not_verify() -> None:
+    signed = signature(new_secret(), "1700000000", BODY)
+    with pytest.raises(SignatureError):
+        verify(new_secret(), "1700000000", signed, BODY, now=1700000000)
+
+
+def test_generic_records_keep_only_mapped_present_paths() -> None:
+    record = {"mail": "a@b.co", "profile": {"city": "Lima", "zip": None}, "noise": [1, 2]}
+    mapping = {"mail": "email", "profile.city": "Ciudad", "profile.zip": "Zip", "x.y": "Other"}
+    assert record_fields(
+        record, format=WebhookFormat.GENERIC, mapping=mapping, identity_name="email"
+    ) == {"email": "a@b.co", "Ciudad": "Lima"}
+
+
+def test_shopify_records_bring_their_identity_unmapped() -> None:
+    customer = {"email": "bob@x.example", "phone": "+56987654321", "first_name": "Bob"}
+    by_email = record_fields(
+        customer,
+        format=WebhookFormat.SHOPIFY,
+        mapping={"first_name": "Nombre"},
+        identity_name="email",
+    )
+    assert by_email == {"email": "bob@x.example", "Nombre": "Bob"}
+    by_phone = record_fields(
+        customer, format=WebhookFormat.SHOPIFY, mapping={}, identity_name="phone"
+    )
+    assert by_phone == {"phone": "+56987654321"}
