@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+T = TypeVar("T")
 Document = dict[str, Any]
 MongoClient = AsyncMongoClient[Document]
 Database = AsyncDatabase[Document]
@@ -84,3 +86,23 @@ class ConditionalWriter:
                 return False
             await collection.update_one({"_id": document_id}, update)
             return True
+
+
+def bson_now() -> datetime:
+    """Now in UTC, to the millisecond: what BSON dates hold, so stored and returned times agree."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+class StaleDocument(Exception):
+    """The document changed (or went) since it was read; read it again and retry."""
+
+
+async def retry_if_stale(change: Callable[[], Awaitable[T]], *, attempts: int = 5) -> T:
+    """Run an optimistic read-change-write again while a concurrent writer got there first."""
+    for _ in range(attempts - 1):
+        try:
+            return await change()
+        except StaleDocument:
+            continue
+    return await change()

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any
 
 from bson import ObjectId
 
@@ -25,7 +24,6 @@ from contact_svc.domain import (
 from contact_svc.repository import (
     ContactRepository,
     SchemaStore,
-    StaleContact,
     WebhookSourceStore,
 )
 from contact_svc.webhooks import (
@@ -38,16 +36,16 @@ from contact_svc.webhooks import (
 )
 from contacts_shared.commands import UpsertContact
 from contacts_shared.kafka import EventPublisher, OutgoingMessage
+from contacts_shared.mongo import bson_now, retry_if_stale
 from contacts_shared.schema import ContactStatus
 
-T = TypeVar("T")
-MAX_ATTEMPTS = 5
 
-
-def utc_now() -> datetime:
-    """Now, to the millisecond: what BSON dates hold, so stored and returned times agree."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+class Outcome(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    REJECTED = "rejected"
+    ACCEPTED = "accepted"  # on the command topic, to be applied
 
 
 async def writable_schema(schemas: SchemaStore, account_id: str, profile_id: str) -> ProfileSchema:
@@ -57,15 +55,6 @@ async def writable_schema(schemas: SchemaStore, account_id: str, profile_id: str
         raise ProfileUnknown(profile_id)
     schema.identity  # noqa: B018 - raises for virtual profiles, which hold no contacts
     return schema
-
-
-async def _retrying(change: Callable[[], Awaitable[T]]) -> T:
-    for _ in range(MAX_ATTEMPTS - 1):
-        try:
-            return await change()
-        except StaleContact:
-            continue
-    return await change()
 
 
 def _split_identity(
@@ -110,14 +99,14 @@ async def create_contact(
             key=key,
             values=values,
             source=source,
-            now=utc_now(),
+            now=bson_now(),
             status=status or ContactStatus.ACTIVE,
             version=stored_version + 1,
         )
         await contacts.add(contact, stored_version=stored_version)
         return contact
 
-    return schema, await _retrying(change)
+    return schema, await retry_if_stale(change)
 
 
 async def put_contact(
@@ -137,29 +126,16 @@ async def put_contact(
     contact_key, rest = _split_identity(schema, fields, key, region)
     values = schema.values(rest, default_region=region, partial=False)
 
-    async def change() -> tuple[Contact, bool]:
-        live, stored_version = await contacts.find(profile_id, contact_key)
-        now = utc_now()
-        if live is None:
-            contact = Contact.create(
-                schema=schema,
-                key=contact_key,
-                values=values,
-                source=source,
-                now=now,
-                status=status or ContactStatus.ACTIVE,
-                version=stored_version + 1,
-            )
-            await contacts.add(contact, stored_version=stored_version)
-            return contact, True
-        live.set_values(values, schema=schema, replace_all=True, source=source, now=now)
-        if status is not None:
-            live.change_status(status, reason=None, source=source, now=now)
-        await contacts.save(live, expected_version=stored_version)
-        return live, False
-
-    contact, created = await _retrying(change)
-    return schema, contact, created
+    contact, outcome = await upsert_contact(
+        schema=schema,
+        key=contact_key,
+        values=values,
+        source=source,
+        contacts=contacts,
+        replace_all=True,
+        status=status,
+    )
+    return schema, contact, outcome is Outcome.CREATED
 
 
 async def patch_contact(
@@ -184,14 +160,14 @@ async def patch_contact(
         live, stored_version = await contacts.find(profile_id, contact_key)
         if live is None:
             raise ContactNotFound(contact_key)
-        now = utc_now()
+        now = bson_now()
         live.set_values(values, schema=schema, replace_all=False, source=source, now=now)
         if status is not None:
             live.change_status(status, reason=status_reason, source=source, now=now)
         await contacts.save(live, expected_version=stored_version)
         return live
 
-    return schema, await _retrying(change)
+    return schema, await retry_if_stale(change)
 
 
 async def get_contact(
@@ -228,10 +204,10 @@ async def delete_contact(
         live, stored_version = await contacts.find(profile_id, contact_key)
         if live is None:
             raise ContactNotFound(contact_key)
-        live.delete(source=source, now=utc_now())
+        live.delete(source=source, now=bson_now())
         await contacts.save(live, expected_version=stored_version)
 
-    await _retrying(change)
+    await retry_if_stale(change)
 
 
 async def list_contacts(
@@ -273,14 +249,6 @@ async def list_contacts(
     return schema, page
 
 
-class Outcome(StrEnum):
-    CREATED = "created"
-    UPDATED = "updated"
-    UNCHANGED = "unchanged"
-    REJECTED = "rejected"
-    ACCEPTED = "accepted"  # on the command topic, to be applied
-
-
 async def upsert_contact(
     *,
     schema: ProfileSchema,
@@ -288,14 +256,16 @@ async def upsert_contact(
     values: Mapping[str, Any],
     source: str,
     contacts: ContactRepository,
+    replace_all: bool = False,
+    status: ContactStatus | None = None,
 ) -> tuple[Contact, Outcome]:
-    """Create the contact, or change only the given values of an existing one (already
-    validated, by field key). Applying the same values again changes nothing and publishes
-    nothing, which makes redelivered commands harmless."""
+    """Create the contact, or change the given values of an existing one (all of them when
+    `replace_all`), and its status if given. Values are validated, by field key. Applying the
+    same values again changes nothing and publishes nothing: redelivered commands are harmless."""
 
     async def change() -> tuple[Contact, Outcome]:
         live, stored_version = await contacts.find(schema.profile_id, key)
-        now = utc_now()
+        now = bson_now()
         if live is None:
             contact = Contact.create(
                 schema=schema,
@@ -303,17 +273,20 @@ async def upsert_contact(
                 values=dict(values),
                 source=source,
                 now=now,
+                status=status or ContactStatus.ACTIVE,
                 version=stored_version + 1,
             )
             await contacts.add(contact, stored_version=stored_version)
             return contact, Outcome.CREATED
         changed = live.set_values(
-            dict(values), schema=schema, replace_all=False, source=source, now=now
+            dict(values), schema=schema, replace_all=replace_all, source=source, now=now
         )
+        if status is not None and live.change_status(status, reason=None, source=source, now=now):
+            changed += ("status",)
         await contacts.save(live, expected_version=stored_version)
         return live, Outcome.UPDATED if changed else Outcome.UNCHANGED
 
-    return await _retrying(change)
+    return await retry_if_stale(change)
 
 
 @dataclass(frozen=True)
@@ -413,7 +386,7 @@ async def create_webhook_source(
         format=format,
         mapping=canonical,
         secret=new_secret(),
-        created_at=utc_now(),
+        created_at=bson_now(),
     )
     await sources.add(source)
     return source
@@ -471,7 +444,7 @@ async def ingest_webhook(
     verify(source.secret, timestamp, signed, body, now)
     records = _records(body)
     schema = await writable_schema(schemas, source.account_id, source.profile_id)
-    received_at = utc_now()
+    received_at = bson_now()
     results: list[ItemResult] = []
     commands: list[UpsertContact] = []
     for index, record in enumerate(records):

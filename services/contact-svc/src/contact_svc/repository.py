@@ -13,7 +13,13 @@ from pymongo.errors import DuplicateKeyError
 
 from contact_svc.domain import Contact, ProfileSchema
 from contact_svc.webhooks import WebhookFormat, WebhookSource
-from contacts_shared.mongo import Collection, ConditionalWriter, Document, DocumentLocks
+from contacts_shared.mongo import (
+    Collection,
+    ConditionalWriter,
+    Document,
+    DocumentLocks,
+    StaleDocument,
+)
 from contacts_shared.outbox import OUTBOX, create_outbox_index, outbox_entries, outbox_update
 from contacts_shared.schema import ContactStatus, FieldSpec, ProfileType
 from contacts_shared.settings import ServiceSettings
@@ -21,10 +27,6 @@ from contacts_shared.settings import ServiceSettings
 # A deleted contact's document stays, with its last version, so that a contact added again
 # later continues the version sequence consumers have seen.
 DELETED = "deleted"
-
-
-class StaleContact(Exception):
-    """The contact changed since it was read; read it again and retry."""
 
 
 class SchemaStore(Protocol):
@@ -175,7 +177,7 @@ class MongoContactRepository:
                     {**_document(contact), OUTBOX: self._entries(contact)}
                 )
             except DuplicateKeyError as exc:
-                raise StaleContact(contact.id) from exc
+                raise StaleDocument(contact.id) from exc
             self._events_queued(contact.id)
         else:
             await self.save(contact, expected_version=stored_version, deleted_before=True)
@@ -195,7 +197,7 @@ class MongoContactRepository:
             {**outbox_update(entries), "$set": document},
         )
         if not applied:
-            raise StaleContact(contact.id)
+            raise StaleDocument(contact.id)
         self._events_queued(contact.id)
 
     async def find_page(

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
-from typing import TypeVar
+from collections.abc import Sequence
 
 from bson import ObjectId
 
+from contacts_shared.mongo import bson_now, retry_if_stale
 from contacts_shared.rules import RuleGroup
 from contacts_shared.schema import FieldSpec, FieldType, ProfileType
 from profile_svc.domain import Profile, ProfileNotFound, invalid
-from profile_svc.repository import ProfileRepository, StaleProfile
-
-T = TypeVar("T")
-MAX_ATTEMPTS = 5
-
-
-def utc_now() -> datetime:
-    """Now, to the millisecond: what BSON dates hold, so stored and returned times agree."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+from profile_svc.repository import ProfileRepository
 
 
 def new_profile_id() -> str:
@@ -40,16 +30,6 @@ async def _load_base(repo: ProfileRepository, account_id: str, base_id: str | No
     if base is None:
         raise invalid("base_profile_id", f"no profile {base_id} in this account")
     return base
-
-
-async def _retrying(change: Callable[[], Awaitable[T]]) -> T:
-    """Run a read-change-write again when a concurrent writer got there first."""
-    for _ in range(MAX_ATTEMPTS - 1):
-        try:
-            return await change()
-        except StaleProfile:
-            continue
-    return await change()
 
 
 async def create_profile(
@@ -75,7 +55,7 @@ async def create_profile(
         description=description,
         type=type,
         fields=fields,
-        now=utc_now(),
+        now=bson_now(),
         base=base,
         rules=rules,
     )
@@ -98,11 +78,11 @@ async def update_profile(
         base = None
         if rules is not None and profile.type is ProfileType.VIRTUAL:
             base = await _load_base(repo, account_id, profile.base_profile_id)
-        profile.update(now=utc_now(), name=name, description=description, rules=rules, base=base)
+        profile.update(now=bson_now(), name=name, description=description, rules=rules, base=base)
         await repo.save(profile, expected_version=expected)
         return profile
 
-    return await _retrying(change)
+    return await retry_if_stale(change)
 
 
 async def add_field(
@@ -117,11 +97,11 @@ async def add_field(
     async def change() -> tuple[Profile, FieldSpec]:
         profile = await load(repo, account_id, profile_id)
         expected = profile.version
-        spec = profile.add_field(name=name, type=type, required=required, now=utc_now())
+        spec = profile.add_field(name=name, type=type, required=required, now=bson_now())
         await repo.save(profile, expected_version=expected)
         return profile, spec
 
-    return await _retrying(change)
+    return await retry_if_stale(change)
 
 
 async def remove_field(
@@ -131,11 +111,11 @@ async def remove_field(
         profile = await load(repo, account_id, profile_id)
         expected = profile.version
         dependents = await repo.based_on(account_id, profile.id)
-        profile.remove_field(name=name, dependents=dependents, now=utc_now())
+        profile.remove_field(name=name, dependents=dependents, now=bson_now())
         await repo.save(profile, expected_version=expected)
         return profile
 
-    return await _retrying(change)
+    return await retry_if_stale(change)
 
 
 async def delete_profile(*, account_id: str, profile_id: str, repo: ProfileRepository) -> None:
@@ -143,7 +123,7 @@ async def delete_profile(*, account_id: str, profile_id: str, repo: ProfileRepos
         profile = await load(repo, account_id, profile_id)
         expected = profile.version
         dependents = await repo.based_on(account_id, profile.id)
-        profile.delete(dependents=dependents, now=utc_now())
+        profile.delete(dependents=dependents, now=bson_now())
         await repo.remove(profile, expected_version=expected)
 
-    await _retrying(change)
+    await retry_if_stale(change)

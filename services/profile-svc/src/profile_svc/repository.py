@@ -10,7 +10,7 @@ from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
 from contacts_shared.events import DomainEvent
-from contacts_shared.mongo import Collection, ConditionalWriter, Document
+from contacts_shared.mongo import Collection, ConditionalWriter, Document, StaleDocument
 from contacts_shared.outbox import (
     OUTBOX,
     TOMBSTONE,
@@ -22,10 +22,6 @@ from contacts_shared.rules import RuleGroup
 from contacts_shared.schema import FieldSpec, ProfileType
 from contacts_shared.settings import ServiceSettings
 from profile_svc.domain import Profile, ProfileConflict, name_key
-
-
-class StaleProfile(Exception):
-    """The profile changed (or went) since it was read; read it again and retry."""
 
 
 class ProfileRepository(Protocol):
@@ -153,7 +149,7 @@ class MongoProfileRepository:
         except DuplicateKeyError as exc:
             raise self._name_taken(profile) from exc
         if not applied:
-            raise StaleProfile(profile.id)
+            raise StaleDocument(profile.id)
         self._events_queued(profile.id)
 
     async def save(self, profile: Profile, *, expected_version: int) -> None:
