@@ -84,3 +84,21 @@ def known_profile(services: tuple[httpx.AsyncClient, httpx.AsyncClient]) -> Prof
         raise AssertionError(f"contact-svc never learnt of profile {profile['id']}")
 
     return make
+
+
+Probe = Callable[[], Awaitable[bool]]
+
+
+@pytest.fixture
+def eventually() -> Callable[[Probe], Awaitable[bool]]:
+    """Polls `probe` until it holds (True) or 30 s pass (False)."""
+
+    async def poll(probe: Probe, timeout: float = 30) -> bool:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not await probe():
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.1)
+        return True
+
+    return poll

@@ -77,7 +77,7 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
             group_id=settings.profile_events_group,
             topics=[settings.topic_profiles_events],
             publisher=publisher,
-            handler=partial(apply_profile_event, schemas=schemas),
+            handler=partial(apply_profile_event, schemas=schemas, contacts=contacts),
             partitions=settings.topic_partitions,
             dead_letter_suffix=settings.dead_letter_suffix,
         )

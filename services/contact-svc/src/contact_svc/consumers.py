@@ -8,13 +8,14 @@ import logging
 from aiokafka import ConsumerRecord
 
 from contact_svc.domain import ProfileSchema
-from contact_svc.handlers import apply_upsert
+from contact_svc.handlers import apply_upsert, delete_profile_contacts
 from contact_svc.repository import ContactRepository, SchemaStore
 from contacts_shared.commands import UpsertContact
 from contacts_shared.events import (
     EventEnvelope,
     ProfileDeleted,
     ProfileEvent,
+    ProfileFieldRemoved,
     UnknownEventType,
     parse_event,
 )
@@ -23,18 +24,26 @@ log = logging.getLogger(__name__)
 
 
 async def apply_profile_event(
-    record: ConsumerRecord[bytes, bytes], *, schemas: SchemaStore
+    record: ConsumerRecord[bytes, bytes], *, schemas: SchemaStore, contacts: ContactRepository
 ) -> None:
-    """Keep the profile's schema at its newest version; replays and repeats change nothing."""
+    """Keep the profile's schema at its newest version, and follow deletions: a removed field's
+    values go, a deleted profile's contacts go (with their events). The contacts are changed
+    before the schema is stored, so a crash in between is mended by the redelivery."""
     envelope = EventEnvelope.model_validate_json(record.value)
     try:
         event = parse_event(envelope)
     except UnknownEventType:
         return  # a newer producer's event type: nothing this version needs from it
     if isinstance(event, ProfileDeleted):
+        await delete_profile_contacts(
+            profile_id=event.profile_id, source="profile-deleted", contacts=contacts
+        )
         gone = ProfileSchema(event.profile_id, envelope.accountid, event.type, (), event.version)
         await schemas.apply(gone, deleted=True)
-    elif isinstance(event, ProfileEvent):
+        return
+    if isinstance(event, ProfileFieldRemoved):
+        await contacts.drop_field(event.profile.id, event.field.key)
+    if isinstance(event, ProfileEvent):
         await schemas.apply(ProfileSchema.of(event.profile), deleted=False)
 
 

@@ -36,7 +36,7 @@ from contact_svc.webhooks import (
 )
 from contacts_shared.commands import UpsertContact
 from contacts_shared.kafka import EventPublisher, OutgoingMessage
-from contacts_shared.mongo import bson_now, retry_if_stale
+from contacts_shared.mongo import StaleDocument, bson_now, retry_if_stale
 from contacts_shared.schema import ContactStatus
 
 
@@ -488,3 +488,33 @@ async def apply_upsert(
         schema=schema, key=command.key, values=values, source=command.source, contacts=contacts
     )
     return outcome
+
+
+# -- reactions to profile changes ----------------------------------------------------------------
+
+DELETION_BATCH = 500
+
+
+async def delete_profile_contacts(
+    *, profile_id: str, source: str, contacts: ContactRepository
+) -> int:
+    """Delete every contact of a deleted profile, each with its ContactDeleted event, in
+    bounded batches; running it again (a redelivered event) finds nothing left to do."""
+    deleted = 0
+    while page := await contacts.find_page(
+        profile_id,
+        status=None,
+        key_prefix=None,
+        field_equals=None,
+        after_key=None,
+        limit=DELETION_BATCH,
+    ):
+        for contact in page:
+            expected = contact.version
+            contact.delete(source=source, now=bson_now())
+            try:
+                await contacts.save(contact, expected_version=expected)
+                deleted += 1
+            except StaleDocument:
+                continue  # changed meanwhile: the next page reads it again
+    return deleted

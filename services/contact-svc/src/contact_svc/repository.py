@@ -36,6 +36,8 @@ class SchemaStore(Protocol):
 
 
 class ContactRepository(Protocol):
+    async def drop_field(self, profile_id: str, field_key: str) -> None: ...
+
     async def find(self, profile_id: str, key: str) -> tuple[Contact | None, int]: ...
 
     async def add(self, contact: Contact, *, stored_version: int) -> None: ...
@@ -199,6 +201,12 @@ class MongoContactRepository:
         if not applied:
             raise StaleDocument(contact.id)
         self._events_queued(contact.id)
+
+    async def drop_field(self, profile_id: str, field_key: str) -> None:
+        """Remove a deleted field's values from every contact of the profile (idempotent)."""
+        await self._collection.update_many(
+            {"profile_id": profile_id}, {"$unset": {f"fields.{field_key}": ""}}
+        )
 
     async def find_page(
         self,

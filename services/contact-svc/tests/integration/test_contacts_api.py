@@ -272,3 +272,42 @@ async def test_batches_upsert_each_item_and_name_the_bad_ones(
     too_many = {"contacts": [{"email": f"u{i}@example.com"} for i in range(1001)]}
     body = problem(await contacts.post(f"{base}:batch", json=too_many), 422)
     assert body["errors"][0]["field"] == "contacts" and "1000" in body["detail"]
+
+
+async def test_removed_fields_and_deleted_profiles_reach_the_contacts(
+    services: Services,
+    known_profile: Any,
+    eventually: Any,
+    contact_settings: ContactSettings,
+    read_envelopes: Any,
+) -> None:
+    profiles, contacts = services
+    profile = await known_profile(name="Doomed", fields=FIELDS)
+    base = f"/v1/profiles/{profile['id']}/contacts"
+    for index in range(3):
+        response = await contacts.post(
+            base,
+            json={"fields": {"email": f"d{index}@example.com", "Nombre": "D", "Ciudad": "Lima"}},
+        )
+        assert response.status_code == 201
+
+    assert (await profiles.delete(f"/v1/profiles/{profile['id']}/fields/Ciudad")).is_success
+
+    async def city_dropped() -> bool:
+        found = await contacts.get(f"{base}/d0@example.com")
+        return found.status_code == 200 and "Ciudad" not in found.json()["fields"]
+
+    assert await eventually(city_dropped)
+
+    assert (await profiles.delete(f"/v1/profiles/{profile['id']}")).status_code == 204
+
+    async def profile_gone() -> bool:
+        return (await contacts.get(base)).status_code == 404
+
+    assert await eventually(profile_gone)
+    envelopes = await read_envelopes(
+        contact_settings.topic_contacts_events,
+        until=lambda found: sum(e.type == "contacts.contact.deleted" for e in found) >= 3,
+    )
+    deleted = {e.subject for e in envelopes if e.type == "contacts.contact.deleted"}
+    assert deleted == {f"{profile['id']}:d{i}@example.com" for i in range(3)}

@@ -31,17 +31,8 @@ def signed(secret: str, payload: Any, *, at: float | None = None) -> dict[str, A
     }
 
 
-async def eventually(probe: Any, timeout: float = 30) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await probe()
-        if result or asyncio.get_running_loop().time() > deadline:
-            return result
-        await asyncio.sleep(0.1)
-
-
 async def test_generic_records_are_accepted_then_applied(
-    services: Services, known_profile: Any
+    services: Services, known_profile: Any, eventually: Any
 ) -> None:
     _, contacts = services
     profile = await known_profile(name="Store", fields=FIELDS)
@@ -114,7 +105,7 @@ async def test_generic_records_are_accepted_then_applied(
 
 
 async def test_shopify_customer_webhooks_bring_their_email(
-    services: Services, known_profile: Any
+    services: Services, known_profile: Any, eventually: Any
 ) -> None:
     _, contacts = services
     profile = await known_profile(name="Shopify", fields=FIELDS)
