@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from contact_svc import handlers
@@ -189,6 +191,25 @@ async def upsert_batch(
     )
 
 
+@router.get(":export", response_class=StreamingResponse)
+async def export_contacts(
+    profile_id: str, account_id: AccountId, request: Request
+) -> StreamingResponse:
+    """The profile's contacts as CSV, streamed; its header row matches the profile's fields."""
+    rows = await handlers.export_csv(
+        account_id=account_id,
+        profile_id=profile_id,
+        schemas=request.app.state.schemas,
+        contacts=request.app.state.contacts,
+    )
+    filename = f"contacts-{profile_id}.csv"
+    return StreamingResponse(
+        rows,
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{filename}"'},
+    )
+
+
 @router.get("/{key}")
 async def get_contact(
     profile_id: str, key: str, account_id: AccountId, request: Request
@@ -250,6 +271,29 @@ async def delete_contact(
     await handlers.delete_contact(
         account_id=account_id, profile_id=profile_id, key=key, source=SOURCE, **ports(request)
     )
+
+
+class StatsOut(BaseModel):
+    total: int
+    by_status: dict[str, int]
+    added_last_7_days: int
+    added_last_30_days: int
+    last_change_at: datetime | None
+
+
+stats_router = APIRouter(tags=["contacts"])
+
+
+@stats_router.get("/v1/profiles/{profile_id}/stats")
+async def profile_stats(profile_id: str, account_id: AccountId, request: Request) -> StatsOut:
+    """Contacts of the profile: total, per status, added in the last 7 and 30 days."""
+    stats = await handlers.profile_stats(
+        account_id=account_id,
+        profile_id=profile_id,
+        schemas=request.app.state.schemas,
+        contacts=request.app.state.contacts,
+    )
+    return StatsOut(**asdict(stats))
 
 
 # -- webhooks ------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from functools import partial
 
 from fastapi import FastAPI, Request, Response
 
-from contact_svc.api import router, webhook_router
+from contact_svc.api import router, stats_router, webhook_router
 from contact_svc.consumers import apply_contact_command, apply_profile_event
 from contact_svc.domain import (
     ContactError,
@@ -113,7 +113,7 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
         settings,
         title="contact-svc",
         description="Contacts of regular and mobile-only profiles: values, statuses, events.",
-        routers=[router, webhook_router],
+        routers=[router, stats_router, webhook_router],
         resources=resources,
     )
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -518,3 +521,81 @@ async def delete_profile_contacts(
             except StaleDocument:
                 continue  # changed meanwhile: the next page reads it again
     return deleted
+
+
+# -- export and statistics -----------------------------------------------------------------------
+
+EXPORT_PAGE = 1000
+
+
+async def export_csv(
+    *, account_id: str, profile_id: str, schemas: SchemaStore, contacts: ContactRepository
+) -> AsyncIterator[str]:
+    """The profile's contacts as CSV, one page at a time: headers are the field names (as an
+    import expects them), then status and times. Memory stays bounded by the page size."""
+    schema = await writable_schema(schemas, account_id, profile_id)
+    columns = [spec.name for spec in schema.fields] + ["status", "created_at", "updated_at"]
+
+    async def rows() -> AsyncIterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        after = None
+        while True:
+            page = await contacts.find_page(
+                profile_id,
+                status=None,
+                key_prefix=None,
+                field_equals=None,
+                after_key=after,
+                limit=EXPORT_PAGE,
+            )
+            for contact in page:
+                writer.writerow(
+                    [_cell(contact.fields.get(spec.key)) for spec in schema.fields]
+                    + [
+                        contact.status.value,
+                        contact.created_at.isoformat(),
+                        contact.updated_at.isoformat(),
+                    ]
+                )
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+            if len(page) < EXPORT_PAGE:
+                return
+            after = page[-1].key
+
+    return rows()
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class ProfileStats:
+    total: int
+    by_status: dict[str, int]
+    added_last_7_days: int
+    added_last_30_days: int
+    last_change_at: datetime | None
+
+
+async def profile_stats(
+    *, account_id: str, profile_id: str, schemas: SchemaStore, contacts: ContactRepository
+) -> ProfileStats:
+    await writable_schema(schemas, account_id, profile_id)
+    now = bson_now()
+    by_status, last_change = await contacts.count_by_status(profile_id)
+    return ProfileStats(
+        total=sum(by_status.values()),
+        by_status={status.value: by_status.get(status.value, 0) for status in ContactStatus},
+        added_last_7_days=await contacts.count_added_since(profile_id, now - timedelta(days=7)),
+        added_last_30_days=await contacts.count_added_since(profile_id, now - timedelta(days=30)),
+        last_change_at=last_change,
+    )

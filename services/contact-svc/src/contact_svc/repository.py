@@ -6,9 +6,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import datetime
 from typing import Any, Protocol
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
 
 from contact_svc.domain import Contact, ProfileSchema
@@ -37,6 +38,10 @@ class SchemaStore(Protocol):
 
 class ContactRepository(Protocol):
     async def drop_field(self, profile_id: str, field_key: str) -> None: ...
+
+    async def count_by_status(self, profile_id: str) -> tuple[dict[str, int], datetime | None]: ...
+
+    async def count_added_since(self, profile_id: str, since: datetime) -> int: ...
 
     async def find(self, profile_id: str, key: str) -> tuple[Contact | None, int]: ...
 
@@ -157,6 +162,9 @@ class MongoContactRepository:
         await c.create_index(
             [("profile_id", ASCENDING), ("created_at", ASCENDING)], name="by_created"
         )
+        await c.create_index(
+            [("profile_id", ASCENDING), ("updated_at", DESCENDING)], name="by_updated"
+        )
         await create_outbox_index(c)
 
     async def find(self, profile_id: str, key: str) -> tuple[Contact | None, int]:
@@ -201,6 +209,24 @@ class MongoContactRepository:
         if not applied:
             raise StaleDocument(contact.id)
         self._events_queued(contact.id)
+
+    async def count_by_status(self, profile_id: str) -> tuple[dict[str, int], datetime | None]:
+        """Live contacts per status (index `by_status`), and the time of the last change of
+        any contact, deletions included (index `by_updated`)."""
+        pipeline: list[Document] = [
+            {"$match": {"profile_id": profile_id, DELETED: False}},
+            {"$group": {"_id": "$status", "n": {"$sum": 1}}},
+        ]
+        counts = {row["_id"]: row["n"] async for row in await self._collection.aggregate(pipeline)}
+        latest = await self._collection.find_one(
+            {"profile_id": profile_id}, {"updated_at": 1}, sort=[("updated_at", DESCENDING)]
+        )
+        return counts, latest["updated_at"] if latest else None
+
+    async def count_added_since(self, profile_id: str, since: datetime) -> int:
+        return await self._collection.count_documents(
+            {"profile_id": profile_id, DELETED: False, "created_at": {"$gte": since}}
+        )
 
     async def drop_field(self, profile_id: str, field_key: str) -> None:
         """Remove a deleted field's values from every contact of the profile (idempotent)."""

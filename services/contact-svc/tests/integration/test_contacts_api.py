@@ -3,6 +3,8 @@ schemas arriving from profile-svc's events."""
 
 from __future__ import annotations
 
+import csv
+import io
 from typing import Any
 
 import httpx
@@ -311,3 +313,59 @@ async def test_removed_fields_and_deleted_profiles_reach_the_contacts(
     )
     deleted = {e.subject for e in envelopes if e.type == "contacts.contact.deleted"}
     assert deleted == {f"{profile['id']}:d{i}@example.com" for i in range(3)}
+
+
+async def test_export_streams_csv_an_import_would_accept_and_stats_count(
+    services: Services, known_profile: Any
+) -> None:
+    _, contacts = services
+    profile = await known_profile(name="Exported", fields=FIELDS)
+    base = f"/v1/profiles/{profile['id']}/contacts"
+    for index, city in enumerate(["Lima", "Quito, Centro", "Lima"]):
+        await contacts.post(
+            base,
+            json={
+                "fields": {
+                    "email": f"x{index}@example.com",
+                    "Nombre": f"X{index}",
+                    "Ciudad": city,
+                    "Edad": 30 + index,
+                }
+            },
+        )
+    await contacts.patch(f"{base}/x1@example.com", json={"status": "unsubscribed"})
+
+    export = await contacts.get(f"{base}:export")
+    assert export.status_code == 200
+    assert export.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(export.text)))
+    assert rows[0] == [
+        "email",
+        "Nombre",
+        "Ciudad",
+        "Edad",
+        "Fecha de Nacimiento",
+        "status",
+        "created_at",
+        "updated_at",
+    ]
+    assert [row[:6] for row in rows[1:]] == [
+        ["x0@example.com", "X0", "Lima", "30", "", "active"],
+        ["x1@example.com", "X1", "Quito, Centro", "31", "", "unsubscribed"],
+        ["x2@example.com", "X2", "Lima", "32", "", "active"],
+    ]
+
+    stats = (await contacts.get(f"/v1/profiles/{profile['id']}/stats")).json()
+    assert stats["total"] == 3
+    assert stats["by_status"] == {
+        "active": 2,
+        "unsubscribed": 1,
+        "bounced": 0,
+        "complained": 0,
+        "blocked": 0,
+    }
+    assert stats["added_last_7_days"] == stats["added_last_30_days"] == 3
+    assert stats["last_change_at"] is not None
+    other = {"Authorization": "Bearer key-b"}
+    problem(await contacts.get(f"/v1/profiles/{profile['id']}/stats", headers=other), 404)
+    problem(await contacts.get(f"{base}:export", headers=other), 404)
