@@ -36,6 +36,7 @@ def contact_settings(shared_settings: dict[str, Any], unique: str) -> ContactSet
         mongodb_database=f"contact_svc_{unique}",
         profile_events_group=f"contact-svc-{unique}",
         contact_commands_group=f"contact-svc-commands-{unique}",
+        suppressions_group=f"contact-svc-suppressions-{unique}",
     )
 
 

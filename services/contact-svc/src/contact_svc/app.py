@@ -10,7 +10,11 @@ from functools import partial
 from fastapi import FastAPI, Request, Response
 
 from contact_svc.api import router, stats_router, webhook_router
-from contact_svc.consumers import apply_contact_command, apply_profile_event
+from contact_svc.consumers import (
+    apply_contact_command,
+    apply_profile_event,
+    follow_suppressions,
+)
 from contact_svc.domain import (
     ContactError,
     ContactExists,
@@ -23,6 +27,7 @@ from contact_svc.handlers import WebhookRejected, WebhookSourceNotFound
 from contact_svc.repository import (
     MongoContactRepository,
     MongoSchemaStore,
+    MongoSuppressionStore,
     MongoWebhookSourceStore,
 )
 from contact_svc.settings import ContactSettings
@@ -67,8 +72,13 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
             scan_seconds=settings.outbox_scan_seconds,
         )
         writer = await ConditionalWriter.for_server(client, locks)
+        suppressions = MongoSuppressionStore(database["suppressions"], locks)
         contacts = MongoContactRepository(
-            database["contacts"], settings, writer=writer, events_queued=relay.notify
+            database["contacts"],
+            settings,
+            writer=writer,
+            suppressions=suppressions,
+            events_queued=relay.notify,
         )
         schemas = MongoSchemaStore(database["profile_schemas"], locks)
         await contacts.create_indexes()
@@ -90,6 +100,15 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
             partitions=settings.topic_partitions,
             dead_letter_suffix=settings.dead_letter_suffix,
         )
+        suppression_follower = SupervisedConsumer(
+            settings.kafka_bootstrap_servers,
+            group_id=settings.suppressions_group,
+            topics=[settings.topic_contacts_events],
+            publisher=publisher,
+            handler=partial(follow_suppressions, suppressions=suppressions),
+            partitions=settings.topic_partitions,
+            dead_letter_suffix=settings.dead_letter_suffix,
+        )
         app.state.contacts, app.state.schemas = contacts, schemas
         app.state.publisher = publisher
         app.state.webhook_sources = MongoWebhookSourceStore(database["webhook_sources"])
@@ -98,6 +117,7 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
             asyncio.create_task(relay.run(), name="outbox-relay"),
             asyncio.create_task(projection.run(), name="profile-schemas"),
             asyncio.create_task(commands.run(), name="contact-commands"),
+            asyncio.create_task(suppression_follower.run(), name="suppressions"),
         ]
         try:
             yield
@@ -105,6 +125,7 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
             relay.stop()
             projection.stop()
             commands.stop()
+            suppression_follower.stop()
             await asyncio.gather(*tasks)
             await publisher.close()
             await client.close()

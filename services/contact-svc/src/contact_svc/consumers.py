@@ -7,11 +7,13 @@ import logging
 
 from aiokafka import ConsumerRecord
 
-from contact_svc.domain import ProfileSchema
-from contact_svc.handlers import apply_upsert, delete_profile_contacts
-from contact_svc.repository import ContactRepository, SchemaStore
+from contact_svc.domain import SUPPRESSING, ProfileSchema, Suppression
+from contact_svc.handlers import SUPPRESSION_SOURCE, apply_upsert, delete_profile_contacts
+from contact_svc.repository import ContactRepository, SchemaStore, SuppressionStore
 from contacts_shared.commands import UpsertContact
 from contacts_shared.events import (
+    ContactCreated,
+    ContactStatusChanged,
     EventEnvelope,
     ProfileDeleted,
     ProfileEvent,
@@ -57,3 +59,33 @@ async def apply_contact_command(
             "command for a profile that is gone, dropped",
             extra={"profile_id": command.profile_id, "command_id": command.command_id},
         )
+
+
+async def follow_suppressions(
+    record: ConsumerRecord[bytes, bytes], *, suppressions: SuppressionStore
+) -> None:
+    """From contact-svc's own events, the account-wide suppression list: a contact that
+    becomes unsubscribed, bounced or complained suppresses its email or phone in the account;
+    a manual re-activation through the API lifts it. Newest wins, so replays change nothing."""
+    envelope = EventEnvelope.model_validate_json(record.value)
+    try:
+        event = parse_event(envelope)
+    except UnknownEventType:
+        return
+    if not isinstance(event, ContactCreated | ContactStatusChanged):
+        return
+    contact = event.contact
+    if contact.status_source == SUPPRESSION_SOURCE:
+        return  # arrived suppressed: the suppression is already on record
+    if contact.status in SUPPRESSING:
+        await suppressions.record(
+            Suppression(
+                account_id=contact.account_id,
+                key=contact.key,
+                status=contact.status,
+                profile_id=contact.profile_id,
+                at=contact.status_changed_at,
+            )
+        )
+    elif isinstance(event, ContactStatusChanged) and contact.status_source == "api":
+        await suppressions.lift(contact.account_id, contact.key, contact.status_changed_at)

@@ -263,6 +263,28 @@ class ProfileSchema:
         return {spec.key: spec.name for spec in self.fields}
 
 
+# Statuses that follow an email or phone into every profile of the account.
+SUPPRESSING = frozenset(
+    {ContactStatus.UNSUBSCRIBED, ContactStatus.BOUNCED, ContactStatus.COMPLAINED}
+)
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """An email or phone unsubscribed, bounced or complained somewhere in the account: added
+    to any other profile, it arrives with that status, not active. Only a manual re-activation
+    through the API lifts it."""
+
+    account_id: str
+    key: str
+    status: ContactStatus
+    profile_id: str
+    at: datetime
+
+    def reason(self) -> str:
+        return f"{self.status.value} in profile {self.profile_id} (account-wide suppression)"
+
+
 def contact_id(profile_id: str, key: str) -> str:
     return f"{profile_id}:{key}"
 
@@ -302,6 +324,7 @@ class Contact:
         now: datetime,
         status: ContactStatus = ContactStatus.ACTIVE,
         status_reason: str | None = None,
+        status_source: str | None = None,
         version: int = 1,
     ) -> Contact:
         """A new contact; `values` are by field key, already converted. A contact added again
@@ -315,7 +338,7 @@ class Contact:
             fields=fields,
             status=status,
             status_reason=status_reason,
-            status_source=source,
+            status_source=status_source or source,
             status_changed_at=now,
             source=source,
             created_at=now,

@@ -77,6 +77,38 @@ def _split_identity(
     return path_key, rest
 
 
+SUPPRESSION_SOURCE = "suppression"
+
+
+async def _add_new(
+    schema: ProfileSchema,
+    key: str,
+    values: Mapping[str, Any],
+    *,
+    source: str,
+    status: ContactStatus | None,
+    stored_version: int,
+    contacts: ContactRepository,
+) -> Contact:
+    """Store a contact the profile does not hold. An email or phone suppressed elsewhere in the
+    account arrives suppressed, unless the caller sets a status explicitly."""
+    now = bson_now()
+    suppression = None if status else await contacts.suppression_of(schema.account_id, key)
+    contact = Contact.create(
+        schema=schema,
+        key=key,
+        values=dict(values),
+        source=source,
+        now=now,
+        status=suppression.status if suppression else status or ContactStatus.ACTIVE,
+        status_reason=suppression.reason() if suppression else None,
+        status_source=SUPPRESSION_SOURCE if suppression else source,
+        version=stored_version + 1,
+    )
+    await contacts.add(contact, stored_version=stored_version)
+    return contact
+
+
 async def create_contact(
     *,
     account_id: str,
@@ -97,17 +129,15 @@ async def create_contact(
         live, stored_version = await contacts.find(profile_id, key)
         if live is not None:
             raise ContactExists(key)
-        contact = Contact.create(
-            schema=schema,
-            key=key,
-            values=values,
+        return await _add_new(
+            schema,
+            key,
+            values,
             source=source,
-            now=bson_now(),
-            status=status or ContactStatus.ACTIVE,
-            version=stored_version + 1,
+            status=status,
+            stored_version=stored_version,
+            contacts=contacts,
         )
-        await contacts.add(contact, stored_version=stored_version)
-        return contact
 
     return schema, await retry_if_stale(change)
 
@@ -270,16 +300,15 @@ async def upsert_contact(
         live, stored_version = await contacts.find(schema.profile_id, key)
         now = bson_now()
         if live is None:
-            contact = Contact.create(
-                schema=schema,
-                key=key,
-                values=dict(values),
+            contact = await _add_new(
+                schema,
+                key,
+                values,
                 source=source,
-                now=now,
-                status=status or ContactStatus.ACTIVE,
-                version=stored_version + 1,
+                status=status,
+                stored_version=stored_version,
+                contacts=contacts,
             )
-            await contacts.add(contact, stored_version=stored_version)
             return contact, Outcome.CREATED
         changed = live.set_values(
             dict(values), schema=schema, replace_all=replace_all, source=source, now=now

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
 
-from contact_svc.domain import Contact, ProfileSchema
+from contact_svc.domain import Contact, ProfileSchema, Suppression
 from contact_svc.webhooks import WebhookFormat, WebhookSource
 from contacts_shared.mongo import (
     Collection,
@@ -37,6 +37,7 @@ class SchemaStore(Protocol):
 
 
 class ContactRepository(Protocol):
+    async def suppression_of(self, account_id: str, key: str) -> Suppression | None: ...
     async def drop_field(self, profile_id: str, field_key: str) -> None: ...
 
     async def count_by_status(self, profile_id: str) -> tuple[dict[str, int], datetime | None]: ...
@@ -145,11 +146,13 @@ class MongoContactRepository:
         settings: ServiceSettings,
         *,
         writer: ConditionalWriter,
+        suppressions: SuppressionStore,
         events_queued: Callable[[str], None],
     ) -> None:
         self._collection = collection
         self._settings = settings
         self._writer = writer
+        self._suppressions = suppressions
         self._events_queued = events_queued
 
     async def create_indexes(self) -> None:
@@ -209,6 +212,9 @@ class MongoContactRepository:
         if not applied:
             raise StaleDocument(contact.id)
         self._events_queued(contact.id)
+
+    async def suppression_of(self, account_id: str, key: str) -> Suppression | None:
+        return await self._suppressions.get(account_id, key)
 
     async def count_by_status(self, profile_id: str) -> tuple[dict[str, int], datetime | None]:
         """Live contacts per status (index `by_status`), and the time of the last change of
@@ -299,3 +305,52 @@ class MongoWebhookSourceStore:
 
     async def remove(self, source_id: str) -> None:
         await self._collection.delete_one({"_id": source_id})
+
+
+class SuppressionStore(Protocol):
+    async def get(self, account_id: str, key: str) -> Suppression | None: ...
+
+    async def record(self, suppression: Suppression) -> None: ...
+
+    async def lift(self, account_id: str, key: str, at: datetime) -> None: ...
+
+
+class MongoSuppressionStore:
+    """One document per (account, email or phone): the newest suppressing status wins."""
+
+    def __init__(self, collection: Collection, locks: DocumentLocks) -> None:
+        self._collection = collection
+        self._locks = locks
+
+    async def get(self, account_id: str, key: str) -> Suppression | None:
+        document = await self._collection.find_one({"_id": f"{account_id}:{key}"})
+        if document is None or document.get("lifted"):
+            return None
+        return Suppression(
+            account_id=account_id,
+            key=key,
+            status=ContactStatus(document["status"]),
+            profile_id=document["profile_id"],
+            at=document["at"],
+        )
+
+    async def _write_if_newer(self, _id: str, at: datetime, fields: Document) -> None:
+        async with self._locks.hold(_id):
+            current = await self._collection.find_one({"_id": _id}, {"at": 1})
+            if current is not None and current["at"] > at:
+                return  # an older event, redelivered or late: the newer state stays
+            await self._collection.replace_one({"_id": _id}, {**fields, "at": at}, upsert=True)
+
+    async def record(self, suppression: Suppression) -> None:
+        await self._write_if_newer(
+            f"{suppression.account_id}:{suppression.key}",
+            suppression.at,
+            {
+                "status": suppression.status.value,
+                "profile_id": suppression.profile_id,
+                "lifted": False,
+            },
+        )
+
+    async def lift(self, account_id: str, key: str, at: datetime) -> None:
+        await self._write_if_newer(f"{account_id}:{key}", at, {"lifted": True})

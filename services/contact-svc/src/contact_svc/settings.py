@@ -14,3 +14,4 @@ class ContactSettings(ServiceSettings):
     default_phone_region: str = Field(default="CL", pattern="^[A-Z]{2}$")
     profile_events_group: str = "contact-svc.profile-schemas"
     contact_commands_group: str = "contact-svc.commands"
+    suppressions_group: str = "contact-svc.suppressions"

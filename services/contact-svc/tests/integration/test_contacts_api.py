@@ -369,3 +369,49 @@ async def test_export_streams_csv_an_import_would_accept_and_stats_count(
     other = {"Authorization": "Bearer key-b"}
     problem(await contacts.get(f"/v1/profiles/{profile['id']}/stats", headers=other), 404)
     problem(await contacts.get(f"{base}:export", headers=other), 404)
+
+
+async def test_an_unsubscribe_anywhere_suppresses_the_email_in_the_account(
+    services: Services, known_profile: Any, eventually: Any
+) -> None:
+    _, contacts = services
+    first = await known_profile(name="Newsletter", fields=FIELDS)
+    second = await known_profile(name="Promos", fields=FIELDS)
+    third = await known_profile(name="Later", fields=FIELDS)
+    body = {"fields": {"email": "gone@example.com", "Nombre": "G"}}
+    assert (await contacts.post(f"/v1/profiles/{first['id']}/contacts", json=body)).is_success
+    await contacts.patch(
+        f"/v1/profiles/{first['id']}/contacts/gone@example.com",
+        json={"status": "unsubscribed", "status_reason": "link in email"},
+    )
+
+    async def suppressed_when_added() -> bool:
+        path = f"/v1/profiles/{second['id']}/contacts"
+        created = await contacts.put(f"{path}/gone@example.com", json=body)
+        if created.json()["status"] == "unsubscribed":
+            return True
+        await contacts.delete(f"{path}/gone@example.com")  # too early: try again
+        return False
+
+    assert await eventually(suppressed_when_added)
+    added = (await contacts.get(f"/v1/profiles/{second['id']}/contacts/gone@example.com")).json()
+    assert added["status_source"] == "suppression" and first["id"] in added["status_reason"]
+    other = {"Authorization": "Bearer key-b"}  # another account knows nothing of it
+    assert (
+        await contacts.post(f"/v1/profiles/{first['id']}/contacts", json=body, headers=other)
+    ).status_code == 404
+
+    # A manual re-activation lifts the suppression for later additions.
+    await contacts.patch(
+        f"/v1/profiles/{first['id']}/contacts/gone@example.com", json={"status": "active"}
+    )
+
+    async def active_when_added() -> bool:
+        path = f"/v1/profiles/{third['id']}/contacts"
+        created = await contacts.put(f"{path}/gone@example.com", json=body)
+        if created.json()["status"] == "active":
+            return True
+        await contacts.delete(f"{path}/gone@example.com")
+        return False
+
+    assert await eventually(active_when_added)
