@@ -31,7 +31,7 @@ from contact_svc.repository import (
     MongoWebhookSourceStore,
 )
 from contact_svc.settings import ContactSettings
-from contacts_shared.kafka import EventPublisher, SupervisedConsumer
+from contacts_shared.kafka import EventPublisher, RecordHandler, SupervisedConsumer
 from contacts_shared.mongo import ConditionalWriter, DocumentLocks, connect, ping
 from contacts_shared.outbox import OutboxRelay
 from contacts_shared.web import Problem, create_service_app
@@ -82,50 +82,48 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
         )
         schemas = MongoSchemaStore(database["profile_schemas"], locks)
         await contacts.create_indexes()
-        projection = SupervisedConsumer(
-            settings.kafka_bootstrap_servers,
-            group_id=settings.profile_events_group,
-            topics=[settings.topic_profiles_events],
-            publisher=publisher,
-            handler=partial(apply_profile_event, schemas=schemas, contacts=contacts),
-            partitions=settings.topic_partitions,
-            dead_letter_suffix=settings.dead_letter_suffix,
-        )
-        commands = SupervisedConsumer(
-            settings.kafka_bootstrap_servers,
-            group_id=settings.contact_commands_group,
-            topics=[settings.topic_contacts_commands],
-            publisher=publisher,
-            handler=partial(apply_contact_command, schemas=schemas, contacts=contacts),
-            partitions=settings.topic_partitions,
-            dead_letter_suffix=settings.dead_letter_suffix,
-        )
-        suppression_follower = SupervisedConsumer(
-            settings.kafka_bootstrap_servers,
-            group_id=settings.suppressions_group,
-            topics=[settings.topic_contacts_events],
-            publisher=publisher,
-            handler=partial(follow_suppressions, suppressions=suppressions),
-            partitions=settings.topic_partitions,
-            dead_letter_suffix=settings.dead_letter_suffix,
-        )
+
+        def consumer(group: str, topic: str, handler: RecordHandler) -> SupervisedConsumer:
+            return SupervisedConsumer(
+                settings.kafka_bootstrap_servers,
+                group_id=group,
+                topics=[topic],
+                publisher=publisher,
+                handler=handler,
+                partitions=settings.topic_partitions,
+                dead_letter_suffix=settings.dead_letter_suffix,
+            )
+
+        consumers = {
+            "profile-schemas": consumer(
+                settings.profile_events_group,
+                settings.topic_profiles_events,
+                partial(apply_profile_event, schemas=schemas, contacts=contacts),
+            ),
+            "contact-commands": consumer(
+                settings.contact_commands_group,
+                settings.topic_contacts_commands,
+                partial(apply_contact_command, schemas=schemas, contacts=contacts),
+            ),
+            "suppressions": consumer(
+                settings.suppressions_group,
+                settings.topic_contacts_events,
+                partial(follow_suppressions, suppressions=suppressions),
+            ),
+        }
         app.state.contacts, app.state.schemas = contacts, schemas
         app.state.publisher = publisher
         app.state.webhook_sources = MongoWebhookSourceStore(database["webhook_sources"])
         app.state.readiness_checks.update(mongodb=lambda: ping(client), kafka=publisher.check)
-        tasks = [
-            asyncio.create_task(relay.run(), name="outbox-relay"),
-            asyncio.create_task(projection.run(), name="profile-schemas"),
-            asyncio.create_task(commands.run(), name="contact-commands"),
-            asyncio.create_task(suppression_follower.run(), name="suppressions"),
+        tasks = [asyncio.create_task(relay.run(), name="outbox-relay")] + [
+            asyncio.create_task(c.run(), name=name) for name, c in consumers.items()
         ]
         try:
             yield
         finally:
             relay.stop()
-            projection.stop()
-            commands.stop()
-            suppression_follower.stop()
+            for c in consumers.values():
+                c.stop()
             await asyncio.gather(*tasks)
             await publisher.close()
             await client.close()
