@@ -55,10 +55,13 @@ class ContactOut(BaseModel):
 
     @classmethod
     def of(cls, schema: ProfileSchema, contact: Contact) -> ContactOut:
-        names = schema.names_by_key()
         return cls(
             key=contact.key,
-            fields={names.get(key, key): value for key, value in contact.fields.items()},
+            fields={  # in the profile's field order
+                spec.name: contact.fields[spec.key]
+                for spec in schema.fields
+                if spec.key in contact.fields
+            },
             status=contact.status,
             status_reason=contact.status_reason,
             status_source=contact.status_source,

@@ -259,9 +259,6 @@ class ProfileSchema:
             raise ContactInvalid(problems)
         return converted
 
-    def names_by_key(self) -> dict[str, str]:
-        return {spec.key: spec.name for spec in self.fields}
-
 
 # Statuses that follow an email or phone into every profile of the account.
 SUPPRESSING = frozenset(
