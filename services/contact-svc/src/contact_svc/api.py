@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from contact_svc import handlers
-from contact_svc.domain import Contact, ProfileSchema
+from contact_svc.domain import Contact, ContactOrder, ProfileSchema, page_cursor
 from contact_svc.repository import ContactRepository, SchemaStore, WebhookSourceStore
 from contact_svc.settings import ContactSettings
 from contact_svc.webhooks import SignatureError, WebhookFormat, WebhookSource
@@ -111,10 +111,12 @@ async def list_contacts(
     key_prefix: Annotated[str | None, Query(max_length=320, description="key prefix")] = None,
     field: Annotated[str | None, Query(max_length=100, description="a field's name")] = None,
     value: Annotated[str | None, Query(max_length=2000, description="what it equals")] = None,
-    cursor: Annotated[str | None, Query(max_length=400)] = None,
+    sort: ContactOrder = ContactOrder.KEY,
+    cursor: Annotated[str | None, Query(max_length=1000)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> ContactPage:
-    """A profile's contacts by key, filtered by status, key prefix or one field's value."""
+    """A profile's contacts by key or creation time (`sort=-created_at`: newest first),
+    filtered by status, key prefix or one field's value."""
     schema, found = await handlers.list_contacts(
         account_id=account_id,
         profile_id=profile_id,
@@ -122,12 +124,13 @@ async def list_contacts(
         key_prefix=key_prefix,
         field=field,
         value=value,
-        after_key=cursor,
+        cursor=cursor,
+        order=sort,
         limit=limit + 1,
         **ports(request),
     )
     page = found[:limit]
-    next_cursor = page[-1].key if len(found) > limit else None
+    next_cursor = page_cursor(sort, page[-1]) if len(found) > limit else None
     return ContactPage(items=[ContactOut.of(schema, c) for c in page], next_cursor=next_cursor)
 
 

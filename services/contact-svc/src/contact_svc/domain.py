@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from enum import StrEnum
 from typing import Any
 
 import phonenumbers
@@ -424,3 +427,41 @@ class Contact:
     def take_events(self) -> list[DomainEvent]:
         events, self.events = self.events, []
         return events
+
+
+# -- listing order and cursors -------------------------------------------------------------------
+
+
+class ContactOrder(StrEnum):
+    KEY = "key"
+    OLDEST = "created_at"
+    NEWEST = "-created_at"
+
+
+@dataclass(frozen=True)
+class PagePosition:
+    """Where a page ended: the last contact's creation time (time orders) and key."""
+
+    key: str
+    created_at: datetime | None = None
+
+
+def page_cursor(order: ContactOrder, contact: Contact) -> str:
+    """An opaque token for the page after `contact`."""
+    created = contact.created_at.isoformat() if order is not ContactOrder.KEY else None
+    raw = json.dumps([order.value, created, contact.key]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def parse_cursor(order: ContactOrder, token: str) -> PagePosition:
+    """The position a cursor token names; ContactInvalid if it is not one of this order's."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        token_order, created, key = json.loads(raw)
+        if token_order != order.value or not isinstance(key, str):
+            raise ValueError(token_order)
+        return PagePosition(key, datetime.fromisoformat(created) if created else None)
+    except (ValueError, TypeError) as exc:
+        raise ContactInvalid(
+            [FieldProblem("cursor", "not a cursor of this listing (use next_cursor as given)")]
+        ) from exc

@@ -20,9 +20,12 @@ from contact_svc.domain import (
     ContactExists,
     ContactInvalid,
     ContactNotFound,
+    ContactOrder,
     FieldProblem,
+    PagePosition,
     ProfileSchema,
     ProfileUnknown,
+    parse_cursor,
 )
 from contact_svc.repository import (
     ContactRepository,
@@ -251,7 +254,8 @@ async def list_contacts(
     key_prefix: str | None,
     field: str | None,
     value: str | None,
-    after_key: str | None,
+    cursor: str | None,
+    order: ContactOrder,
     limit: int,
     region: str,
     schemas: SchemaStore,
@@ -276,7 +280,8 @@ async def list_contacts(
         status=status,
         key_prefix=key_prefix.strip().lower() if key_prefix else None,
         field_equals=field_equals,
-        after_key=after_key,
+        after=parse_cursor(order, cursor) if cursor else None,
+        order=order,
         limit=limit,
     )
     return schema, page
@@ -538,7 +543,7 @@ async def delete_profile_contacts(
         status=None,
         key_prefix=None,
         field_equals=None,
-        after_key=None,
+        after=None,
         limit=DELETION_BATCH,
     ):
         for contact in page:
@@ -576,7 +581,7 @@ async def export_csv(
                 status=None,
                 key_prefix=None,
                 field_equals=None,
-                after_key=after,
+                after=after,
                 limit=EXPORT_PAGE,
             )
             for contact in page:
@@ -593,7 +598,7 @@ async def export_csv(
             buffer.truncate()
             if len(page) < EXPORT_PAGE:
                 return
-            after = page[-1].key
+            after = PagePosition(page[-1].key)
 
     return rows()
 

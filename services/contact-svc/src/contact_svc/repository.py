@@ -12,7 +12,13 @@ from typing import Any, Protocol
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
 
-from contact_svc.domain import Contact, ProfileSchema, Suppression
+from contact_svc.domain import (
+    Contact,
+    ContactOrder,
+    PagePosition,
+    ProfileSchema,
+    Suppression,
+)
 from contact_svc.webhooks import WebhookFormat, WebhookSource
 from contacts_shared.mongo import (
     Collection,
@@ -57,8 +63,9 @@ class ContactRepository(Protocol):
         status: ContactStatus | None,
         key_prefix: str | None,
         field_equals: tuple[str, Any] | None,
-        after_key: str | None,
+        after: PagePosition | None,
         limit: int,
+        order: ContactOrder = ...,
     ) -> list[Contact]: ...
 
 
@@ -163,7 +170,8 @@ class MongoContactRepository:
             name="by_status",
         )
         await c.create_index(
-            [("profile_id", ASCENDING), ("created_at", ASCENDING)], name="by_created"
+            [("profile_id", ASCENDING), ("created_at", ASCENDING), ("key", ASCENDING)],
+            name="by_created",
         )
         await c.create_index(
             [("profile_id", ASCENDING), ("updated_at", DESCENDING)], name="by_updated"
@@ -247,19 +255,39 @@ class MongoContactRepository:
         status: ContactStatus | None,
         key_prefix: str | None,
         field_equals: tuple[str, Any] | None,
-        after_key: str | None,
+        after: PagePosition | None,
         limit: int,
+        order: ContactOrder = ContactOrder.KEY,
     ) -> list[Contact]:
+        """A page of live contacts in `order` (indexes `by_key`, `by_status`, `by_created`)."""
         query: Document = {"profile_id": profile_id, DELETED: False}
         if status is not None:
             query["status"] = status.value
         if key_prefix:
             query["key"] = {"$regex": "^" + re.escape(key_prefix)}
-        if after_key is not None:
-            query.setdefault("key", {})["$gt"] = after_key
         if field_equals is not None:
             query[f"fields.{field_equals[0]}"] = field_equals[1]
-        cursor = self._collection.find(query, {OUTBOX: 0}).sort("key", ASCENDING).limit(limit)
+        if order is ContactOrder.KEY:
+            sort = [("key", ASCENDING)]
+            if after is not None:
+                query = {"$and": [query, {"key": {"$gt": after.key}}]}
+        else:
+            direction = DESCENDING if order is ContactOrder.NEWEST else ASCENDING
+            sort = [("created_at", direction), ("key", ASCENDING)]
+            if after is not None:
+                beyond = "$lt" if order is ContactOrder.NEWEST else "$gt"
+                query = {
+                    "$and": [
+                        query,
+                        {
+                            "$or": [
+                                {"created_at": {beyond: after.created_at}},
+                                {"created_at": after.created_at, "key": {"$gt": after.key}},
+                            ]
+                        },
+                    ]
+                }
+        cursor = self._collection.find(query, {OUTBOX: 0}).sort(sort).limit(limit)
         return [_contact(document) async for document in cursor]
 
 

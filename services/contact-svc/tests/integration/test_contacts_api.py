@@ -204,6 +204,25 @@ async def test_listing_filters_and_pages(services: Services, known_profile: Any)
     assert [i["key"] for i in bounced["items"]] == ["user3@example.com"]
     prefix = (await contacts.get(base, params={"key_prefix": "USER6"})).json()
     assert [i["key"] for i in prefix["items"]] == ["user6@example.com"]
+    newest: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 2, "sort": "-created_at", **({"cursor": cursor} if cursor else {})}
+        page = (await contacts.get(base, params=params)).json()
+        newest += [item["key"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    everyone = (await contacts.get(base, params={"limit": 100})).json()["items"]
+    by_time = sorted(everyone, key=lambda c: c["key"])  # ties (same millisecond) go by key
+    by_time.sort(key=lambda c: c["created_at"], reverse=True)
+    assert newest == [c["key"] for c in by_time]
+    first_page = (await contacts.get(base, params={"limit": 2})).json()
+    mixed = await contacts.get(
+        base, params={"sort": "-created_at", "cursor": first_page["next_cursor"]}
+    )
+    assert problem(mixed, 422)["errors"][0]["field"] == "cursor"
+    problem(await contacts.get(base, params={"cursor": "garbage"}), 422)
     problem(await contacts.get(base, params={"field": "Nope", "value": "x"}), 422)
     problem(await contacts.get(base, params={"field": "Edad"}), 422)
 
