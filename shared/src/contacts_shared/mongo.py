@@ -56,10 +56,11 @@ class DocumentLocks:
 
 class ConditionalWriter:
     """Single-document updates applied only if the document still holds given values (its
-    version, say): optimistic concurrency that stays index-backed on both servers.
+    version, say): optimistic concurrency on either server.
 
-    MongoDB takes the conditions in the filter. FerretDB v1 answers from an index only a filter
-    of `_id` alone and scans the collection for anything more (docs/adr/0004), so there the
+    MongoDB takes the conditions in the filter. FerretDB v1 pushes only a filter of `_id`
+    alone down into SQL and evaluates anything more in Go, several times slower
+    (docs/adr/0004), so there the
     writer reads the document by `_id`, compares, and updates by `_id`, holding the document's
     lock; that is exact within the one process FerretDB deployments run per service.
     """

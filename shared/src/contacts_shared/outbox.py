@@ -66,9 +66,9 @@ class OutboxRelay:
 
     Writers name the document they queued events on (`notify`), and the relay reads just those
     documents by id. A scan for documents with a non-empty outbox, at start and every
-    `scan_seconds`, picks up what a crashed process left behind. FerretDB v1 answers only a
-    filter of `_id` alone from an index and scans for anything else, so the hot path uses
-    nothing but `{"_id": ...}` filters.
+    `scan_seconds`, picks up what a crashed process left behind. FerretDB v1 pushes only a
+    filter of `_id` alone down into SQL and evaluates anything else in Go, several times
+    slower (docs/adr/0004), so the hot path uses nothing but `{"_id": ...}` filters.
     """
 
     def __init__(
@@ -127,8 +127,8 @@ class OutboxRelay:
         ids = list(self._queued)[: self._batch_size]
         documents = []
         for id_ in ids:
-            # By `_id` alone: FerretDB v1 answers that from its index, but scans for some
-            # filters with more conditions.
+            # One `_id`-only read each: FerretDB v1 evaluates `$in` or any other condition in Go
+            # over the whole collection (docs/adr/0004).
             found = await self._collection.find_one({"_id": id_}, RELAY_FIELDS)
             if found is not None and found.get(OUTBOX):
                 documents.append(found)

@@ -61,10 +61,6 @@ class Problem(HTTPException):
         return JSONResponse(body, status_code=self.status, media_type=PROBLEM_JSON)
 
 
-def not_found(what: str) -> Problem:
-    return Problem(404, "Not Found", f"{what} does not exist")
-
-
 def _field_path(loc: Sequence[int | str]) -> str:
     parts = [str(part) for part in loc]
     if parts and parts[0] in {"body", "query", "path", "header"}:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
@@ -180,20 +181,13 @@ async def upsert_batch(
         source=SOURCE,
         **ports(request),
     )
-    counts = dict.fromkeys(handlers.Outcome, 0)
-    for result in results:
-        counts[result.outcome] += 1
+    counts = Counter(result.outcome for result in results)
     return BatchOut(
-        **{outcome.value: count for outcome, count in counts.items()},
-        items=[
-            ItemOut(
-                index=r.index,
-                outcome=r.outcome,
-                key=r.key,
-                errors=[{"field": p.field, "message": p.message} for p in r.errors],
-            )
-            for r in results
-        ],
+        created=counts[handlers.Outcome.CREATED],
+        updated=counts[handlers.Outcome.UPDATED],
+        unchanged=counts[handlers.Outcome.UNCHANGED],
+        rejected=counts[handlers.Outcome.REJECTED],
+        items=[item_out(result) for result in results],
     )
 
 

@@ -419,11 +419,6 @@ class Contact:
             updated_at=self.updated_at,
         )
 
-    @classmethod
-    def from_snapshot(cls, snapshot: ContactSnapshot) -> Contact:
-        data = snapshot.model_dump(exclude={"id"})
-        return cls(**data)
-
     def take_events(self) -> list[DomainEvent]:
         events, self.events = self.events, []
         return events

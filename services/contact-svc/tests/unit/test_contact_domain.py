@@ -168,12 +168,6 @@ def test_deletion_is_evented_with_the_next_version() -> None:
     assert isinstance(event, ContactDeleted) and event.version == 2
 
 
-def test_snapshots_round_trip() -> None:
-    contact = make_contact()
-    contact.take_events()
-    assert Contact.from_snapshot(contact.snapshot()) == contact
-
-
 @given(st.emails())
 def test_any_valid_email_normalizes_to_a_fixed_point(email: str) -> None:
     try:
