@@ -6,13 +6,19 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"flag"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
+	_ "modernc.org/sqlite" // the driver FerretDB itself uses, registered as "sqlite"
 )
 
 func main() {
@@ -36,9 +42,92 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	dir := strings.TrimPrefix(strings.SplitN(*sqliteURL, "?", 2)[0], "file:")
+	go indexIDLookups(ctx, dir, logger)
+
 	logger.Warn("ferretdb listening", "addr", *listen, "sqlite", *sqliteURL)
 	if err := f.Run(ctx); err != nil {
 		logger.Error("run failed", "error", err)
 		os.Exit(1)
 	}
+}
+
+// idLookup is the exact expression FerretDB v1.24 puts in the SQL it runs for a filter of `_id`
+// alone (find, update, delete). FerretDB's own `_id_` index is on `_ferretdb_sjson->"_id"`,
+// which SQLite's planner does not match with it, so every `_id` lookup scans the table
+// (docs/adr/0005). An index on this expression turns those lookups into B-tree searches.
+const idLookup = `_ferretdb_sjson->'$._id'`
+
+// indexSuffix names our index after its table; FerretDB's own index names are `<table>_<name>`.
+const indexSuffix = "__id_lookup"
+
+// indexIDLookups gives every collection table in dir an index on idLookup, soon after FerretDB
+// creates it. The index is SQLite's alone: FerretDB's metadata never lists it, and dropping the
+// collection drops its table with the index.
+func indexIDLookups(ctx context.Context, dir string, logger *slog.Logger) {
+	pools := map[string]*sql.DB{}
+	defer func() {
+		for _, db := range pools {
+			_ = db.Close()
+		}
+	}()
+	ticker := time.NewTicker(250 * time.Millisecond)
+	defer ticker.Stop()
+	for {
+		files, _ := filepath.Glob(filepath.Join(dir, "*.sqlite"))
+		for _, file := range files {
+			db, ok := pools[file]
+			if !ok {
+				var err error
+				db, err = sql.Open("sqlite", "file:"+file+"?_pragma=busy_timeout(10000)")
+				if err != nil {
+					logger.Warn("id index: open failed", "file", file, "error", err)
+					continue
+				}
+				db.SetMaxOpenConns(1)
+				pools[file] = db
+			}
+			if err := indexTables(ctx, db); err != nil && ctx.Err() == nil {
+				logger.Warn("id index: failed", "file", file, "error", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+// indexTables indexes the tables that lack the index. It asks SQLite every time rather than
+// remembering: a collection dropped and created again gets a new table of the same name.
+func indexTables(ctx context.Context, db *sql.DB) error {
+	rows, err := db.QueryContext(ctx, `SELECT c.table_name FROM _ferretdb_collections c
+		WHERE NOT EXISTS (SELECT 1 FROM sqlite_master m WHERE m.type = 'index' AND m.name = c.table_name || ?)`,
+		indexSuffix)
+	if err != nil {
+		if strings.Contains(err.Error(), "no such table") {
+			return nil // FerretDB is still creating the database
+		}
+		return err
+	}
+	var tables []string
+	for rows.Next() {
+		var table string
+		if err := rows.Scan(&table); err != nil {
+			_ = rows.Close()
+			return err
+		}
+		tables = append(tables, table)
+	}
+	if err := rows.Close(); err != nil {
+		return err
+	}
+	for _, table := range tables {
+		q := fmt.Sprintf(`CREATE INDEX IF NOT EXISTS %q ON %q (%s)`, table+indexSuffix, table, idLookup)
+		if _, err := db.ExecContext(ctx, q); err != nil && !strings.Contains(err.Error(), "no such table") {
+			return err // a table dropped meanwhile needs no index
+		}
+	}
+	return nil
 }
