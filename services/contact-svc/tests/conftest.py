@@ -37,6 +37,7 @@ def contact_settings(shared_settings: dict[str, Any], unique: str) -> ContactSet
         profile_events_group=f"contact-svc-{unique}",
         contact_commands_group=f"contact-svc-commands-{unique}",
         suppressions_group=f"contact-svc-suppressions-{unique}",
+        stats_group=f"contact-svc-stats-{unique}",
     )
 
 

@@ -192,6 +192,8 @@ class ContactDeleted(DomainEvent):
     profile_id: str
     key: str
     version: int
+    status: ContactStatus = Field(description="its status when deleted")
+    created_at: datetime = Field(description="when it was added, so per-day counts can follow")
 
     def subject(self) -> str:
         return self.contact_id

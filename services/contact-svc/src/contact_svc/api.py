@@ -286,12 +286,14 @@ stats_router = APIRouter(tags=["contacts"])
 
 @stats_router.get("/v1/profiles/{profile_id}/stats")
 async def profile_stats(profile_id: str, account_id: AccountId, request: Request) -> StatsOut:
-    """Contacts of the profile: total, per status, added in the last 7 and 30 days."""
+    """Contacts of the profile: total, per status, added in the last 7 and 30 days (UTC days,
+    today included), and the time of the last change. Counted from the contact events as they
+    are published, so a change shows here a moment after its write is answered."""
     stats = await handlers.profile_stats(
         account_id=account_id,
         profile_id=profile_id,
         schemas=request.app.state.schemas,
-        contacts=request.app.state.contacts,
+        stats=request.app.state.stats,
     )
     return StatsOut(**asdict(stats))
 

@@ -13,6 +13,7 @@ from contact_svc.api import router, stats_router, webhook_router
 from contact_svc.consumers import (
     apply_contact_command,
     apply_profile_event,
+    count_contact_event,
     follow_suppressions,
 )
 from contact_svc.domain import (
@@ -27,6 +28,7 @@ from contact_svc.handlers import WebhookRejected, WebhookSourceNotFound
 from contact_svc.repository import (
     MongoContactRepository,
     MongoSchemaStore,
+    MongoStatsStore,
     MongoSuppressionStore,
     MongoWebhookSourceStore,
 )
@@ -81,6 +83,7 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
             events_queued=relay.notify,
         )
         schemas = MongoSchemaStore(database["profile_schemas"], locks)
+        stats = MongoStatsStore(database["profile_stats"], writer)
         await contacts.create_indexes()
 
         def consumer(group: str, topic: str, handler: RecordHandler) -> SupervisedConsumer:
@@ -110,8 +113,13 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
                 settings.topic_contacts_events,
                 partial(follow_suppressions, suppressions=suppressions),
             ),
+            "stats": consumer(
+                settings.stats_group,
+                settings.topic_contacts_events,
+                partial(count_contact_event, stats=stats),
+            ),
         }
-        app.state.contacts, app.state.schemas = contacts, schemas
+        app.state.contacts, app.state.schemas, app.state.stats = contacts, schemas, stats
         app.state.publisher = publisher
         app.state.webhook_sources = MongoWebhookSourceStore(database["webhook_sources"])
         app.state.readiness_checks.update(mongodb=lambda: ping(client), kafka=publisher.check)

@@ -1,5 +1,6 @@
-"""Kafka entry points of contact-svc: the projection of profile schemas, and contact
-commands (webhook records) applied by the one consumer that owns each contact's partition."""
+"""Kafka entry points of contact-svc: the projection of profile schemas, contact commands
+(webhook records) applied by the one consumer that owns each contact's partition, and the
+projections of contact events (suppressions, statistics)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ from aiokafka import ConsumerRecord
 
 from contact_svc.domain import SUPPRESSING, ProfileSchema, Suppression
 from contact_svc.handlers import SUPPRESSION_SOURCE, apply_upsert, delete_profile_contacts
-from contact_svc.repository import ContactRepository, SchemaStore, SuppressionStore
+from contact_svc.repository import ContactRepository, SchemaStore, StatsStore, SuppressionStore
 from contacts_shared.commands import UpsertContact
 from contacts_shared.events import (
     ContactCreated,
+    ContactDeleted,
+    ContactEvent,
     ContactStatusChanged,
+    DomainEvent,
     EventEnvelope,
     ProfileDeleted,
     ProfileEvent,
@@ -21,8 +25,19 @@ from contacts_shared.events import (
     UnknownEventType,
     parse_event,
 )
+from contacts_shared.mongo import retry_if_stale
 
 log = logging.getLogger(__name__)
+
+
+def event_of(record: ConsumerRecord[bytes, bytes]) -> tuple[EventEnvelope, DomainEvent] | None:
+    """The record's envelope and typed event; None for a type this version does not know (a
+    newer producer's), which carries nothing this version needs."""
+    envelope = EventEnvelope.model_validate_json(record.value)
+    try:
+        return envelope, parse_event(envelope)
+    except UnknownEventType:
+        return None
 
 
 async def apply_profile_event(
@@ -31,11 +46,10 @@ async def apply_profile_event(
     """Keep the profile's schema at its newest version, and follow deletions: a removed field's
     values go, a deleted profile's contacts go (with their events). The contacts are changed
     before the schema is stored, so a crash in between is mended by the redelivery."""
-    envelope = EventEnvelope.model_validate_json(record.value)
-    try:
-        event = parse_event(envelope)
-    except UnknownEventType:
-        return  # a newer producer's event type: nothing this version needs from it
+    parsed = event_of(record)
+    if parsed is None:
+        return
+    envelope, event = parsed
     if isinstance(event, ProfileDeleted):
         await delete_profile_contacts(
             profile_id=event.profile_id, source="profile-deleted", contacts=contacts
@@ -67,11 +81,10 @@ async def follow_suppressions(
     """From contact-svc's own events, the account-wide suppression list: a contact that
     becomes unsubscribed, bounced or complained suppresses its email or phone in the account;
     a manual re-activation through the API lifts it. Newest wins, so replays change nothing."""
-    envelope = EventEnvelope.model_validate_json(record.value)
-    try:
-        event = parse_event(envelope)
-    except UnknownEventType:
+    parsed = event_of(record)
+    if parsed is None:
         return
+    event = parsed[1]
     if not isinstance(event, ContactCreated | ContactStatusChanged):
         return
     contact = event.contact
@@ -89,3 +102,26 @@ async def follow_suppressions(
         )
     elif isinstance(event, ContactStatusChanged) and contact.status_source == "api":
         await suppressions.lift(contact.account_id, contact.key, contact.status_changed_at)
+
+
+async def count_contact_event(record: ConsumerRecord[bytes, bytes], *, stats: StatsStore) -> None:
+    """Fold a contact event into its profile's statistics; the share of the record's partition
+    remembers the last offset it counted, so a redelivered event counts once."""
+    parsed = event_of(record)
+    if parsed is None:
+        return
+    envelope, event = parsed
+    if isinstance(event, ContactEvent):
+        profile_id = event.contact.profile_id
+    elif isinstance(event, ContactDeleted):
+        profile_id = event.profile_id
+    else:
+        return
+
+    async def fold() -> None:
+        counts = await stats.share(profile_id, record.partition)
+        counted = counts.offset
+        if counts.fold(event, offset=record.offset, at=envelope.time):
+            await stats.store(counts, expected_offset=counted)
+
+    await retry_if_stale(fold)

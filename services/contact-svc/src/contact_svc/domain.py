@@ -399,6 +399,8 @@ class Contact:
                 profile_id=self.profile_id,
                 key=self.key,
                 version=self.version,
+                status=self.status,
+                created_at=self.created_at,
             )
         )
 

@@ -8,7 +8,6 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -30,8 +29,10 @@ from contact_svc.domain import (
 from contact_svc.repository import (
     ContactRepository,
     SchemaStore,
+    StatsStore,
     WebhookSourceStore,
 )
+from contact_svc.stats import ProfileStats, summarize
 from contact_svc.webhooks import (
     SignatureError,
     WebhookFormat,
@@ -611,25 +612,9 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-@dataclass(frozen=True)
-class ProfileStats:
-    total: int
-    by_status: dict[str, int]
-    added_last_7_days: int
-    added_last_30_days: int
-    last_change_at: datetime | None
-
-
 async def profile_stats(
-    *, account_id: str, profile_id: str, schemas: SchemaStore, contacts: ContactRepository
+    *, account_id: str, profile_id: str, schemas: SchemaStore, stats: StatsStore
 ) -> ProfileStats:
+    """The profile's statistics as counted from its contact events so far (see stats.py)."""
     await writable_schema(schemas, account_id, profile_id)
-    now = bson_now()
-    by_status, last_change = await contacts.count_by_status(profile_id)
-    return ProfileStats(
-        total=sum(by_status.values()),
-        by_status={status.value: by_status.get(status.value, 0) for status in ContactStatus},
-        added_last_7_days=await contacts.count_added_since(profile_id, now - timedelta(days=7)),
-        added_last_30_days=await contacts.count_added_since(profile_id, now - timedelta(days=30)),
-        last_change_at=last_change,
-    )
+    return summarize(await stats.of_profile(profile_id), today=bson_now().date())

@@ -3,6 +3,7 @@ outbox. Ports are Protocols; the MongoDB implementations follow them."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from dataclasses import asdict
@@ -19,6 +20,7 @@ from contact_svc.domain import (
     ProfileSchema,
     Suppression,
 )
+from contact_svc.stats import PartitionCounts
 from contact_svc.webhooks import WebhookFormat, WebhookSource
 from contacts_shared.mongo import (
     Collection,
@@ -45,10 +47,6 @@ class SchemaStore(Protocol):
 class ContactRepository(Protocol):
     async def suppression_of(self, account_id: str, key: str) -> Suppression | None: ...
     async def drop_field(self, profile_id: str, field_key: str) -> None: ...
-
-    async def count_by_status(self, profile_id: str) -> tuple[dict[str, int], datetime | None]: ...
-
-    async def count_added_since(self, profile_id: str, since: datetime) -> int: ...
 
     async def find(self, profile_id: str, key: str) -> tuple[Contact | None, int]: ...
 
@@ -173,9 +171,6 @@ class MongoContactRepository:
             [("profile_id", ASCENDING), ("created_at", ASCENDING), ("key", ASCENDING)],
             name="by_created",
         )
-        await c.create_index(
-            [("profile_id", ASCENDING), ("updated_at", DESCENDING)], name="by_updated"
-        )
         await create_outbox_index(c)
 
     async def find(self, profile_id: str, key: str) -> tuple[Contact | None, int]:
@@ -223,24 +218,6 @@ class MongoContactRepository:
 
     async def suppression_of(self, account_id: str, key: str) -> Suppression | None:
         return await self._suppressions.get(account_id, key)
-
-    async def count_by_status(self, profile_id: str) -> tuple[dict[str, int], datetime | None]:
-        """Live contacts per status (index `by_status`), and the time of the last change of
-        any contact, deletions included (index `by_updated`)."""
-        pipeline: list[Document] = [
-            {"$match": {"profile_id": profile_id, DELETED: False}},
-            {"$group": {"_id": "$status", "n": {"$sum": 1}}},
-        ]
-        counts = {row["_id"]: row["n"] async for row in await self._collection.aggregate(pipeline)}
-        latest = await self._collection.find_one(
-            {"profile_id": profile_id}, {"updated_at": 1}, sort=[("updated_at", DESCENDING)]
-        )
-        return counts, latest["updated_at"] if latest else None
-
-    async def count_added_since(self, profile_id: str, since: datetime) -> int:
-        return await self._collection.count_documents(
-            {"profile_id": profile_id, DELETED: False, "created_at": {"$gte": since}}
-        )
 
     async def drop_field(self, profile_id: str, field_key: str) -> None:
         """Remove a deleted field's values from every contact of the profile (idempotent)."""
@@ -382,3 +359,67 @@ class MongoSuppressionStore:
 
     async def lift(self, account_id: str, key: str, at: datetime) -> None:
         await self._write_if_newer(f"{account_id}:{key}", at, {"lifted": True})
+
+
+class StatsStore(Protocol):
+    async def share(self, profile_id: str, partition: int) -> PartitionCounts: ...
+
+    async def store(self, counts: PartitionCounts, *, expected_offset: int) -> None: ...
+
+    async def of_profile(self, profile_id: str) -> list[PartitionCounts]: ...
+
+
+class MongoStatsStore:
+    """Per profile, a directory document (`_id` = profile id) listing the partitions that have
+    counted its contacts, and a document per partition (`_id` = `profile_id|partition`), so
+    reading a profile's statistics takes a few `_id` lookups, however many contacts it has."""
+
+    def __init__(self, collection: Collection, writer: ConditionalWriter) -> None:
+        self._collection = collection
+        self._writer = writer
+
+    async def share(self, profile_id: str, partition: int) -> PartitionCounts:
+        document = await self._collection.find_one({"_id": f"{profile_id}|{partition}"})
+        if document is None:
+            return PartitionCounts(profile_id, partition)
+        return PartitionCounts(
+            profile_id,
+            partition,
+            offset=document["offset"],
+            by_status=document["by_status"],
+            added_by_day=document["added_by_day"],
+            last_change_at=document["last_change_at"],
+        )
+
+    async def store(self, counts: PartitionCounts, *, expected_offset: int) -> None:
+        """Write the share if it still stands at `expected_offset` (-1: not written yet)."""
+        share_id = f"{counts.profile_id}|{counts.partition}"
+        fields = {
+            "offset": counts.offset,
+            "by_status": counts.by_status,
+            "added_by_day": counts.added_by_day,
+            "last_change_at": counts.last_change_at,
+        }
+        if expected_offset >= 0:
+            if not await self._writer.update_if(
+                self._collection, share_id, {"offset": expected_offset}, {"$set": fields}
+            ):
+                raise StaleDocument(share_id)
+            return
+        # Listed before it is written: a crash in between leaves a listed share that is absent,
+        # which reads as zero, never a written share that no reader finds.
+        async with self._writer.locks.hold(counts.profile_id):
+            await self._collection.update_one(
+                {"_id": counts.profile_id},
+                {"$addToSet": {"partitions": counts.partition}},
+                upsert=True,
+            )
+        try:
+            await self._collection.insert_one({"_id": share_id, **fields})
+        except DuplicateKeyError:
+            raise StaleDocument(share_id) from None
+
+    async def of_profile(self, profile_id: str) -> list[PartitionCounts]:
+        directory = await self._collection.find_one({"_id": profile_id})
+        partitions = directory["partitions"] if directory else []
+        return list(await asyncio.gather(*(self.share(profile_id, p) for p in partitions)))

@@ -15,3 +15,4 @@ class ContactSettings(ServiceSettings):
     profile_events_group: str = "contact-svc.profile-schemas"
     contact_commands_group: str = "contact-svc.commands"
     suppressions_group: str = "contact-svc.suppressions"
+    stats_group: str = "contact-svc.stats"

@@ -1,0 +1,97 @@
+"""Profile statistics folded from contact events, so that reading them never counts contacts.
+
+The counts are split by partition of `contacts.events`: each partition's share is written only
+by the consumer that owns the partition, so it needs no atomic counters across writers, and the
+offset of the last event folded in makes a redelivered event change nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from contacts_shared.events import (
+    ContactCreated,
+    ContactDeleted,
+    ContactStatusChanged,
+    DomainEvent,
+)
+from contacts_shared.schema import ContactStatus
+
+# Days of "added" counts kept: enough for the 30-day figure; older days are dropped.
+ADDED_WINDOW_DAYS = 30
+
+
+@dataclass
+class PartitionCounts:
+    """One partition's share of a profile's statistics, as of event `offset`."""
+
+    profile_id: str
+    partition: int
+    offset: int = -1  # -1: nothing folded in yet
+    by_status: dict[str, int] = field(default_factory=dict)
+    # Contacts created on each UTC day (ISO date) and not deleted since.
+    added_by_day: dict[str, int] = field(default_factory=dict)
+    last_change_at: datetime | None = None
+
+    def fold(self, event: DomainEvent, *, offset: int, at: datetime) -> bool:
+        """Count the event found at `offset`, published at `at`; False if already counted."""
+        if offset <= self.offset:
+            return False
+        self.offset = offset
+        if isinstance(event, ContactCreated):
+            self._count(event.contact.status, 1)
+            self._added(event.contact.created_at, 1)
+        elif isinstance(event, ContactStatusChanged):
+            self._count(event.previous_status, -1)
+            self._count(event.contact.status, 1)
+        elif isinstance(event, ContactDeleted):
+            self._count(event.status, -1)
+            self._added(event.created_at, -1)
+        if self.last_change_at is None or at > self.last_change_at:
+            self.last_change_at = at
+        oldest = _day(at - timedelta(days=ADDED_WINDOW_DAYS - 1))
+        self.added_by_day = {d: n for d, n in self.added_by_day.items() if d >= oldest and n}
+        return True
+
+    def _count(self, status: ContactStatus, delta: int) -> None:
+        self.by_status[status.value] = self.by_status.get(status.value, 0) + delta
+
+    def _added(self, created_at: datetime, delta: int) -> None:
+        day = _day(created_at)
+        self.added_by_day[day] = self.added_by_day.get(day, 0) + delta
+
+
+def _day(moment: datetime | date) -> str:
+    return moment.date().isoformat() if isinstance(moment, datetime) else moment.isoformat()
+
+
+@dataclass(frozen=True)
+class ProfileStats:
+    total: int
+    by_status: dict[str, int]
+    added_last_7_days: int
+    added_last_30_days: int
+    last_change_at: datetime | None
+
+
+def summarize(parts: list[PartitionCounts], *, today: date) -> ProfileStats:
+    """The profile's statistics from its partitions' shares. "Added in the last N days" counts
+    contacts created from N-1 days before `today` (UTC) on and still in the profile."""
+
+    def added_since(days: int) -> int:
+        first = _day(today - timedelta(days=days - 1))
+        return sum(n for p in parts for d, n in p.added_by_day.items() if d >= first)
+
+    by_status = {
+        status.value: sum(p.by_status.get(status.value, 0) for p in parts)
+        for status in ContactStatus
+    }
+    changes = [p.last_change_at for p in parts if p.last_change_at is not None]
+    return ProfileStats(
+        total=sum(by_status.values()),
+        by_status=by_status,
+        added_last_7_days=added_since(7),
+        added_last_30_days=added_since(ADDED_WINDOW_DAYS),
+        last_change_at=max(changes, default=None),
+    )

@@ -1,0 +1,131 @@
+"""Profile statistics counted from contact events, against the real servers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import ConsumerRecord
+
+from contact_svc.consumers import count_contact_event
+from contact_svc.repository import MongoStatsStore
+from contact_svc.stats import summarize
+from contacts_shared.events import ContactCreated, ContactStatusChanged, DomainEvent, to_envelope
+from contacts_shared.mongo import ConditionalWriter, DocumentLocks, connect
+from contacts_shared.schema import ContactSnapshot, ContactStatus
+
+pytestmark = pytest.mark.integration
+
+Services = tuple[httpx.AsyncClient, httpx.AsyncClient]
+
+
+async def test_stats_follow_creations_status_changes_updates_and_deletions(
+    services: Services, known_profile: Any, eventually: Any
+) -> None:
+    _, contacts = services
+    profile = await known_profile(name="Counted", fields=[{"name": "Nombre"}])
+    base = f"/v1/profiles/{profile['id']}/contacts"
+    for index in range(4):
+        created = await contacts.post(
+            base, json={"fields": {"email": f"s{index}@example.com", "Nombre": f"S{index}"}}
+        )
+        assert created.status_code == 201, created.text
+    await contacts.patch(f"{base}/s1@example.com", json={"status": "unsubscribed"})
+    await contacts.patch(f"{base}/s2@example.com", json={"fields": {"Nombre": "Renamed"}})
+    await contacts.delete(f"{base}/s3@example.com")
+    expected = {"active": 2, "unsubscribed": 1, "bounced": 0, "complained": 0, "blocked": 0}
+    stats: dict[str, Any] = {}
+
+    async def counted() -> bool:
+        nonlocal stats
+        stats = (await contacts.get(f"/v1/profiles/{profile['id']}/stats")).json()
+        return bool(stats["by_status"] == expected)
+
+    assert await eventually(counted), stats
+    assert stats["total"] == 3
+    assert stats["added_last_7_days"] == stats["added_last_30_days"] == 3
+    assert datetime.fromisoformat(stats["last_change_at"]) <= datetime.now(UTC)
+
+    other = await contacts.get(
+        f"/v1/profiles/{profile['id']}/stats", headers={"Authorization": "Bearer key-b"}
+    )
+    assert other.status_code == 404
+    assert (await contacts.get("/v1/profiles/nope/stats")).status_code == 404
+
+
+@pytest.fixture
+async def stats_store(infrastructure: Any, unique: str) -> AsyncIterator[MongoStatsStore]:
+    client = connect(infrastructure.mongodb_url, app_name="test")
+    writer = await ConditionalWriter.for_server(client, DocumentLocks())
+    yield MongoStatsStore(client[f"stats_{unique}"]["profile_stats"], writer)
+    await client.drop_database(f"stats_{unique}")
+    await client.close()
+
+
+def record(event: DomainEvent, *, partition: int, offset: int) -> ConsumerRecord[bytes, bytes]:
+    envelope = to_envelope(event, account_id="a1", source="test")
+    return ConsumerRecord(
+        topic="contacts.events",
+        partition=partition,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=event.subject().encode(),
+        value=envelope.model_dump_json().encode(),
+        checksum=None,
+        serialized_key_size=0,
+        serialized_value_size=0,
+        headers=(),
+    )
+
+
+def snapshot(key: str, status: ContactStatus) -> ContactSnapshot:
+    now = datetime.now(UTC)
+    return ContactSnapshot(
+        id=f"p1:{key}",
+        account_id="a1",
+        profile_id="p1",
+        key=key,
+        fields={"email": key},
+        status=status,
+        status_source="api",
+        status_changed_at=now,
+        source="api",
+        version=1,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+async def test_redelivered_events_are_counted_once_per_partition(
+    stats_store: MongoStatsStore,
+) -> None:
+    records = [
+        record(
+            ContactCreated(contact=snapshot("a@x.io", ContactStatus.ACTIVE)), partition=0, offset=0
+        ),
+        record(
+            ContactCreated(contact=snapshot("b@x.io", ContactStatus.ACTIVE)), partition=2, offset=0
+        ),
+        record(
+            ContactStatusChanged(
+                contact=snapshot("a@x.io", ContactStatus.BOUNCED),
+                previous_status=ContactStatus.ACTIVE,
+            ),
+            partition=0,
+            offset=1,
+        ),
+    ]
+    for _ in range(2):  # everything delivered twice, as after a crash before the commit
+        for each in records:
+            await count_contact_event(each, stats=stats_store)
+
+    shares = await stats_store.of_profile("p1")
+    assert sorted((s.partition, s.offset) for s in shares) == [(0, 1), (2, 0)]
+    stats = summarize(shares, today=datetime.now(UTC).date())
+    assert stats.total == 2
+    assert stats.by_status["active"] == stats.by_status["bounced"] == 1
+    assert await stats_store.of_profile("unknown") == []
