@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure
 
 T = TypeVar("T")
 Document = dict[str, Any]
@@ -27,6 +28,47 @@ def connect(url: str, *, app_name: str) -> MongoClient:
 async def ping(client: MongoClient) -> None:
     """Raise unless the server answers."""
     await client.admin.command("ping")
+
+
+# What makes two indexes of one name the same index, besides their keys.
+INDEX_OPTIONS = ("unique", "sparse", "partialFilterExpression", "expireAfterSeconds")
+INDEX_NOT_FOUND = 27
+
+
+def _same_index(existing: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    return list(existing["key"].items()) == list(wanted["key"].items()) and all(
+        bool(existing.get(option)) == bool(wanted.get(option))
+        if option in ("unique", "sparse")
+        else existing.get(option) == wanted.get(option)
+        for option in INDEX_OPTIONS
+    )
+
+
+async def ensure_indexes(collection: Collection, wanted: Sequence[IndexModel]) -> None:
+    """Make the collection's indexes exactly `wanted` (plus `_id_`): create the missing ones,
+    rebuild one whose keys or options changed under the same name, drop those no longer
+    wanted. A new version's start-up so brings an older database in line instead of failing on
+    a conflicting definition. Replicas starting together may race; each step tolerates that."""
+    existing = {index["name"]: index async for index in await collection.list_indexes()}
+    existing.pop("_id_", None)
+    for model in wanted:
+        name = model.document["name"]
+        current = existing.pop(name, None)
+        if current is not None and _same_index(current, model.document):
+            continue
+        if current is not None:
+            await _drop_index(collection, name)
+        await collection.create_indexes([model])
+    for name in existing:
+        await _drop_index(collection, name)
+
+
+async def _drop_index(collection: Collection, name: str) -> None:
+    try:
+        await collection.drop_index(name)
+    except OperationFailure as exc:
+        if exc.code != INDEX_NOT_FOUND:
+            raise
 
 
 class DocumentLocks:

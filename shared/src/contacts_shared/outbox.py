@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, IndexModel
 
 from contacts_shared.events import DomainEvent, to_envelope
 from contacts_shared.kafka import EventPublisher, OutgoingMessage
@@ -57,8 +57,9 @@ def outbox_update(entries: list[Document]) -> dict[str, Any]:
 RELAY_FIELDS = {OUTBOX: 1, TOMBSTONE: 1}
 
 
-async def create_outbox_index(collection: Collection) -> None:
-    await collection.create_index([(f"{OUTBOX}.id", ASCENDING)], name="outbox_pending")
+# Serves the relay's scan for documents with entries left to publish; every collection with an
+# outbox declares it among its indexes.
+OUTBOX_INDEX = IndexModel([(f"{OUTBOX}.id", ASCENDING)], name="outbox_pending")
 
 
 class OutboxRelay:

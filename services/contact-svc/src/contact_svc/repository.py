@@ -10,7 +10,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Protocol
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from contact_svc.domain import (
@@ -28,8 +28,9 @@ from contacts_shared.mongo import (
     Document,
     DocumentLocks,
     StaleDocument,
+    ensure_indexes,
 )
-from contacts_shared.outbox import OUTBOX, create_outbox_index, outbox_entries, outbox_update
+from contacts_shared.outbox import OUTBOX, OUTBOX_INDEX, outbox_entries, outbox_update
 from contacts_shared.schema import ContactStatus, FieldSpec, ProfileType
 from contacts_shared.settings import ServiceSettings
 
@@ -161,17 +162,21 @@ class MongoContactRepository:
         self._events_queued = events_queued
 
     async def create_indexes(self) -> None:
-        c = self._collection
-        await c.create_index([("profile_id", ASCENDING), ("key", ASCENDING)], name="by_key")
-        await c.create_index(
-            [("profile_id", ASCENDING), ("status", ASCENDING), ("key", ASCENDING)],
-            name="by_status",
+        await ensure_indexes(
+            self._collection,
+            [
+                IndexModel([("profile_id", ASCENDING), ("key", ASCENDING)], name="by_key"),
+                IndexModel(
+                    [("profile_id", ASCENDING), ("status", ASCENDING), ("key", ASCENDING)],
+                    name="by_status",
+                ),
+                IndexModel(
+                    [("profile_id", ASCENDING), ("created_at", ASCENDING), ("key", ASCENDING)],
+                    name="by_created",
+                ),
+                OUTBOX_INDEX,
+            ],
         )
-        await c.create_index(
-            [("profile_id", ASCENDING), ("created_at", ASCENDING), ("key", ASCENDING)],
-            name="by_created",
-        )
-        await create_outbox_index(c)
 
     async def find(self, profile_id: str, key: str) -> tuple[Contact | None, int]:
         """The live contact (None if absent or deleted) and the stored version (0: never)."""

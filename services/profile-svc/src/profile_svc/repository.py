@@ -6,15 +6,21 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from contacts_shared.events import DomainEvent
-from contacts_shared.mongo import Collection, ConditionalWriter, Document, StaleDocument
+from contacts_shared.mongo import (
+    Collection,
+    ConditionalWriter,
+    Document,
+    StaleDocument,
+    ensure_indexes,
+)
 from contacts_shared.outbox import (
     OUTBOX,
+    OUTBOX_INDEX,
     TOMBSTONE,
-    create_outbox_index,
     outbox_entries,
     outbox_update,
 )
@@ -99,18 +105,25 @@ class MongoProfileRepository:
         self._events_queued = events_queued
 
     async def create_indexes(self) -> None:
-        c = self._collection
-        await c.create_index(
-            [("account_id", ASCENDING), ("name_key", ASCENDING)], unique=True, name="name_unique"
+        await ensure_indexes(
+            self._collection,
+            [
+                IndexModel(
+                    [("account_id", ASCENDING), ("name_key", ASCENDING)],
+                    unique=True,
+                    name="name_unique",
+                ),
+                IndexModel([("account_id", ASCENDING), ("_id", ASCENDING)], name="by_account"),
+                IndexModel(
+                    [("account_id", ASCENDING), ("type", ASCENDING), ("_id", ASCENDING)],
+                    name="by_type",
+                ),
+                IndexModel(
+                    [("account_id", ASCENDING), ("base_profile_id", ASCENDING)], name="by_base"
+                ),
+                OUTBOX_INDEX,
+            ],
         )
-        await c.create_index([("account_id", ASCENDING), ("_id", ASCENDING)], name="by_account")
-        await c.create_index(
-            [("account_id", ASCENDING), ("type", ASCENDING), ("_id", ASCENDING)], name="by_type"
-        )
-        await c.create_index(
-            [("account_id", ASCENDING), ("base_profile_id", ASCENDING)], name="by_base"
-        )
-        await create_outbox_index(c)
 
     def _entries(self, profile: Profile, events: Sequence[DomainEvent]) -> list[Document]:
         return outbox_entries(events, account_id=profile.account_id, settings=self._settings)
