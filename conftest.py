@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from pymongo import MongoClient
 
 from contacts_shared.events import EventEnvelope
 
@@ -62,9 +63,19 @@ def infrastructure() -> Iterator[Infrastructure]:
 
 
 @pytest.fixture
-def unique() -> str:
-    """A short id that keeps a test's accounts, databases and topics apart from others'."""
-    return uuid.uuid4().hex[:12]
+def unique(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A short id that keeps a test's accounts, databases and topics apart from others'.
+    After a test that used the real server, the databases named with it are dropped, so runs
+    against a long-lived local stack do not pile them up."""
+    suffix = uuid.uuid4().hex[:12]
+    yield suffix
+    if "infrastructure" not in request.fixturenames:
+        return
+    infrastructure = request.getfixturevalue("infrastructure")
+    with MongoClient(infrastructure.mongodb_url, serverSelectionTimeoutMS=5000) as client:
+        for name in client.list_database_names():
+            if name.endswith(suffix):
+                client.drop_database(name)
 
 
 EnvelopeReader = Callable[..., Awaitable[list[EventEnvelope]]]

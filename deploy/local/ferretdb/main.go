@@ -63,33 +63,26 @@ const indexSuffix = "__id_lookup"
 
 // indexIDLookups gives every collection table in dir an index on idLookup, soon after FerretDB
 // creates it. The index is SQLite's alone: FerretDB's metadata never lists it, and dropping the
-// collection drops its table with the index.
+// collection drops its table with the index. Only database files written since the last look
+// are opened, each time anew, so a database dropped and created again is seen as the new file.
 func indexIDLookups(ctx context.Context, dir string, logger *slog.Logger) {
-	pools := map[string]*sql.DB{}
-	defer func() {
-		for _, db := range pools {
-			_ = db.Close()
-		}
-	}()
+	seen := map[string]time.Time{}
 	ticker := time.NewTicker(250 * time.Millisecond)
 	defer ticker.Stop()
 	for {
 		files, _ := filepath.Glob(filepath.Join(dir, "*.sqlite"))
 		for _, file := range files {
-			db, ok := pools[file]
-			if !ok {
-				var err error
-				db, err = sql.Open("sqlite", "file:"+file+"?_pragma=busy_timeout(10000)")
-				if err != nil {
-					logger.Warn("id index: open failed", "file", file, "error", err)
-					continue
+			written := lastWrite(file)
+			if written.Equal(seen[file]) {
+				continue
+			}
+			if err := indexTables(ctx, file); err != nil {
+				if ctx.Err() == nil {
+					logger.Warn("id index: failed", "file", file, "error", err)
 				}
-				db.SetMaxOpenConns(1)
-				pools[file] = db
+				continue // looked at again on the next tick
 			}
-			if err := indexTables(ctx, db); err != nil && ctx.Err() == nil {
-				logger.Warn("id index: failed", "file", file, "error", err)
-			}
+			seen[file] = written
 		}
 		select {
 		case <-ctx.Done():
@@ -99,15 +92,32 @@ func indexIDLookups(ctx context.Context, dir string, logger *slog.Logger) {
 	}
 }
 
+// lastWrite is when the database file or its write-ahead log last changed.
+func lastWrite(file string) time.Time {
+	var latest time.Time
+	for _, name := range []string{file, file + "-wal"} {
+		if info, err := os.Stat(name); err == nil && info.ModTime().After(latest) {
+			latest = info.ModTime()
+		}
+	}
+	return latest
+}
+
 // indexTables indexes the tables that lack the index. It asks SQLite every time rather than
 // remembering: a collection dropped and created again gets a new table of the same name.
-func indexTables(ctx context.Context, db *sql.DB) error {
+func indexTables(ctx context.Context, file string) error {
+	// mode=rw: a database dropped since the glob must not be created again, empty, by us.
+	db, err := sql.Open("sqlite", "file:"+file+"?mode=rw&_pragma=busy_timeout(10000)")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
 	rows, err := db.QueryContext(ctx, `SELECT c.table_name FROM _ferretdb_collections c
 		WHERE NOT EXISTS (SELECT 1 FROM sqlite_master m WHERE m.type = 'index' AND m.name = c.table_name || ?)`,
 		indexSuffix)
 	if err != nil {
-		if strings.Contains(err.Error(), "no such table") {
-			return nil // FerretDB is still creating the database
+		if _, statErr := os.Stat(file); statErr != nil || strings.Contains(err.Error(), "no such table") {
+			return nil // dropped meanwhile, or FerretDB is still creating it
 		}
 		return err
 	}

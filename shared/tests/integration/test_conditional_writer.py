@@ -35,7 +35,6 @@ async def test_updates_apply_only_while_the_conditions_hold(
 
     await asyncio.gather(*(increment() for _ in range(50)))
     final = await collection.find_one({"_id": "a"})
-    await client.drop_database(f"writer_{unique}")
     await client.close()
     assert final is not None and (final["n"], final["version"]) == (50, 52)
 

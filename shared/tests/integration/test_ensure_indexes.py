@@ -40,5 +40,4 @@ async def test_missing_indexes_are_built_changed_ones_rebuilt_and_unwanted_ones_
             "email_unique": ([("p", 1), ("email", 1)], True),
         }
 
-    await client.drop_database(f"indexes_{unique}")
     await client.close()

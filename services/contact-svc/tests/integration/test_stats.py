@@ -61,7 +61,6 @@ async def stats_store(infrastructure: Any, unique: str) -> AsyncIterator[MongoSt
     client = connect(infrastructure.mongodb_url, app_name="test")
     writer = await ConditionalWriter.for_server(client, DocumentLocks())
     yield MongoStatsStore(client[f"stats_{unique}"]["profile_stats"], writer)
-    await client.drop_database(f"stats_{unique}")
     await client.close()
 
 
