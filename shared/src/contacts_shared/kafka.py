@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -103,23 +104,39 @@ class EventPublisher:
                 self._producer = None
 
 
-RecordHandler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
+RecordHandler = Callable[[Record], Awaitable[None]]
+# Handles records of one partition, in offset order, as a whole: a handler that folds a batch
+# into bulk reads and writes does a few round trips where one per record would do hundreds.
+BatchHandler = Callable[[Sequence[Record]], Awaitable[None]]
+
+
+def one_at_a_time(handler: RecordHandler) -> BatchHandler:
+    """A batch handler that hands each record to `handler` in turn."""
+
+    async def handle(records: Sequence[Record]) -> None:
+        for record in records:
+            await handler(record)
+
+    return handle
 
 
 class ConsumerRunner:
-    """Feeds each record to a handler and commits its offset only once it is handled.
+    """Feeds each partition's batch of records to a handler and commits the batch's offsets only
+    once it is handled.
 
-    A record whose handler keeps failing is retried `max_attempts` times with backoff, then
-    published to `<topic><dead_letter_suffix>` with the error in its headers, so one poison
-    message never blocks its partition and is never silently dropped. Handlers must be
-    idempotent: after a crash, records since the last commit are delivered again.
+    A batch whose handler keeps failing is retried `max_attempts` times with backoff, then its
+    records are handled one by one, each retried the same way and then published to
+    `<topic><dead_letter_suffix>` with the error in its headers, so one poison message never
+    blocks its partition and is never silently dropped. Handlers must be idempotent: after a
+    crash, or a failed batch, records are delivered again.
     """
 
     def __init__(
         self,
         consumer: AIOKafkaConsumer,
         publisher: EventPublisher,
-        handler: RecordHandler,
+        handler: BatchHandler,
         *,
         dead_letter_suffix: str = ".dlq",
         max_attempts: int = 3,
@@ -136,38 +153,45 @@ class ConsumerRunner:
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
-        """Finish the record in hand, commit, and return from `run`."""
+        """Finish the batch in hand, commit, and return from `run`."""
         self._stopping.set()
 
     async def run(self) -> None:
         while not self._stopping.is_set():
             batches = await self._consumer.getmany(timeout_ms=500, max_records=self._batch_size)
             for partition, records in batches.items():
-                for record in records:
-                    await self._handle(record)
+                if await self._attempt(records) is not None:
+                    for record in records:
+                        if (error := await self._attempt([record])) is not None:
+                            await self._dead_letter(record, error)
                 await self._consumer.commit({partition: records[-1].offset + 1})
 
-    async def _handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
+    async def _attempt(self, records: Sequence[Record]) -> Exception | None:
+        """Handle the records, retrying with backoff; the last error if every attempt failed."""
+        error: Exception | None = None
         for attempt in range(1, self._max_attempts + 1):
             try:
-                await self._handler(record)
-                return
+                await self._handler(records)
+                return None
             except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then parked
-                if attempt == self._max_attempts:
-                    await self._dead_letter(record, exc)
-                    return
+                error = exc
                 log.warning(
-                    "handler failed, retrying",
+                    "handler failed, retrying"
+                    if attempt < self._max_attempts
+                    else "handler failed",
                     extra={
-                        "topic": record.topic,
-                        "offset": record.offset,
+                        "topic": records[0].topic,
+                        "partition": records[0].partition,
+                        "offsets": f"{records[0].offset}-{records[-1].offset}",
                         "attempt": attempt,
                         "error": repr(exc),
                     },
                 )
-                await asyncio.sleep(self._retry_backoff_seconds * 2 ** (attempt - 1))
+                if attempt < self._max_attempts:
+                    await asyncio.sleep(self._retry_backoff_seconds * 2 ** (attempt - 1))
+        return error
 
-    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
+    async def _dead_letter(self, record: Record, exc: Exception) -> None:
         topic = record.topic + self._dead_letter_suffix
         log.error(
             "handler failed for good, record sent to the dead-letter topic",
@@ -201,7 +225,7 @@ class SupervisedConsumer:
         group_id: str,
         topics: Iterable[str],
         publisher: EventPublisher,
-        handler: RecordHandler,
+        handler: BatchHandler,
         partitions: int,
         dead_letter_suffix: str = ".dlq",
     ) -> None:

@@ -1,14 +1,16 @@
-"""The consumer runner against the real broker: commit after handling, retries, dead letters."""
+"""The consumer runner against the real broker: batches, commit after handling, retries, a
+failed batch split into records, dead letters."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
-from contacts_shared.kafka import ConsumerRunner, EventPublisher, OutgoingMessage
+from contacts_shared.kafka import ConsumerRunner, EventPublisher, OutgoingMessage, one_at_a_time
 
 pytestmark = pytest.mark.integration
 
@@ -41,16 +43,17 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_offsets_are_commit
     await publisher.publish(
         OutgoingMessage(topic, "k", body) for body in (b"one", b"poison", b"three")
     )
+    batches: list[list[bytes]] = []
     handled: list[bytes] = []
-    attempts: dict[bytes, int] = {}
     all_seen = asyncio.Event()
 
-    async def handle(record: ConsumerRecord[bytes, bytes]) -> None:
-        attempts[record.value] = attempts.get(record.value, 0) + 1
-        if record.value == b"poison":
+    async def handle(records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        values = [record.value for record in records]
+        batches.append(values)
+        if b"poison" in values:
             raise ValueError("cannot digest")
-        handled.append(record.value)
-        if record.value == b"three":
+        handled.extend(values)
+        if b"three" in values:
             all_seen.set()
 
     first = consumer(bootstrap, topic, group)
@@ -58,8 +61,10 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_offsets_are_commit
     runner = ConsumerRunner(first, publisher, handle, max_attempts=3, retry_backoff_seconds=0.01)
     await run_until(runner, all_seen)
     await first.stop()
+    # The whole batch three times, then each record alone: the poison one three times.
+    whole = [b"one", b"poison", b"three"]
+    assert batches == [whole] * 3 + [[b"one"]] + [[b"poison"]] * 3 + [[b"three"]]
     assert handled == [b"one", b"three"]
-    assert attempts == {b"one": 1, b"poison": 3, b"three": 1}
 
     dead = consumer(bootstrap, f"{topic}.dlq", f"dlq-reader-{unique}")
     await dead.start()
@@ -84,7 +89,7 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_offsets_are_commit
 
     second = consumer(bootstrap, topic, group)
     await second.start()
-    await run_until(ConsumerRunner(second, publisher, handle_again), four_seen)
+    await run_until(ConsumerRunner(second, publisher, one_at_a_time(handle_again)), four_seen)
     await second.stop()
     await publisher.close()
     assert again == [b"four"]

@@ -33,7 +33,7 @@ from contact_svc.repository import (
     MongoWebhookSourceStore,
 )
 from contact_svc.settings import ContactSettings
-from contacts_shared.kafka import EventPublisher, RecordHandler, SupervisedConsumer
+from contacts_shared.kafka import BatchHandler, EventPublisher, SupervisedConsumer, one_at_a_time
 from contacts_shared.mongo import ConditionalWriter, DocumentLocks, connect, ping
 from contacts_shared.outbox import OutboxRelay
 from contacts_shared.web import Problem, create_service_app
@@ -86,7 +86,7 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
         stats = MongoStatsStore(database["profile_stats"], writer)
         await contacts.create_indexes()
 
-        def consumer(group: str, topic: str, handler: RecordHandler) -> SupervisedConsumer:
+        def consumer(group: str, topic: str, handler: BatchHandler) -> SupervisedConsumer:
             return SupervisedConsumer(
                 settings.kafka_bootstrap_servers,
                 group_id=group,
@@ -101,22 +101,22 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
             "profile-schemas": consumer(
                 settings.profile_events_group,
                 settings.topic_profiles_events,
-                partial(apply_profile_event, schemas=schemas, contacts=contacts),
+                one_at_a_time(partial(apply_profile_event, schemas=schemas, contacts=contacts)),
             ),
             "contact-commands": consumer(
                 settings.contact_commands_group,
                 settings.topic_contacts_commands,
-                partial(apply_contact_command, schemas=schemas, contacts=contacts),
+                one_at_a_time(partial(apply_contact_command, schemas=schemas, contacts=contacts)),
             ),
             "suppressions": consumer(
                 settings.suppressions_group,
                 settings.topic_contacts_events,
-                partial(follow_suppressions, suppressions=suppressions),
+                one_at_a_time(partial(follow_suppressions, suppressions=suppressions)),
             ),
             "stats": consumer(
                 settings.stats_group,
                 settings.topic_contacts_events,
-                partial(count_contact_event, stats=stats),
+                one_at_a_time(partial(count_contact_event, stats=stats)),
             ),
         }
         app.state.contacts, app.state.schemas, app.state.stats = contacts, schemas, stats
