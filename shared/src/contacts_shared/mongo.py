@@ -116,6 +116,16 @@ class ConditionalWriter:
         build = await client.admin.command("buildInfo")
         return cls(locks, id_only_filters="ferretdbVersion" in build)
 
+    async def find_by_ids(
+        self, collection: Collection, ids: Sequence[object], projection: Document | None = None
+    ) -> list[Document]:
+        """The documents with these `_id`s that exist, in no particular order: one `$in` query
+        on MongoDB, concurrent `_id` lookups on FerretDB (which would scan for `$in`)."""
+        if not self.id_only_filters:
+            return [d async for d in collection.find({"_id": {"$in": list(ids)}}, projection)]
+        found = await asyncio.gather(*(collection.find_one({"_id": i}, projection) for i in ids))
+        return [document for document in found if document is not None]
+
     async def update_if(
         self, collection: Collection, document_id: object, conditions: Document, update: Document
     ) -> bool:

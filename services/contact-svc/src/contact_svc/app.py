@@ -11,9 +11,9 @@ from fastapi import FastAPI, Request, Response
 
 from contact_svc.api import router, stats_router, webhook_router
 from contact_svc.consumers import (
-    apply_contact_command,
+    apply_contact_commands,
     apply_profile_event,
-    count_contact_event,
+    count_contact_events,
     follow_suppressions,
 )
 from contact_svc.domain import (
@@ -74,7 +74,7 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
             scan_seconds=settings.outbox_scan_seconds,
         )
         writer = await ConditionalWriter.for_server(client, locks)
-        suppressions = MongoSuppressionStore(database["suppressions"], locks)
+        suppressions = MongoSuppressionStore(database["suppressions"], writer)
         contacts = MongoContactRepository(
             database["contacts"],
             settings,
@@ -106,7 +106,7 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
             "contact-commands": consumer(
                 settings.contact_commands_group,
                 settings.topic_contacts_commands,
-                one_at_a_time(partial(apply_contact_command, schemas=schemas, contacts=contacts)),
+                partial(apply_contact_commands, schemas=schemas, contacts=contacts),
             ),
             "suppressions": consumer(
                 settings.suppressions_group,
@@ -116,7 +116,7 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
             "stats": consumer(
                 settings.stats_group,
                 settings.topic_contacts_events,
-                one_at_a_time(partial(count_contact_event, stats=stats)),
+                partial(count_contact_events, stats=stats),
             ),
         }
         app.state.contacts, app.state.schemas, app.state.stats = contacts, schemas, stats

@@ -5,11 +5,14 @@ projections of contact events (suppressions, statistics)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from datetime import datetime
+from functools import partial
 
 from aiokafka import ConsumerRecord
 
 from contact_svc.domain import SUPPRESSING, ProfileSchema, Suppression
-from contact_svc.handlers import SUPPRESSION_SOURCE, apply_upsert, delete_profile_contacts
+from contact_svc.handlers import SUPPRESSION_SOURCE, apply_upserts, delete_profile_contacts
 from contact_svc.repository import ContactRepository, SchemaStore, StatsStore, SuppressionStore
 from contacts_shared.commands import UpsertContact
 from contacts_shared.events import (
@@ -25,6 +28,7 @@ from contacts_shared.events import (
     UnknownEventType,
     parse_event,
 )
+from contacts_shared.kafka import Record
 from contacts_shared.mongo import retry_if_stale
 
 log = logging.getLogger(__name__)
@@ -63,15 +67,16 @@ async def apply_profile_event(
         await schemas.apply(ProfileSchema.of(event.profile), deleted=False)
 
 
-async def apply_contact_command(
-    record: ConsumerRecord[bytes, bytes], *, schemas: SchemaStore, contacts: ContactRepository
+async def apply_contact_commands(
+    records: Sequence[Record], *, schemas: SchemaStore, contacts: ContactRepository
 ) -> None:
-    """Apply an upsert from `contacts.commands`; a redelivered one finds nothing to change."""
-    command = UpsertContact.model_validate_json(record.value)
-    if await apply_upsert(command, schemas=schemas, contacts=contacts) is None:
+    """Apply a partition's batch of upserts from `contacts.commands` in bulk; a redelivered
+    batch finds nothing to change."""
+    commands = [UpsertContact.model_validate_json(record.value) for record in records]
+    for orphan in await apply_upserts(commands, schemas=schemas, contacts=contacts):
         log.warning(
             "command for a profile that is gone, dropped",
-            extra={"profile_id": command.profile_id, "command_id": command.command_id},
+            extra={"profile_id": orphan.profile_id, "command_id": orphan.command_id},
         )
 
 
@@ -104,24 +109,35 @@ async def follow_suppressions(
         await suppressions.lift(contact.account_id, contact.key, contact.status_changed_at)
 
 
-async def count_contact_event(record: ConsumerRecord[bytes, bytes], *, stats: StatsStore) -> None:
-    """Fold a contact event into its profile's statistics; the share of the record's partition
-    remembers the last offset it counted, so a redelivered event counts once."""
-    parsed = event_of(record)
-    if parsed is None:
-        return
-    envelope, event = parsed
-    if isinstance(event, ContactEvent):
-        profile_id = event.contact.profile_id
-    elif isinstance(event, ContactDeleted):
-        profile_id = event.profile_id
-    else:
-        return
+async def count_contact_events(records: Sequence[Record], *, stats: StatsStore) -> None:
+    """Fold a partition's batch of contact events into its profiles' statistics: one read and
+    one write per profile in the batch. Each partition's share remembers the last offset it
+    counted, so a redelivered event counts once."""
+    by_profile: dict[str, list[tuple[int, datetime, DomainEvent]]] = {}
+    for record in records:
+        parsed = event_of(record)
+        if parsed is None:
+            continue
+        envelope, event = parsed
+        if isinstance(event, ContactEvent):
+            profile_id = event.contact.profile_id
+        elif isinstance(event, ContactDeleted):
+            profile_id = event.profile_id
+        else:
+            continue
+        by_profile.setdefault(profile_id, []).append((record.offset, envelope.time, event))
+    for profile_id, events in by_profile.items():
+        await retry_if_stale(partial(_fold, stats, profile_id, records[0].partition, events))
 
-    async def fold() -> None:
-        counts = await stats.share(profile_id, record.partition)
-        counted = counts.offset
-        if counts.fold(event, offset=record.offset, at=envelope.time):
-            await stats.store(counts, expected_offset=counted)
 
-    await retry_if_stale(fold)
+async def _fold(
+    stats: StatsStore,
+    profile_id: str,
+    partition: int,
+    events: list[tuple[int, datetime, DomainEvent]],
+) -> None:
+    counts = await stats.share(profile_id, partition)
+    counted = counts.offset
+    folded = [counts.fold(event, offset=offset, at=at) for offset, at, event in events]
+    if any(folded):
+        await stats.store(counts, expected_offset=counted)

@@ -6,8 +6,9 @@ import csv
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -24,6 +25,7 @@ from contact_svc.domain import (
     PagePosition,
     ProfileSchema,
     ProfileUnknown,
+    Suppression,
     parse_cursor,
 )
 from contact_svc.repository import (
@@ -84,6 +86,36 @@ def _split_identity(
 SUPPRESSION_SOURCE = "suppression"
 
 
+def _arriving(
+    schema: ProfileSchema,
+    key: str,
+    values: Mapping[str, Any],
+    source: str,
+    suppression: Suppression | None,
+    status: ContactStatus | None,
+    now: datetime,
+    *,
+    version: int = 1,
+) -> Contact:
+    """A contact being added: with the status given, else suppressed as the account-wide
+    suppression says, else active."""
+    if status is None and suppression is not None:
+        status, reason, status_source = suppression.status, suppression.reason(), SUPPRESSION_SOURCE
+    else:
+        status, reason, status_source = status or ContactStatus.ACTIVE, None, source
+    return Contact.create(
+        schema=schema,
+        key=key,
+        values=dict(values),
+        source=source,
+        now=now,
+        status=status,
+        status_reason=reason,
+        status_source=status_source,
+        version=version,
+    )
+
+
 async def _add_new(
     schema: ProfileSchema,
     key: str,
@@ -96,18 +128,9 @@ async def _add_new(
 ) -> Contact:
     """Store a contact the profile does not hold. An email or phone suppressed elsewhere in the
     account arrives suppressed, unless the caller sets a status explicitly."""
-    now = bson_now()
     suppression = None if status else await contacts.suppression_of(schema.account_id, key)
-    contact = Contact.create(
-        schema=schema,
-        key=key,
-        values=dict(values),
-        source=source,
-        now=now,
-        status=suppression.status if suppression else status or ContactStatus.ACTIVE,
-        status_reason=suppression.reason() if suppression else None,
-        status_source=SUPPRESSION_SOURCE if suppression else source,
-        version=stored_version + 1,
+    contact = _arriving(
+        schema, key, values, source, suppression, status, bson_now(), version=stored_version + 1
     )
     await contacts.add(contact, stored_version=stored_version)
     return contact
@@ -513,19 +536,74 @@ async def ingest_webhook(
     return results
 
 
-async def apply_upsert(
-    command: UpsertContact, *, schemas: SchemaStore, contacts: ContactRepository
-) -> Outcome | None:
-    """Apply a command from the command topic; None when its profile is gone."""
-    schema = await schemas.get(command.profile_id)
-    if schema is None or schema.account_id != command.account_id:
-        return None
-    known = {spec.key for spec in schema.fields}
-    values = {key: value for key, value in command.values.items() if key in known}
-    _, outcome = await upsert_contact(
-        schema=schema, key=command.key, values=values, source=command.source, contacts=contacts
-    )
-    return outcome
+async def apply_upserts(
+    commands: Sequence[UpsertContact], *, schemas: SchemaStore, contacts: ContactRepository
+) -> list[UpsertContact]:
+    """Apply a batch from the command topic, in order per contact; returns the commands whose
+    profile is gone (they change nothing). Several commands for one contact are merged into
+    one change, as applying them in turn would leave it. Contacts the profile never held are
+    created with one bulk insert; the others go one by one through `upsert_contact`. Applying
+    a batch again finds its values in place and changes nothing."""
+    orphans: list[UpsertContact] = []
+    by_profile: dict[str, list[UpsertContact]] = {}
+    for command in commands:
+        by_profile.setdefault(command.profile_id, []).append(command)
+    for profile_id, group in by_profile.items():
+        schema = await schemas.get(profile_id)
+        if schema is None:
+            orphans.extend(group)
+            continue
+        merged = _merge_by_key(
+            (c for c in group if c.account_id == schema.account_id),
+            known={spec.key for spec in schema.fields},  # a field removed since is dropped
+        )
+        orphans.extend(c for c in group if c.account_id != schema.account_id)
+        stored = await contacts.find_many(profile_id, list(merged))
+        unheard = [key for key, (_, version) in stored.items() if version == 0]
+        suppressions = await contacts.suppressions_of(schema.account_id, unheard)
+        now = bson_now()
+        new = [
+            _arriving(
+                schema,
+                key,
+                merged[key].values,
+                merged[key].source,
+                suppressions.get(key),
+                None,
+                now,
+            )
+            for key in unheard
+        ]
+        refused = {contact.key for contact in await contacts.add_many(new)}
+        for key, change in merged.items():
+            if key in unheard and key not in refused:
+                continue
+            await upsert_contact(
+                schema=schema,
+                key=key,
+                values=change.values,
+                source=change.source,
+                contacts=contacts,
+            )
+    return orphans
+
+
+@dataclass(frozen=True)
+class _Change:
+    values: dict[str, Any]
+    source: str
+
+
+def _merge_by_key(commands: Iterable[UpsertContact], known: set[str]) -> dict[str, _Change]:
+    """One change per contact key, in first-seen order: later values win, field by field;
+    values of fields not `known` are left out."""
+    merged: dict[str, _Change] = {}
+    for command in commands:
+        earlier = merged.get(command.key)
+        given = {k: v for k, v in command.values.items() if k in known}
+        values = {**earlier.values, **given} if earlier else given
+        merged[command.key] = _Change(values, command.source)
+    return merged
 
 
 # -- reactions to profile changes ----------------------------------------------------------------

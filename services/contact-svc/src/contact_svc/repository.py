@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Protocol
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from contact_svc.domain import (
     Contact,
@@ -19,6 +19,7 @@ from contact_svc.domain import (
     PagePosition,
     ProfileSchema,
     Suppression,
+    contact_id,
 )
 from contact_svc.stats import PartitionCounts
 from contact_svc.webhooks import WebhookFormat, WebhookSource
@@ -33,6 +34,8 @@ from contacts_shared.mongo import (
 from contacts_shared.outbox import OUTBOX, OUTBOX_INDEX, outbox_entries, outbox_update
 from contacts_shared.schema import ContactStatus, FieldSpec, ProfileType
 from contacts_shared.settings import ServiceSettings
+
+DUPLICATE_KEY = 11000
 
 # A deleted contact's document stays, with its last version, so that a contact added again
 # later continues the version sequence consumers have seen.
@@ -50,6 +53,16 @@ class ContactRepository(Protocol):
     async def drop_field(self, profile_id: str, field_key: str) -> None: ...
 
     async def find(self, profile_id: str, key: str) -> tuple[Contact | None, int]: ...
+
+    async def find_many(
+        self, profile_id: str, keys: Sequence[str]
+    ) -> dict[str, tuple[Contact | None, int]]: ...
+
+    async def add_many(self, contacts: Sequence[Contact]) -> list[Contact]: ...
+
+    async def suppressions_of(
+        self, account_id: str, keys: Sequence[str]
+    ) -> dict[str, Suppression]: ...
 
     async def add(self, contact: Contact, *, stored_version: int) -> None: ...
 
@@ -126,6 +139,12 @@ def _document(contact: Contact) -> Document:
     }
 
 
+def _stored(document: Document | None) -> tuple[Contact | None, int]:
+    if document is None:
+        return None, 0
+    return (None if document.get(DELETED) else _contact(document)), document["version"]
+
+
 def _contact(document: Document) -> Contact:
     return Contact(
         account_id=document["account_id"],
@@ -180,10 +199,20 @@ class MongoContactRepository:
 
     async def find(self, profile_id: str, key: str) -> tuple[Contact | None, int]:
         """The live contact (None if absent or deleted) and the stored version (0: never)."""
-        document = await self._collection.find_one({"_id": f"{profile_id}:{key}"}, {OUTBOX: 0})
-        if document is None:
-            return None, 0
-        return (None if document.get(DELETED) else _contact(document)), document["version"]
+        return _stored(
+            await self._collection.find_one({"_id": contact_id(profile_id, key)}, {OUTBOX: 0})
+        )
+
+    async def find_many(
+        self, profile_id: str, keys: Sequence[str]
+    ) -> dict[str, tuple[Contact | None, int]]:
+        """`find` for many keys at once."""
+        ids = [contact_id(profile_id, key) for key in keys]
+        found = {
+            document["key"]: document
+            for document in await self._writer.find_by_ids(self._collection, ids, {OUTBOX: 0})
+        }
+        return {key: _stored(found.get(key)) for key in keys}
 
     def _entries(self, contact: Contact) -> list[Document]:
         return outbox_entries(
@@ -202,6 +231,26 @@ class MongoContactRepository:
             self._events_queued(contact.id)
         else:
             await self.save(contact, expected_version=stored_version, deleted_before=True)
+
+    async def add_many(self, contacts: Sequence[Contact]) -> list[Contact]:
+        """Insert contacts of which no document exists, in one bulk write; those that one
+        meanwhile came to exist for are not written and are returned, to be applied again."""
+        if not contacts:
+            return []
+        documents = [{**_document(c), OUTBOX: self._entries(c)} for c in contacts]
+        refused: list[Contact] = []
+        try:
+            await self._collection.insert_many(documents, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details["writeErrors"]
+            if any(error["code"] != DUPLICATE_KEY for error in errors):
+                raise
+            refused = [contacts[error["index"]] for error in errors]
+        refused_ids = {contact.id for contact in refused}
+        for contact in contacts:
+            if contact.id not in refused_ids:
+                self._events_queued(contact.id)
+        return refused
 
     async def save(
         self, contact: Contact, *, expected_version: int, deleted_before: bool = False
@@ -223,6 +272,9 @@ class MongoContactRepository:
 
     async def suppression_of(self, account_id: str, key: str) -> Suppression | None:
         return await self._suppressions.get(account_id, key)
+
+    async def suppressions_of(self, account_id: str, keys: Sequence[str]) -> dict[str, Suppression]:
+        return await self._suppressions.get_many(account_id, keys)
 
     async def drop_field(self, profile_id: str, field_key: str) -> None:
         """Remove a deleted field's values from every contact of the profile (idempotent)."""
@@ -320,6 +372,8 @@ class MongoWebhookSourceStore:
 class SuppressionStore(Protocol):
     async def get(self, account_id: str, key: str) -> Suppression | None: ...
 
+    async def get_many(self, account_id: str, keys: Sequence[str]) -> dict[str, Suppression]: ...
+
     async def record(self, suppression: Suppression) -> None: ...
 
     async def lift(self, account_id: str, key: str, at: datetime) -> None: ...
@@ -328,21 +382,28 @@ class SuppressionStore(Protocol):
 class MongoSuppressionStore:
     """One document per (account, email or phone): the newest suppressing status wins."""
 
-    def __init__(self, collection: Collection, locks: DocumentLocks) -> None:
+    def __init__(self, collection: Collection, writer: ConditionalWriter) -> None:
         self._collection = collection
-        self._locks = locks
+        self._writer = writer
+        self._locks = writer.locks
 
     async def get(self, account_id: str, key: str) -> Suppression | None:
-        document = await self._collection.find_one({"_id": f"{account_id}:{key}"})
-        if document is None or document.get("lifted"):
-            return None
-        return Suppression(
-            account_id=account_id,
-            key=key,
-            status=ContactStatus(document["status"]),
-            profile_id=document["profile_id"],
-            at=document["at"],
-        )
+        return (await self.get_many(account_id, [key])).get(key)
+
+    async def get_many(self, account_id: str, keys: Sequence[str]) -> dict[str, Suppression]:
+        """The suppressions in force for these keys, by key."""
+        ids = [f"{account_id}:{key}" for key in keys]
+        return {
+            document["_id"].removeprefix(f"{account_id}:"): Suppression(
+                account_id=account_id,
+                key=document["_id"].removeprefix(f"{account_id}:"),
+                status=ContactStatus(document["status"]),
+                profile_id=document["profile_id"],
+                at=document["at"],
+            )
+            for document in await self._writer.find_by_ids(self._collection, ids)
+            if not document.get("lifted")
+        }
 
     async def _write_if_newer(self, _id: str, at: datetime, fields: Document) -> None:
         async with self._locks.hold(_id):

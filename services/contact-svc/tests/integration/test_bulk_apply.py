@@ -1,0 +1,129 @@
+"""Webhook commands applied in bulk against the real server: merged per contact, new contacts
+inserted at once, existing ones updated, suppressions honoured, and a batch applied twice
+changing nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from contact_svc.domain import Contact, ProfileSchema, Suppression
+from contact_svc.handlers import apply_upserts
+from contact_svc.repository import (
+    MongoContactRepository,
+    MongoSchemaStore,
+    MongoSuppressionStore,
+)
+from contact_svc.settings import ContactSettings
+from contacts_shared.commands import UpsertContact
+from contacts_shared.mongo import ConditionalWriter, DocumentLocks, connect
+from contacts_shared.schema import ContactStatus, FieldSpec, FieldType, ProfileType
+
+pytestmark = pytest.mark.integration
+
+SCHEMA = ProfileSchema(
+    profile_id="p1",
+    account_id="a1",
+    type=ProfileType.REGULAR,
+    fields=(
+        FieldSpec(name="email", key="email", type=FieldType.EMAIL, required=True, identity=True),
+        FieldSpec(name="Nombre", key="nombre", type=FieldType.TEXT),
+        FieldSpec(name="Ciudad", key="ciudad", type=FieldType.TEXT),
+    ),
+    version=1,
+)
+
+
+@dataclass
+class Stores:
+    schemas: MongoSchemaStore
+    contacts: MongoContactRepository
+    suppressions: MongoSuppressionStore
+    queued: list[str]
+
+
+@pytest.fixture
+async def stores(infrastructure: Any, unique: str) -> AsyncIterator[Stores]:
+    client = connect(infrastructure.mongodb_url, app_name="test")
+    database = client[f"bulk_{unique}"]
+    writer = await ConditionalWriter.for_server(client, DocumentLocks())
+    suppressions = MongoSuppressionStore(database["suppressions"], writer)
+    queued: list[str] = []
+    contacts = MongoContactRepository(
+        database["contacts"],
+        ContactSettings(mongodb_url=infrastructure.mongodb_url),
+        writer=writer,
+        suppressions=suppressions,
+        events_queued=queued.append,
+    )
+    schemas = MongoSchemaStore(database["profile_schemas"], writer.locks)
+    await schemas.apply(SCHEMA, deleted=False)
+    yield Stores(schemas, contacts, suppressions, queued)
+    await client.close()
+
+
+def upsert(key: str, account: str = "a1", profile: str = "p1", **values: Any) -> UpsertContact:
+    return UpsertContact(
+        command_id=key,
+        account_id=account,
+        profile_id=profile,
+        key=key,
+        values=values,
+        source="webhook:s1",
+        received_at=datetime.now(UTC),
+    )
+
+
+async def test_a_batch_is_merged_per_contact_and_applied_once(stores: Stores) -> None:
+    existing = upsert("old@x.io", nombre="Old")
+    await apply_upserts([existing], schemas=stores.schemas, contacts=stores.contacts)
+    await stores.suppressions.record(
+        Suppression("a1", "gone@x.io", ContactStatus.BOUNCED, "p9", datetime.now(UTC))
+    )
+    batch = [
+        upsert("new@x.io", nombre="Ana"),
+        upsert("old@x.io", ciudad="Lima"),
+        upsert("new@x.io", ciudad="Quito", retired="dropped: no such field"),
+        upsert("gone@x.io", nombre="Bea"),
+        upsert("stray@x.io", account="a2", nombre="Other account"),
+        upsert("lost@x.io", profile="p-deleted"),
+    ]
+
+    for _ in range(2):  # the second time, as a redelivery: nothing changes
+        orphans = await apply_upserts(batch, schemas=stores.schemas, contacts=stores.contacts)
+        assert [o.key for o in orphans] == ["stray@x.io", "lost@x.io"]
+        found = await stores.contacts.find_many(
+            "p1", ["new@x.io", "old@x.io", "gone@x.io", "stray@x.io"]
+        )
+        new, old, gone = (found[k][0] for k in ("new@x.io", "old@x.io", "gone@x.io"))
+        assert new is not None and new.version == 1
+        assert new.fields == {"email": "new@x.io", "nombre": "Ana", "ciudad": "Quito"}
+        assert old is not None and old.version == 2
+        assert old.fields == {"email": "old@x.io", "nombre": "Old", "ciudad": "Lima"}
+        assert gone is not None and gone.status is ContactStatus.BOUNCED
+        assert gone.status_source == "suppression"
+        assert found["stray@x.io"] == (None, 0)
+    # Events were queued once per written contact: old twice (created, updated), the others once.
+    assert sorted(stores.queued) == sorted(
+        ["p1:old@x.io", "p1:old@x.io", "p1:new@x.io", "p1:gone@x.io"]
+    )
+
+
+async def test_contacts_that_came_to_exist_meanwhile_are_handed_back(stores: Stores) -> None:
+    await apply_upserts(
+        [upsert("race@x.io", nombre="First")], schemas=stores.schemas, contacts=stores.contacts
+    )
+    now = datetime.now(UTC)
+    created = [
+        Contact.create(schema=SCHEMA, key=key, values={"nombre": key}, source="webhook", now=now)
+        for key in ("race@x.io", "free@x.io")
+    ]
+    refused = await stores.contacts.add_many(created)
+    assert [c.key for c in refused] == ["race@x.io"]
+    found = await stores.contacts.find_many("p1", ["race@x.io", "free@x.io"])
+    assert found["race@x.io"][0] is not None and found["race@x.io"][0].fields["nombre"] == "First"
+    assert found["free@x.io"][1] == 1
