@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from pymongo import AsyncMongoClient, IndexModel
+from pymongo import AsyncMongoClient, IndexModel, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure
@@ -125,6 +125,23 @@ class ConditionalWriter:
             return [d async for d in collection.find({"_id": {"$in": list(ids)}}, projection)]
         found = await asyncio.gather(*(collection.find_one({"_id": i}, projection) for i in ids))
         return [document for document in found if document is not None]
+
+    async def update_each(
+        self, collection: Collection, updates: Sequence[tuple[object, Document]]
+    ) -> None:
+        """Apply each update to the document with that `_id`: one unordered bulk write on
+        MongoDB; on FerretDB one at a time under the document's lock, as its multi-statement
+        updates can hang beside concurrent inserts (docs/adr/0004)."""
+        if not updates:
+            return
+        if not self.id_only_filters:
+            await collection.bulk_write(
+                [UpdateOne({"_id": i}, u) for i, u in updates], ordered=False
+            )
+            return
+        for document_id, update in updates:
+            async with self.locks.hold(document_id):
+                await collection.update_one({"_id": document_id}, update)
 
     async def update_if(
         self, collection: Collection, document_id: object, conditions: Document, update: Document

@@ -19,7 +19,7 @@ from pymongo import ASCENDING, IndexModel
 
 from contacts_shared.events import DomainEvent, to_envelope
 from contacts_shared.kafka import EventPublisher, OutgoingMessage
-from contacts_shared.mongo import Collection, Document, DocumentLocks
+from contacts_shared.mongo import Collection, ConditionalWriter, Document
 from contacts_shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -77,12 +77,12 @@ class OutboxRelay:
         collection: Collection,
         publisher: EventPublisher,
         *,
-        locks: DocumentLocks,
+        writer: ConditionalWriter,
         batch_size: int,
         scan_seconds: float,
     ) -> None:
         self._collection = collection
-        self._locks = locks
+        self._writer = writer
         self._publisher = publisher
         self._batch_size = batch_size
         self._scan_seconds = scan_seconds
@@ -126,14 +126,8 @@ class OutboxRelay:
     async def relay_queued(self) -> None:
         """Relay a batch of the documents writers notified."""
         ids = list(self._queued)[: self._batch_size]
-        documents = []
-        for id_ in ids:
-            # One `_id`-only read each: FerretDB v1 evaluates `$in` or any other condition in Go
-            # over the whole collection (docs/adr/0004).
-            found = await self._collection.find_one({"_id": id_}, RELAY_FIELDS)
-            if found is not None and found.get(OUTBOX):
-                documents.append(found)
-        await self._relay(documents)
+        found = await self._writer.find_by_ids(self._collection, ids, RELAY_FIELDS)
+        await self._relay([document for document in found if document.get(OUTBOX)])
         for id_ in ids:  # only once relayed: after a failure they are tried again
             self._queued.pop(id_, None)
 
@@ -152,19 +146,17 @@ class OutboxRelay:
             for document in documents
             for entry in document.get(OUTBOX) or []
         )
-        # One document at a time: FerretDB v1 can deadlock under concurrent updates of one
-        # collection (docs/adr/0004).
+        # Remove exactly the published entries: entries queued since the read stay for the
+        # next pass. `$pullAll` (FerretDB v1's `$pull` takes no conditions) needs no condition
+        # of its own, so the filter is `_id` alone.
+        await self._writer.update_each(
+            self._collection,
+            [(document["_id"], {"$pullAll": {OUTBOX: document[OUTBOX]}}) for document in documents],
+        )
         for document in documents:
-            await self._settle(document)
-
-    async def _settle(self, document: Document) -> None:
-        """Remove the published entries; entries queued since the read stay for the next pass.
-
-        `$pullAll` removes exact entries (FerretDB v1's `$pull` takes no conditions); it needs
-        no condition of its own, so its filter is `_id` alone."""
-        by_id = {"_id": document["_id"]}
-        async with self._locks.hold(document["_id"]):
-            await self._collection.update_one(by_id, {"$pullAll": {OUTBOX: document[OUTBOX]}})
             if document.get(TOMBSTONE):
                 # Deletions are rare: this conditional (scanning on FerretDB) filter is fine.
-                await self._collection.delete_one({**by_id, OUTBOX: {"$size": 0}})
+                async with self._writer.locks.hold(document["_id"]):
+                    await self._collection.delete_one(
+                        {"_id": document["_id"], OUTBOX: {"$size": 0}}
+                    )

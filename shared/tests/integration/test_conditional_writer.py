@@ -45,3 +45,30 @@ async def test_the_local_server_is_recognised(infrastructure: Any) -> None:
     build = await client.admin.command("buildInfo")
     await client.close()
     assert writer.id_only_filters == ("ferretdbVersion" in build)
+
+
+@pytest.mark.parametrize("id_only_filters", [False, True])
+async def test_reads_and_updates_by_id_in_bulk(
+    infrastructure: Any, unique: str, id_only_filters: bool
+) -> None:
+    client = connect(infrastructure.mongodb_url, app_name="test")
+    collection = client[f"writer_{unique}"]["docs"]
+    writer = ConditionalWriter(DocumentLocks(), id_only_filters=id_only_filters)
+    await collection.insert_many([{"_id": f"d{i}", "tags": ["a", "b"]} for i in range(5)])
+
+    found = await writer.find_by_ids(collection, ["d1", "d3", "missing"], {"tags": 0})
+    assert sorted(found, key=lambda d: d["_id"]) == [{"_id": "d1"}, {"_id": "d3"}]
+
+    await writer.update_each(
+        collection,
+        [
+            ("d1", {"$pullAll": {"tags": ["a"]}}),
+            ("d2", {"$set": {"n": 2}}),
+            ("gone", {"$set": {"n": 0}}),
+        ],
+    )
+    after = {d["_id"]: d async for d in collection.find({})}
+    await client.close()
+    assert after["d1"] == {"_id": "d1", "tags": ["b"]}
+    assert after["d2"] == {"_id": "d2", "tags": ["a", "b"], "n": 2}
+    assert after["d0"] == {"_id": "d0", "tags": ["a", "b"]} and "gone" not in after

@@ -65,15 +65,14 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
             topics=[settings.topic_contacts_events],
             partitions=settings.topic_partitions,
         )
-        locks = DocumentLocks()
+        writer = await ConditionalWriter.for_server(client, DocumentLocks())
         relay = OutboxRelay(
             database["contacts"],
             publisher,
-            locks=locks,
+            writer=writer,
             batch_size=settings.outbox_batch_size,
             scan_seconds=settings.outbox_scan_seconds,
         )
-        writer = await ConditionalWriter.for_server(client, locks)
         suppressions = MongoSuppressionStore(database["suppressions"], writer)
         contacts = MongoContactRepository(
             database["contacts"],
@@ -82,7 +81,7 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
             suppressions=suppressions,
             events_queued=relay.notify,
         )
-        schemas = MongoSchemaStore(database["profile_schemas"], locks)
+        schemas = MongoSchemaStore(database["profile_schemas"], writer.locks)
         stats = MongoStatsStore(database["profile_stats"], writer)
         await contacts.create_indexes()
 

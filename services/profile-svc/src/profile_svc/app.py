@@ -42,15 +42,14 @@ def create_app(settings: ProfileSettings | None = None) -> FastAPI:
             partitions=settings.topic_partitions,
         )
         collection = client[settings.mongodb_database]["profiles"]
-        locks = DocumentLocks()
+        writer = await ConditionalWriter.for_server(client, DocumentLocks())
         relay = OutboxRelay(
             collection,
             publisher,
-            locks=locks,
+            writer=writer,
             batch_size=settings.outbox_batch_size,
             scan_seconds=settings.outbox_scan_seconds,
         )
-        writer = await ConditionalWriter.for_server(client, locks)
         profiles = MongoProfileRepository(
             collection, settings, writer=writer, events_queued=relay.notify
         )
