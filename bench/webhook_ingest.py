@@ -1,8 +1,9 @@
 """contact-svc webhook ingestion, end to end, against the running local stack (`make run`).
 
 Streams signed batches of new customers for `--seconds` and reports contacts/s from accepted
-(202) to written in MongoDB, with p50/p99 latency; then, in the same process, the raw rate of
-bulk-upserting the same documents straight into the same MongoDB server, and the ratio.
+(202) to written in MongoDB, with p50/p99 latency, and the same up to each contact's
+ContactCreated event on Kafka (through the outbox relay); then, in the same process, the raw
+rate of bulk-upserting the same documents straight into the same MongoDB server, and the ratio.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import uuid
 from datetime import UTC, datetime
 
 import httpx
+from aiokafka import AIOKafkaConsumer
 from pymongo import AsyncMongoClient, UpdateOne
 
 from contact_svc.webhooks import signature
@@ -54,6 +56,17 @@ async def main(args: argparse.Namespace) -> None:
             )
         ).json()
         endpoint = f"{args.contacts}{source['endpoint']}"
+
+        events = AIOKafkaConsumer(
+            settings.topic_contacts_events,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=None,
+            auto_offset_reset="latest",
+            enable_auto_commit=False,
+        )
+        await events.start()
+        for partition in events.assignment():
+            await events.position(partition)  # resolve "latest" now: only what follows counts
 
         accepted_at: dict[str, float] = {}  # contact key -> wall-clock time of its 202
         sent = 0
@@ -105,6 +118,18 @@ async def main(args: argparse.Namespace) -> None:
             written[str(document["key"])] = created_at.timestamp()
     if not written:
         raise SystemExit(f"none of {sent} accepted contacts was written within the deadline")
+
+    published: dict[str, float] = {}  # contact key -> Kafka timestamp of its ContactCreated
+    prefix = f"{profile['id']}:"
+    while len(published) < len(written) and time.monotonic() < deadline:
+        for records in (await events.getmany(timeout_ms=1000, max_records=5000)).values():
+            for record in records:
+                if record.key and record.key.decode().startswith(prefix):
+                    envelope = json.loads(record.value or b"{}")
+                    if envelope.get("type") == "contacts.contact.created":
+                        key = record.key.decode().removeprefix(prefix)
+                        published[key] = record.timestamp / 1000
+    await events.stop()
     latencies = [(written[k] - accepted_at[k]) * 1000 for k in written if k in accepted_at]
     end_to_end_seconds = max(written.values()) - started
     e2e_rate = len(written) / end_to_end_seconds
@@ -149,6 +174,14 @@ async def main(args: argparse.Namespace) -> None:
         f"latency accepted -> written       p50 {statistics.median(latencies):8.1f} ms   "
         f"p99 {percentile(latencies, 0.99):8.1f} ms"
     )
+    event_latencies = [(published[k] - accepted_at[k]) * 1000 for k in published]
+    if event_latencies:
+        events_rate = len(published) / (max(published.values()) - started)
+        print(
+            f"accepted -> ContactCreated on Kafka {events_rate:7.1f} "
+            f"contacts/s   p50 {statistics.median(event_latencies):8.1f} ms   "
+            f"p99 {percentile(event_latencies, 0.99):8.1f} ms   ({len(published)} events)"
+        )
     print(f"baseline: raw bulk upsert         {raw_rate:9.1f} contacts/s")
     print(f"ratio end-to-end / raw            {e2e_rate / raw_rate:9.2f}   (goal >= 0.5)")
 

@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from pymongo import ASCENDING, IndexModel
 
@@ -47,6 +47,12 @@ def outbox_entries(
             }
         )
     return entries
+
+
+class EventsQueued(Protocol):
+    """What a writer calls after a write that queued events (the relay's `notify`)."""
+
+    def __call__(self, document_id: object, inserted: list[Document] | None = None) -> None: ...
 
 
 def outbox_update(entries: list[Document]) -> dict[str, Any]:
@@ -86,13 +92,17 @@ class OutboxRelay:
         self._publisher = publisher
         self._batch_size = batch_size
         self._scan_seconds = scan_seconds
-        self._queued: dict[object, None] = {}  # ids in notification order
+        # Ids in notification order, with the entries of a document just inserted with them.
+        self._queued: dict[object, list[Document] | None] = {}
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
-    def notify(self, document_id: object) -> None:
-        """Called after a write that queued events, so they leave at once."""
-        self._queued[document_id] = None
+    def notify(self, document_id: object, inserted: list[Document] | None = None) -> None:
+        """Called after a write that queued events, so they leave at once. A writer that
+        inserted the document passes its entries: they are all it holds, so the relay need not
+        read it back. After any other write the relay reads the document: entries a failed
+        pass left there go out first, keeping each aggregate's events in order."""
+        self._queued[document_id] = None if document_id in self._queued else inserted
         self._wake.set()
 
     def stop(self) -> None:
@@ -125,11 +135,18 @@ class OutboxRelay:
 
     async def relay_queued(self) -> None:
         """Relay a batch of the documents writers notified."""
-        ids = list(self._queued)[: self._batch_size]
-        found = await self._writer.find_by_ids(self._collection, ids, RELAY_FIELDS)
-        await self._relay([document for document in found if document.get(OUTBOX)])
-        for id_ in ids:  # only once relayed: after a failure they are tried again
-            self._queued.pop(id_, None)
+        batch = list(self._queued.items())[: self._batch_size]
+        for id_, _ in batch:  # a notification arriving during the pass queues its id anew
+            del self._queued[id_]
+        known = [{"_id": id_, OUTBOX: entries} for id_, entries in batch if entries]
+        unknown = [id_ for id_, entries in batch if not entries]
+        try:
+            found = await self._writer.find_by_ids(self._collection, unknown, RELAY_FIELDS)
+            await self._relay(known + [document for document in found if document.get(OUTBOX)])
+        except BaseException:
+            for id_, _ in batch:  # tried again, reading what the documents hold by then
+                self._queued[id_] = None
+            raise
 
     async def relay_pending(self) -> int:
         """Relay a batch of pending documents found by scanning; how many there were."""

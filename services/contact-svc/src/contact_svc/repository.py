@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Protocol
@@ -31,7 +31,13 @@ from contacts_shared.mongo import (
     StaleDocument,
     ensure_indexes,
 )
-from contacts_shared.outbox import OUTBOX, OUTBOX_INDEX, outbox_entries, outbox_update
+from contacts_shared.outbox import (
+    OUTBOX,
+    OUTBOX_INDEX,
+    EventsQueued,
+    outbox_entries,
+    outbox_update,
+)
 from contacts_shared.schema import ContactStatus, FieldSpec, ProfileType
 from contacts_shared.settings import ServiceSettings
 
@@ -172,7 +178,7 @@ class MongoContactRepository:
         *,
         writer: ConditionalWriter,
         suppressions: SuppressionStore,
-        events_queued: Callable[[str], None],
+        events_queued: EventsQueued,
     ) -> None:
         self._collection = collection
         self._settings = settings
@@ -223,12 +229,11 @@ class MongoContactRepository:
         """Store a new contact; `stored_version` is what `find` said (0, or a deleted one's)."""
         if stored_version == 0:
             try:
-                await self._collection.insert_one(
-                    {**_document(contact), OUTBOX: self._entries(contact)}
-                )
+                entries = self._entries(contact)
+                await self._collection.insert_one({**_document(contact), OUTBOX: entries})
             except DuplicateKeyError as exc:
                 raise StaleDocument(contact.id) from exc
-            self._events_queued(contact.id)
+            self._events_queued(contact.id, entries)
         else:
             await self.save(contact, expected_version=stored_version, deleted_before=True)
 
@@ -237,7 +242,8 @@ class MongoContactRepository:
         meanwhile came to exist for are not written and are returned, to be applied again."""
         if not contacts:
             return []
-        documents = [{**_document(c), OUTBOX: self._entries(c)} for c in contacts]
+        entries = [self._entries(c) for c in contacts]
+        documents = [{**_document(c), OUTBOX: e} for c, e in zip(contacts, entries, strict=True)]
         refused: list[Contact] = []
         try:
             await self._collection.insert_many(documents, ordered=False)
@@ -247,9 +253,9 @@ class MongoContactRepository:
                 raise
             refused = [contacts[error["index"]] for error in errors]
         refused_ids = {contact.id for contact in refused}
-        for contact in contacts:
+        for contact, queued in zip(contacts, entries, strict=True):
             if contact.id not in refused_ids:
-                self._events_queued(contact.id)
+                self._events_queued(contact.id, queued)
         return refused
 
     async def save(

@@ -53,12 +53,16 @@ async def stores(infrastructure: Any, unique: str) -> AsyncIterator[Stores]:
     writer = await ConditionalWriter.for_server(client, DocumentLocks())
     suppressions = MongoSuppressionStore(database["suppressions"], writer)
     queued: list[str] = []
+
+    def events_queued(document_id: object, inserted: list[Any] | None = None) -> None:
+        queued.append(str(document_id))
+
     contacts = MongoContactRepository(
         database["contacts"],
         ContactSettings(mongodb_url=infrastructure.mongodb_url),
         writer=writer,
         suppressions=suppressions,
-        events_queued=queued.append,
+        events_queued=events_queued,
     )
     schemas = MongoSchemaStore(database["profile_schemas"], writer.locks)
     await schemas.apply(SCHEMA, deleted=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from pymongo import ASCENDING, IndexModel
@@ -21,6 +21,7 @@ from contacts_shared.outbox import (
     OUTBOX,
     OUTBOX_INDEX,
     TOMBSTONE,
+    EventsQueued,
     outbox_entries,
     outbox_update,
 )
@@ -97,7 +98,7 @@ class MongoProfileRepository:
         settings: ServiceSettings,
         *,
         writer: ConditionalWriter,
-        events_queued: Callable[[str], None],
+        events_queued: EventsQueued,
     ) -> None:
         self._collection = collection
         self._writer = writer
