@@ -558,29 +558,19 @@ async def apply_upserts(
             known={spec.key for spec in schema.fields},  # a field removed since is dropped
         )
         orphans.extend(c for c in group if c.account_id != schema.account_id)
-        stored = await contacts.find_many(profile_id, list(merged))
-        unheard = [key for key, (_, version) in stored.items() if version == 0]
-        suppressions = await contacts.suppressions_of(schema.account_id, unheard)
+        # Inserted first, unread: a document that exists (or once did) refuses the insert,
+        # and that contact then takes the read-and-update path.
+        suppressions = await contacts.suppressions_of(schema.account_id, list(merged))
         now = bson_now()
         new = [
-            _arriving(
-                schema,
-                key,
-                merged[key].values,
-                merged[key].source,
-                suppressions.get(key),
-                None,
-                now,
-            )
-            for key in unheard
+            _arriving(schema, key, change.values, change.source, suppressions.get(key), None, now)
+            for key, change in merged.items()
         ]
-        refused = {contact.key for contact in await contacts.add_many(new)}
-        for key, change in merged.items():
-            if key in unheard and key not in refused:
-                continue
+        for contact in await contacts.add_many(new):
+            change = merged[contact.key]
             await upsert_contact(
                 schema=schema,
-                key=key,
+                key=contact.key,
                 values=change.values,
                 source=change.source,
                 contacts=contacts,

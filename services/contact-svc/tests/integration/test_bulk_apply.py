@@ -100,9 +100,10 @@ async def test_a_batch_is_merged_per_contact_and_applied_once(stores: Stores) ->
     for _ in range(2):  # the second time, as a redelivery: nothing changes
         orphans = await apply_upserts(batch, schemas=stores.schemas, contacts=stores.contacts)
         assert [o.key for o in orphans] == ["stray@x.io", "lost@x.io"]
-        found = await stores.contacts.find_many(
-            "p1", ["new@x.io", "old@x.io", "gone@x.io", "stray@x.io"]
-        )
+        found = {
+            key: await stores.contacts.find("p1", key)
+            for key in ("new@x.io", "old@x.io", "gone@x.io", "stray@x.io")
+        }
         new, old, gone = (found[k][0] for k in ("new@x.io", "old@x.io", "gone@x.io"))
         assert new is not None and new.version == 1
         assert new.fields == {"email": "new@x.io", "nombre": "Ana", "ciudad": "Quito"}
@@ -128,6 +129,6 @@ async def test_contacts_that_came_to_exist_meanwhile_are_handed_back(stores: Sto
     ]
     refused = await stores.contacts.add_many(created)
     assert [c.key for c in refused] == ["race@x.io"]
-    found = await stores.contacts.find_many("p1", ["race@x.io", "free@x.io"])
+    found = {key: await stores.contacts.find("p1", key) for key in ("race@x.io", "free@x.io")}
     assert found["race@x.io"][0] is not None and found["race@x.io"][0].fields["nombre"] == "First"
     assert found["free@x.io"][1] == 1
