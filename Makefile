@@ -7,13 +7,13 @@ UV := $(UV_HOME)/bin/uv
 PY_SOURCES := shared/src services/profile-svc/src services/contact-svc/src deploy/local/src
 PYTEST := $(UV) run --frozen pytest
 
-.PHONY: help setup run stop status test lint fmt unit integration e2e bench catalogue clean
+.PHONY: help setup run stop status test lint fmt unit integration e2e bench bench-scale catalogue clean
 
 help:
 	@echo "make run    start Kafka, FerretDB and every service (installs on first use)"
 	@echo "make stop   stop what 'make run' started"
 	@echo "make test   lint, then unit, integration and end-to-end tests on the real stack"
-	@echo "make lint | fmt | unit | integration | e2e | bench | catalogue | status"
+	@echo "make lint | fmt | unit | integration | e2e | bench | bench-scale | catalogue | status"
 
 # uv itself, pinned, in a private virtualenv so the machine's Python stays untouched.
 $(UV):
@@ -56,6 +56,12 @@ test: lint
 bench: setup
 	$(UV) run --frozen python bench/profile_events.py
 	$(UV) run --frozen python bench/webhook_ingest.py
+
+# Reads on one large profile; on the local FerretDB each listing scans every contact (ADR 5),
+# so a million takes a long while: SCALE_CONTACTS=100000 for a quicker look.
+SCALE_CONTACTS ?= 1000000
+bench-scale: setup
+	$(UV) run --frozen python bench/contacts_at_scale.py --contacts-count $(SCALE_CONTACTS)
 
 catalogue: setup
 	$(UV) run --frozen python -m contacts_shared.catalogue > docs/events.md

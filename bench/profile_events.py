@@ -16,16 +16,12 @@ import uuid
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from figures import percentile
 from pymongo import AsyncMongoClient
 
 from contacts_shared.events import EventEnvelope
 from contacts_shared.kafka import ensure_topics
 from contacts_shared.settings import ServiceSettings
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def report(name: str, latencies_ms: list[float], elapsed_s: float) -> None:

@@ -18,15 +18,11 @@ from datetime import UTC, datetime
 
 import httpx
 from aiokafka import AIOKafkaConsumer
+from figures import percentile
 from pymongo import AsyncMongoClient, UpdateOne
 
 from contact_svc.webhooks import signature
 from contacts_shared.settings import ServiceSettings
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -159,6 +155,7 @@ async def main(args: argparse.Namespace) -> None:
         )
     raw_rate = len(documents) / (time.perf_counter() - raw_started)
     await client.drop_database("bench")
+    await contacts.delete_many({"profile_id": profile["id"]})  # keep the dev database small
     await client.close()
 
     print(

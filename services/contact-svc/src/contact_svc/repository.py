@@ -122,7 +122,7 @@ class MongoSchemaStore:
             return True
 
 
-def _document(contact: Contact) -> Document:
+def contact_document(contact: Contact) -> Document:
     return {
         "_id": contact.id,
         "account_id": contact.account_id,
@@ -215,7 +215,7 @@ class MongoContactRepository:
         if stored_version == 0:
             try:
                 entries = self._entries(contact)
-                await self._collection.insert_one({**_document(contact), OUTBOX: entries})
+                await self._collection.insert_one({**contact_document(contact), OUTBOX: entries})
             except DuplicateKeyError as exc:
                 raise StaleDocument(contact.id) from exc
             self._events_queued(contact.id, entries)
@@ -228,7 +228,9 @@ class MongoContactRepository:
         if not contacts:
             return []
         entries = [self._entries(c) for c in contacts]
-        documents = [{**_document(c), OUTBOX: e} for c, e in zip(contacts, entries, strict=True)]
+        documents = [
+            {**contact_document(c), OUTBOX: e} for c, e in zip(contacts, entries, strict=True)
+        ]
         refused: list[Contact] = []
         try:
             await self._collection.insert_many(documents, ordered=False)
@@ -249,7 +251,7 @@ class MongoContactRepository:
         entries = self._entries(contact)
         if not entries:
             return
-        document = _document(contact)
+        document = contact_document(contact)
         del document["_id"]
         applied = await self._writer.update_if(
             self._collection,

@@ -1,0 +1,194 @@
+"""contact-svc reads on a large profile, against the running local stack (`make run`).
+
+Creates a profile through profile-svc, and runs a contact-svc of its own in this process, on a
+database of its own (`contact_svc_scale_<run>`, dropped at the end, so the dev database stays
+small), with topics and consumer groups of its own. Loads `--contacts-count` contacts
+(1,000,000 by default) straight into that database in contact-svc's document format, with the
+statistics shares their events would have produced; then times, through contact-svc's HTTP API
+(in-process ASGI, no network), a listing page by key, a search by key prefix, a status filter,
+a field-equals search and the statistics, and the same queries sent straight to MongoDB in the
+same process (the baseline of the ratio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+import zlib
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from figures import p50_p99
+from pymongo import ASCENDING, AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from contact_svc.app import create_app
+from contact_svc.domain import Contact
+from contact_svc.repository import MongoStatsStore, contact_document
+from contact_svc.settings import ContactSettings
+from contact_svc.stats import PartitionCounts
+from contacts_shared.mongo import ConditionalWriter, DocumentLocks
+from contacts_shared.schema import ContactStatus
+
+CITIES = ["Santiago", "Lima", "Quito", "Bogotá", "Montevideo", "Asunción", "La Paz", "Caracas"]
+# Roughly what a marketing list looks like.
+STATUS_MIX = (
+    [ContactStatus.ACTIVE] * 90
+    + [ContactStatus.UNSUBSCRIBED] * 5
+    + [ContactStatus.BOUNCED] * 3
+    + [ContactStatus.COMPLAINED, ContactStatus.BLOCKED]
+)
+PARTITIONS = 6
+
+
+def synthetic(profile: dict[str, Any], index: int, now: datetime) -> Contact:
+    created = now - timedelta(minutes=index % (60 * 24 * 60))  # spread over 60 days
+    key = f"c{index:07d}@bench.example"
+    return Contact(
+        account_id=profile["account_id"],
+        profile_id=profile["id"],
+        key=key,
+        fields={"email": key, "nombre": f"N{index}", "ciudad": CITIES[index % len(CITIES)]},
+        status=STATUS_MIX[index % len(STATUS_MIX)],
+        status_source="bench",
+        status_changed_at=created,
+        source="bench",
+        created_at=created,
+        updated_at=created,
+    )
+
+
+async def load(
+    database: AsyncDatabase[dict[str, Any]], profile: dict[str, Any], count: int
+) -> MongoStatsStore:
+    contacts = database["contacts"]
+    shares = [PartitionCounts(profile["id"], p, offset=0) for p in range(PARTITIONS)]
+    now = datetime.now(UTC).replace(microsecond=0)
+    started = time.perf_counter()
+    for first in range(0, count, 5000):
+        batch = [synthetic(profile, i, now) for i in range(first, min(count, first + 5000))]
+        await contacts.insert_many([contact_document(c) for c in batch], ordered=False)
+        for contact in batch:  # the counts ContactCreated events would have folded in
+            share = shares[zlib.crc32(contact.id.encode()) % PARTITIONS]
+            status = contact.status.value
+            share.by_status[status] = share.by_status.get(status, 0) + 1
+            day = contact.created_at.date().isoformat()
+            if contact.created_at > now - timedelta(days=30):
+                share.added_by_day[day] = share.added_by_day.get(day, 0) + 1
+            share.last_change_at = now
+    writer = await ConditionalWriter.for_server(database.client, DocumentLocks())
+    stats = MongoStatsStore(database["profile_stats"], writer)
+    for share in shares:
+        await stats.store(share, expected_offset=-1)
+    print(f"loaded {count} contacts in {time.perf_counter() - started:.1f} s")
+    return stats
+
+
+async def timed(call: Callable[[], Awaitable[object]], repeat: int) -> list[float]:
+    latencies = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        await call()
+        latencies.append((time.perf_counter() - started) * 1000)
+    return latencies
+
+
+async def main(args: argparse.Namespace) -> None:
+    run = uuid.uuid4().hex[:8]
+    settings = ContactSettings(
+        mongodb_database=f"contact_svc_scale_{run}",
+        topic_contacts_events=f"contacts.events.scale.{run}",
+        topic_contacts_commands=f"contacts.commands.scale.{run}",
+        profile_events_group=f"scale-{run}-schemas",
+        contact_commands_group=f"scale-{run}-commands",
+        suppressions_group=f"scale-{run}-suppressions",
+        stats_group=f"scale-{run}-stats",
+        api_keys={args.api_key: args.account},
+    )
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_url, tz_aware=True)
+    database = client[settings.mongodb_database]
+    auth = {"Authorization": f"Bearer {args.api_key}"}
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(headers=auth, timeout=600) as profiles,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://contact-svc",
+            headers=auth,
+            timeout=600,
+        ) as contacts_api,
+    ):
+        profile = (
+            await profiles.post(
+                f"{args.profiles}/v1/profiles",
+                json={"name": f"scale {run}", "fields": [{"name": "Nombre"}, {"name": "Ciudad"}]},
+            )
+        ).json()
+        base = f"/v1/profiles/{profile['id']}"
+        while (await contacts_api.get(f"{base}/contacts")).status_code != 200:
+            await asyncio.sleep(0.2)  # until this contact-svc has the profile's schema
+        schema = await database["profile_schemas"].find_one({"_id": profile["id"]})
+        assert schema is not None
+        profile["account_id"] = schema["account_id"]
+        try:
+            stats = await load(database, profile, args.contacts_count)
+            raw = database["contacts"]
+            live = {"profile_id": profile["id"], "deleted": False}
+
+            async def get(path: str, **params: str) -> None:
+                response = await contacts_api.get(f"{base}{path}", params=params)
+                response.raise_for_status()
+
+            async def raw_page(query: dict[str, Any]) -> None:
+                await raw.find({**live, **query}, sort=[("key", ASCENDING)], limit=50).to_list()
+
+            queries: list[
+                tuple[str, Callable[[], Awaitable[object]], Callable[[], Awaitable[object]]]
+            ] = [
+                ("list, first page by key", lambda: get("/contacts"), lambda: raw_page({})),
+                (
+                    "search by key prefix",
+                    lambda: get("/contacts", key_prefix="c09"),
+                    lambda: raw_page({"key": {"$regex": "^c09"}}),
+                ),
+                (
+                    "filter by status",
+                    lambda: get("/contacts", status="bounced"),
+                    lambda: raw_page({"status": "bounced"}),
+                ),
+                (
+                    "field equals",
+                    lambda: get("/contacts", field="Ciudad", value="Quito"),
+                    lambda: raw_page({"fields.ciudad": "Quito"}),
+                ),
+                ("stats", lambda: get("/stats"), lambda: stats.of_profile(profile["id"])),
+            ]
+            print(f"{args.contacts_count} contacts, {args.repeat} runs of each query")
+            print("goal: p99 < 50 ms through the API")
+            for name, through_api, straight in queries:
+                api_ms = await timed(through_api, args.repeat)
+                raw_ms = await timed(straight, args.repeat)
+                ratio = statistics.median(api_ms) / statistics.median(raw_ms)
+                print(f"{name:<24} API {p50_p99(api_ms)}   raw {p50_p99(raw_ms)}   x{ratio:.2f}")
+        finally:
+            await client.drop_database(settings.mongodb_database)
+    # Once this contact-svc has stopped, so that only the running one reacts to the deletion.
+    async with httpx.AsyncClient(headers=auth) as profiles:
+        await profiles.delete(f"{args.profiles}/v1/profiles/{profile['id']}")
+    await client.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--profiles", default="http://127.0.0.1:8101")
+    parser.add_argument("--api-key", default="local-dev-key")
+    parser.add_argument("--account", default="local-account", help="the API key's account")
+    parser.add_argument("--contacts-count", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=20)
+    asyncio.run(main(parser.parse_args()))
