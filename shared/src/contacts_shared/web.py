@@ -7,8 +7,8 @@ import hmac
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
@@ -40,9 +40,15 @@ class Problem(HTTPException):
     """
 
     def __init__(
-        self, status: int, title: str, detail: str, errors: list[dict[str, Any]] | None = None
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        errors: list[dict[str, Any]] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(status_code=status, detail=detail)
+        super().__init__(status_code=status, detail=detail, headers=headers)
         self.status = status
         self.title = title
         self.errors = errors or []
@@ -58,7 +64,33 @@ class Problem(HTTPException):
             body["instance"] = instance
         if self.errors:
             body["errors"] = self.errors
-        return JSONResponse(body, status_code=self.status, media_type=PROBLEM_JSON)
+        return JSONResponse(
+            body, status_code=self.status, media_type=PROBLEM_JSON, headers=self.headers
+        )
+
+
+class InFlightLimit:
+    """At most `limit` requests of one kind at once in this process; the next is answered 429
+    at once, so that a slow dependency makes clients back off instead of piling up requests."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.current = 0
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        if self.current >= self.limit:
+            raise Problem(
+                429,
+                "Too Many Requests",
+                f"{self.limit} such requests are already in progress; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        self.current += 1
+        try:
+            yield
+        finally:
+            self.current -= 1
 
 
 def _field_path(loc: Sequence[int | str]) -> str:

@@ -18,7 +18,7 @@ from contact_svc.repository import ContactRepository, SchemaStore, WebhookSource
 from contact_svc.settings import ContactSettings
 from contact_svc.webhooks import SignatureError, WebhookFormat, WebhookSource
 from contacts_shared.schema import ContactStatus
-from contacts_shared.web import AccountId, Problem
+from contacts_shared.web import AccountId, InFlightLimit, Problem
 
 router = APIRouter(prefix="/v1/profiles/{profile_id}/contacts", tags=["contacts"])
 SOURCE = "api"
@@ -400,19 +400,22 @@ async def receive_webhook(
     """A store's customer record, or an array of up to 1,000, signed with the source's secret:
     202 once every valid record is durably on Kafka; invalid ones are listed, not applied."""
     settings: ContactSettings = request.app.state.settings
+    in_flight: InFlightLimit = request.app.state.webhooks_in_flight
     try:
-        results = await handlers.ingest_webhook(
-            source_id=source_id,
-            timestamp=x_webhook_timestamp,
-            signed=x_webhook_signature,
-            body=await request.body(),
-            now=time.time(),
-            region=settings.default_phone_region,
-            topic=settings.topic_contacts_commands,
-            sources=sources_of(request),
-            schemas=request.app.state.schemas,
-            publisher=request.app.state.publisher,
-        )
+        with in_flight.slot():
+            results = await handlers.ingest_webhook(
+                source_id=source_id,
+                timestamp=x_webhook_timestamp,
+                signed=x_webhook_signature,
+                body=await request.body(),
+                now=time.time(),
+                region=settings.default_phone_region,
+                topic=settings.topic_contacts_commands,
+                sources=sources_of(request),
+                schemas=request.app.state.schemas,
+                publisher=request.app.state.publisher,
+                limits=request.app.state.webhook_limits,
+            )
     except SignatureError as exc:
         raise Problem(401, "Unauthorized", str(exc)) from exc
     rejected = [item_out(r) for r in results if r.outcome is handlers.Outcome.REJECTED]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -33,10 +34,11 @@ from contact_svc.repository import (
     MongoWebhookSourceStore,
 )
 from contact_svc.settings import ContactSettings
+from contact_svc.webhooks import SourceRateLimits
 from contacts_shared.kafka import BatchHandler, EventPublisher, SupervisedConsumer, one_at_a_time
 from contacts_shared.mongo import ConditionalWriter, DocumentLocks, connect, ping
 from contacts_shared.outbox import OutboxRelay
-from contacts_shared.web import Problem, create_service_app
+from contacts_shared.web import InFlightLimit, Problem, create_service_app
 
 
 def problem_of(exc: ContactError) -> Problem:
@@ -44,6 +46,9 @@ def problem_of(exc: ContactError) -> Problem:
         errors = [{"field": p.field, "message": p.message} for p in exc.problems]
         return Problem(422, "Invalid contact", str(exc), errors)
     if isinstance(exc, WebhookRejected):
+        if exc.retry_after is not None:
+            retry = {"Retry-After": str(math.ceil(exc.retry_after))}
+            return Problem(exc.status, "Too Many Requests", str(exc), headers=retry)
         return Problem(exc.status, "Unusable webhook request", str(exc))
     if isinstance(exc, ContactNotFound | ProfileUnknown | WebhookSourceNotFound):
         return Problem(404, "Not Found", str(exc))
@@ -121,6 +126,10 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
         app.state.contacts, app.state.schemas, app.state.stats = contacts, schemas, stats
         app.state.publisher = publisher
         app.state.webhook_sources = MongoWebhookSourceStore(database["webhook_sources"])
+        app.state.webhook_limits = SourceRateLimits(
+            settings.webhook_records_per_second, settings.webhook_burst_records
+        )
+        app.state.webhooks_in_flight = InFlightLimit(settings.webhook_max_in_flight)
         app.state.readiness_checks.update(mongodb=lambda: ping(client), kafka=publisher.check)
         tasks = [asyncio.create_task(relay.run(), name="outbox-relay")] + [
             asyncio.create_task(c.run(), name=name) for name, c in consumers.items()

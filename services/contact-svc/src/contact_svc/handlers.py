@@ -37,6 +37,7 @@ from contact_svc.repository import (
 from contact_svc.stats import ProfileStats, summarize
 from contact_svc.webhooks import (
     SignatureError,
+    SourceRateLimits,
     WebhookFormat,
     WebhookSource,
     new_secret,
@@ -405,10 +406,12 @@ class WebhookSourceNotFound(ContactError):
 
 
 class WebhookRejected(ContactError):
-    """The webhook request is unusable as a whole (not JSON, too many records, ...)."""
+    """The webhook request is unusable as a whole (not JSON, too many records, too soon, ...);
+    `retry_after`: the seconds after which the same request would be taken."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, retry_after: float | None = None) -> None:
         self.status = status
+        self.retry_after = retry_after
         super().__init__(message)
 
 
@@ -496,14 +499,23 @@ async def ingest_webhook(
     sources: WebhookSourceStore,
     schemas: SchemaStore,
     publisher: EventPublisher,
+    limits: SourceRateLimits,
 ) -> list[ItemResult]:
-    """Check the signature, validate every record, and put the valid ones on the command topic;
-    returns only once Kafka has them all. Per-record results; nothing of a bad record is kept."""
+    """Check the signature and the source's rate, validate every record, and put the valid ones
+    on the command topic; returns only once Kafka has them all. Per-record results; nothing of
+    a bad record is kept."""
     source = await sources.get(source_id)
     if source is None:
         raise SignatureError("unknown webhook source")  # no hint whether the id exists
     verify(source.secret, timestamp, signed, body, now)
     records = _records(body)
+    wait = limits.take(source.id, len(records), now)
+    if wait:
+        raise WebhookRejected(
+            429,
+            f"source {source.id} is over its {limits.rate:g} records a second; retry later",
+            retry_after=wait,
+        )
     schema = await writable_schema(schemas, source.account_id, source.profile_id)
     received_at = bson_now()
     results: list[ItemResult] = []

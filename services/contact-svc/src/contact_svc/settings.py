@@ -16,3 +16,10 @@ class ContactSettings(ServiceSettings):
     contact_commands_group: str = "contact-svc.commands"
     suppressions_group: str = "contact-svc.suppressions"
     stats_group: str = "contact-svc.stats"
+    # Webhook records a source may send a second, per process, and how many it may save up
+    # while quiet; the burst holds at least one full request (1,000 records).
+    webhook_records_per_second: float = Field(default=5000, gt=0)
+    webhook_burst_records: int = Field(default=20000, ge=1000)
+    # Webhook requests one process works on at once (each waits for Kafka's acknowledgements);
+    # beyond it they are answered 429 at once, so a slow broker does not pile up requests.
+    webhook_max_in_flight: int = Field(default=64, ge=1)

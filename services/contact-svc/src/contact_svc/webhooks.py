@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -95,3 +95,25 @@ def record_fields(
         if value is not None:
             fields[field_name] = value
     return fields
+
+
+@dataclass
+class SourceRateLimits:
+    """How many records each source may send: `rate` a second, saved up to `burst` while it is
+    quiet (token buckets, per source, in this process). A store that floods the endpoint is
+    told to come back later instead of starving the others and the command consumer."""
+
+    rate: float
+    burst: float
+    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)  # tokens, as of
+
+    def take(self, source_id: str, records: int, now: float) -> float:
+        """Take `records` tokens: 0.0 if they were there, else the seconds until they will be
+        (and none are taken)."""
+        tokens, as_of = self._buckets.get(source_id, (self.burst, now))
+        tokens = min(self.burst, tokens + max(0.0, now - as_of) * self.rate)
+        if records <= tokens:
+            self._buckets[source_id] = (tokens - records, now)
+            return 0.0
+        self._buckets[source_id] = (tokens, now)
+        return (records - tokens) / self.rate

@@ -6,6 +6,7 @@ import pytest
 
 from contact_svc.webhooks import (
     SignatureError,
+    SourceRateLimits,
     WebhookFormat,
     new_secret,
     record_fields,
@@ -69,3 +70,15 @@ def test_shopify_records_bring_their_identity_unmapped() -> None:
         customer, format=WebhookFormat.SHOPIFY, mapping={}, identity_name="phone"
     )
     assert by_phone == {"phone": "+56987654321"}
+
+
+def test_a_source_spends_its_burst_then_waits_for_its_rate() -> None:
+    limits = SourceRateLimits(rate=100, burst=1000)
+    assert limits.take("s1", 1000, now=0.0) == 0.0
+    assert limits.take("s1", 50, now=0.0) == 0.5  # refused: 50 records at 100 a second
+    assert limits.take("s2", 1000, now=0.0) == 0.0  # another source has its own bucket
+    assert limits.take("s1", 50, now=0.5) == 0.0
+    assert limits.take("s1", 10, now=0.5) == 0.1
+    # Quiet for long, it saves up no more than the burst.
+    assert limits.take("s1", 1000, now=3600.0) == 0.0
+    assert limits.take("s1", 1, now=3600.0) == 0.01
