@@ -173,7 +173,8 @@ async def upsert_batch(
     profile_id: str, body: ContactBatch, account_id: AccountId, request: Request
 ) -> BatchOut:
     """Create or update up to 1,000 contacts (only the given fields change); each item's
-    result, with the fields of a rejected one named."""
+    result, with the fields of a rejected one named. Items naming the same contact are one
+    change (later values win) and report its outcome. New contacts go in one bulk insert."""
     results = await handlers.upsert_batch(
         account_id=account_id,
         profile_id=profile_id,

@@ -377,21 +377,24 @@ async def upsert_batch(
     schemas: SchemaStore,
     contacts: ContactRepository,
 ) -> list[ItemResult]:
-    """Upsert each item on its own: a bad item is reported and changes nothing, the others
-    are applied."""
+    """Upsert the valid items together, as `apply_upserts` does: a bad item is reported and
+    changes nothing, the others are applied. Items naming one contact are merged into one
+    change, and each reports its outcome."""
     schema = await writable_schema(schemas, account_id, profile_id)
-    results = []
+    results: list[ItemResult] = []
+    valid: list[tuple[str, Mapping[str, Any], str]] = []
     for index, fields in enumerate(items):
         try:
             key, values = validate_item(schema, fields, region)
         except ContactInvalid as exc:
             results.append(ItemResult(index, Outcome.REJECTED, errors=tuple(exc.problems)))
             continue
-        _, outcome = await upsert_contact(
-            schema=schema, key=key, values=values, source=source, contacts=contacts
-        )
-        results.append(ItemResult(index, outcome, key))
-    return results
+        valid.append((key, values, source))
+        results.append(ItemResult(index, Outcome.ACCEPTED, key))
+    outcomes = await _apply_changes(schema, _merge(valid), contacts)
+    return [
+        ItemResult(r.index, outcomes[r.key], r.key) if r.key is not None else r for r in results
+    ]
 
 
 # -- webhooks ------------------------------------------------------------------------------------
@@ -565,28 +568,14 @@ async def apply_upserts(
         if schema is None:
             orphans.extend(group)
             continue
-        merged = _merge_by_key(
-            (c for c in group if c.account_id == schema.account_id),
-            known={spec.key for spec in schema.fields},  # a field removed since is dropped
+        known = {spec.key for spec in schema.fields}  # a field removed since is left out
+        merged = _merge(
+            (c.key, {k: v for k, v in c.values.items() if k in known}, c.source)
+            for c in group
+            if c.account_id == schema.account_id
         )
         orphans.extend(c for c in group if c.account_id != schema.account_id)
-        # Inserted first, unread: a document that exists (or once did) refuses the insert,
-        # and that contact then takes the read-and-update path.
-        suppressions = await contacts.suppressions_of(schema.account_id, list(merged))
-        now = bson_now()
-        new = [
-            _arriving(schema, key, change.values, change.source, suppressions.get(key), None, now)
-            for key, change in merged.items()
-        ]
-        for contact in await contacts.add_many(new):
-            change = merged[contact.key]
-            await upsert_contact(
-                schema=schema,
-                key=contact.key,
-                values=change.values,
-                source=change.source,
-                contacts=contacts,
-            )
+        await _apply_changes(schema, merged, contacts)
     return orphans
 
 
@@ -596,15 +585,38 @@ class _Change:
     source: str
 
 
-def _merge_by_key(commands: Iterable[UpsertContact], known: set[str]) -> dict[str, _Change]:
-    """One change per contact key, in first-seen order: later values win, field by field;
-    values of fields not `known` are left out."""
+async def _apply_changes(
+    schema: ProfileSchema, merged: Mapping[str, _Change], contacts: ContactRepository
+) -> dict[str, Outcome]:
+    """Apply one change per contact key; the outcome of each. All are inserted first, unread:
+    a document that exists (or once did) refuses the insert, and that contact then takes the
+    read-and-update path."""
+    suppressions = await contacts.suppressions_of(schema.account_id, list(merged))
+    now = bson_now()
+    new = [
+        _arriving(schema, key, change.values, change.source, suppressions.get(key), None, now)
+        for key, change in merged.items()
+    ]
+    outcomes = dict.fromkeys(merged, Outcome.CREATED)
+    for contact in await contacts.add_many(new):
+        change = merged[contact.key]
+        _, outcomes[contact.key] = await upsert_contact(
+            schema=schema,
+            key=contact.key,
+            values=change.values,
+            source=change.source,
+            contacts=contacts,
+        )
+    return outcomes
+
+
+def _merge(changes: Iterable[tuple[str, Mapping[str, Any], str]]) -> dict[str, _Change]:
+    """One change per contact key from (key, values, source) in order, keys in first-seen
+    order: later values win, field by field, as applying the changes in turn would leave it."""
     merged: dict[str, _Change] = {}
-    for command in commands:
-        earlier = merged.get(command.key)
-        given = {k: v for k, v in command.values.items() if k in known}
-        values = {**earlier.values, **given} if earlier else given
-        merged[command.key] = _Change(values, command.source)
+    for key, values, source in changes:
+        earlier = merged[key].values if key in merged else {}
+        merged[key] = _Change({**earlier, **values}, source)
     return merged
 
 
