@@ -10,7 +10,9 @@ import httpx
 import pytest
 
 from contact_svc.app import create_app as create_contact_app
+from contact_svc.domain import ProfileSchema
 from contact_svc.settings import ContactSettings
+from contacts_shared.schema import FieldSpec, FieldType, ProfileType
 from profile_svc.app import create_app as create_profile_app
 from profile_svc.settings import ProfileSettings
 
@@ -30,8 +32,13 @@ def shared_settings(infrastructure: Any, unique: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def contact_settings(shared_settings: dict[str, Any], unique: str) -> ContactSettings:
+def contact_settings(
+    shared_settings: dict[str, Any], unique: str, request: pytest.FixtureRequest
+) -> ContactSettings:
+    """contact-svc's settings; a test changes some with
+    `@pytest.mark.parametrize("contact_settings", [{...}], indirect=True)`."""
     return ContactSettings(
+        **getattr(request, "param", {}),
         **shared_settings,
         mongodb_database=f"contact_svc_{unique}",
         profile_events_group=f"contact-svc-{unique}",
@@ -104,3 +111,21 @@ def eventually() -> Callable[[Probe], Awaitable[bool]]:
         return True
 
     return poll
+
+
+@pytest.fixture
+def regular_schema() -> ProfileSchema:
+    """A regular profile's schema (`p1` in account `a1`): email, Nombre, Ciudad."""
+    return ProfileSchema(
+        profile_id="p1",
+        account_id="a1",
+        type=ProfileType.REGULAR,
+        fields=(
+            FieldSpec(
+                name="email", key="email", type=FieldType.EMAIL, required=True, identity=True
+            ),
+            FieldSpec(name="Nombre", key="nombre", type=FieldType.TEXT),
+            FieldSpec(name="Ciudad", key="ciudad", type=FieldType.TEXT),
+        ),
+        version=1,
+    )

@@ -21,21 +21,9 @@ from contact_svc.repository import (
 from contact_svc.settings import ContactSettings
 from contacts_shared.commands import UpsertContact
 from contacts_shared.mongo import ConditionalWriter, DocumentLocks, connect
-from contacts_shared.schema import ContactStatus, FieldSpec, FieldType, ProfileType
+from contacts_shared.schema import ContactStatus
 
 pytestmark = pytest.mark.integration
-
-SCHEMA = ProfileSchema(
-    profile_id="p1",
-    account_id="a1",
-    type=ProfileType.REGULAR,
-    fields=(
-        FieldSpec(name="email", key="email", type=FieldType.EMAIL, required=True, identity=True),
-        FieldSpec(name="Nombre", key="nombre", type=FieldType.TEXT),
-        FieldSpec(name="Ciudad", key="ciudad", type=FieldType.TEXT),
-    ),
-    version=1,
-)
 
 
 @dataclass
@@ -47,7 +35,9 @@ class Stores:
 
 
 @pytest.fixture
-async def stores(infrastructure: Any, unique: str) -> AsyncIterator[Stores]:
+async def stores(
+    infrastructure: Any, unique: str, regular_schema: ProfileSchema
+) -> AsyncIterator[Stores]:
     client = connect(infrastructure.mongodb_url, app_name="test")
     database = client[f"bulk_{unique}"]
     writer = await ConditionalWriter.for_server(client, DocumentLocks())
@@ -65,7 +55,7 @@ async def stores(infrastructure: Any, unique: str) -> AsyncIterator[Stores]:
         events_queued=events_queued,
     )
     schemas = MongoSchemaStore(database["profile_schemas"], writer.locks)
-    await schemas.apply(SCHEMA, deleted=False)
+    await schemas.apply(regular_schema, deleted=False)
     yield Stores(schemas, contacts, suppressions, queued)
     await client.close()
 
@@ -118,13 +108,17 @@ async def test_a_batch_is_merged_per_contact_and_applied_once(stores: Stores) ->
     )
 
 
-async def test_contacts_that_came_to_exist_meanwhile_are_handed_back(stores: Stores) -> None:
+async def test_contacts_that_came_to_exist_meanwhile_are_handed_back(
+    stores: Stores, regular_schema: ProfileSchema
+) -> None:
     await apply_upserts(
         [upsert("race@x.io", nombre="First")], schemas=stores.schemas, contacts=stores.contacts
     )
     now = datetime.now(UTC)
     created = [
-        Contact.create(schema=SCHEMA, key=key, values={"nombre": key}, source="webhook", now=now)
+        Contact.create(
+            schema=regular_schema, key=key, values={"nombre": key}, source="webhook", now=now
+        )
         for key in ("race@x.io", "free@x.io")
     ]
     refused = await stores.contacts.add_many(created)

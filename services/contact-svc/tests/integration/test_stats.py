@@ -11,11 +11,12 @@ import pytest
 from aiokafka import ConsumerRecord
 
 from contact_svc.consumers import count_contact_events
+from contact_svc.domain import Contact, ProfileSchema
 from contact_svc.repository import MongoStatsStore
 from contact_svc.stats import summarize
-from contacts_shared.events import ContactCreated, ContactStatusChanged, DomainEvent, to_envelope
+from contacts_shared.events import DomainEvent, to_envelope
 from contacts_shared.mongo import ConditionalWriter, DocumentLocks, connect
-from contacts_shared.schema import ContactSnapshot, ContactStatus
+from contacts_shared.schema import ContactStatus
 
 pytestmark = pytest.mark.integration
 
@@ -81,42 +82,21 @@ def record(event: DomainEvent, *, partition: int, offset: int) -> ConsumerRecord
     )
 
 
-def snapshot(key: str, status: ContactStatus) -> ContactSnapshot:
-    now = datetime.now(UTC)
-    return ContactSnapshot(
-        id=f"p1:{key}",
-        account_id="a1",
-        profile_id="p1",
-        key=key,
-        fields={"email": key},
-        status=status,
-        status_source="api",
-        status_changed_at=now,
-        source="api",
-        version=1,
-        created_at=now,
-        updated_at=now,
-    )
-
-
 async def test_redelivered_events_are_counted_once_per_partition(
-    stats_store: MongoStatsStore,
+    stats_store: MongoStatsStore, regular_schema: ProfileSchema
 ) -> None:
+    now = datetime.now(UTC)
+    a, b = (
+        Contact.create(schema=regular_schema, key=key, values={}, source="api", now=now)
+        for key in ("a@x.io", "b@x.io")
+    )
+    a.change_status(ContactStatus.BOUNCED, reason=None, source="api", now=now)
+    a_created, a_bounced = a.take_events()
+    [b_created] = b.take_events()
     records = [
-        record(
-            ContactCreated(contact=snapshot("a@x.io", ContactStatus.ACTIVE)), partition=0, offset=0
-        ),
-        record(
-            ContactCreated(contact=snapshot("b@x.io", ContactStatus.ACTIVE)), partition=2, offset=0
-        ),
-        record(
-            ContactStatusChanged(
-                contact=snapshot("a@x.io", ContactStatus.BOUNCED),
-                previous_status=ContactStatus.ACTIVE,
-            ),
-            partition=0,
-            offset=1,
-        ),
+        record(a_created, partition=0, offset=0),
+        record(b_created, partition=2, offset=0),
+        record(a_bounced, partition=0, offset=1),
     ]
     for _ in range(2):  # everything delivered twice, as after a crash before the commit
         for partition in (0, 2):

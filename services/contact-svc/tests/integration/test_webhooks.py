@@ -213,3 +213,41 @@ async def test_sources_must_map_to_real_fields_and_the_identity(
         headers={"Authorization": "Bearer key-b"},
     )
     assert foreign.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "contact_settings",
+    [{"webhook_records_per_second": 0.01, "webhook_burst_records": 1000}],
+    indirect=True,
+)
+async def test_a_source_over_its_rate_gets_429_with_retry_after(
+    services: tuple[httpx.AsyncClient, httpx.AsyncClient], known_profile: Any, eventually: Any
+) -> None:
+    _, contacts = services
+    profile = await known_profile(name="Busy store", fields=[{"name": "Nombre"}])
+    source = (
+        await contacts.post(
+            "/v1/webhook-sources",
+            json={"profile_id": profile["id"], "mapping": {"email": "email"}},
+        )
+    ).json()
+    burst = [{"email": f"b{i}@shop.example"} for i in range(1000)]
+    accepted = await contacts.post(source["endpoint"], **signed(source["secret"], burst))
+    assert accepted.status_code == 202, accepted.text
+
+    refused = await contacts.post(
+        source["endpoint"], **signed(source["secret"], [{"email": "late@shop.example"}])
+    )
+    assert refused.status_code == 429
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert int(refused.headers["retry-after"]) >= 1
+    assert source["id"] in refused.json()["detail"]
+
+    base = f"/v1/profiles/{profile['id']}"
+
+    async def burst_applied() -> bool:
+        stats = (await contacts.get(f"{base}/stats")).json()
+        return bool(stats["total"] == 1000)
+
+    assert await eventually(burst_applied)
+    assert (await contacts.get(f"{base}/contacts/late@shop.example")).status_code == 404
