@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
 
-from aiokafka import ConsumerRecord
-
 from contact_svc.domain import SUPPRESSING, ProfileSchema, Suppression
 from contact_svc.handlers import SUPPRESSION_SOURCE, apply_upserts, delete_profile_contacts
 from contact_svc.repository import ContactRepository, SchemaStore, StatsStore, SuppressionStore
@@ -34,7 +32,7 @@ from contacts_shared.mongo import retry_if_stale
 log = logging.getLogger(__name__)
 
 
-def event_of(record: ConsumerRecord[bytes, bytes]) -> tuple[EventEnvelope, DomainEvent] | None:
+def event_of(record: Record) -> tuple[EventEnvelope, DomainEvent] | None:
     """The record's envelope and typed event; None for a type this version does not know (a
     newer producer's), which carries nothing this version needs."""
     envelope = EventEnvelope.model_validate_json(record.value)
@@ -45,7 +43,7 @@ def event_of(record: ConsumerRecord[bytes, bytes]) -> tuple[EventEnvelope, Domai
 
 
 async def apply_profile_event(
-    record: ConsumerRecord[bytes, bytes], *, schemas: SchemaStore, contacts: ContactRepository
+    record: Record, *, schemas: SchemaStore, contacts: ContactRepository
 ) -> None:
     """Keep the profile's schema at its newest version, and follow deletions: a removed field's
     values go, a deleted profile's contacts go (with their events). The contacts are changed
@@ -80,9 +78,7 @@ async def apply_contact_commands(
         )
 
 
-async def follow_suppressions(
-    record: ConsumerRecord[bytes, bytes], *, suppressions: SuppressionStore
-) -> None:
+async def follow_suppressions(record: Record, *, suppressions: SuppressionStore) -> None:
     """From contact-svc's own events, the account-wide suppression list: a contact that
     becomes unsubscribed, bounced or complained suppresses its email or phone in the account;
     a manual re-activation through the API lifts it. Newest wins, so replays change nothing."""
