@@ -82,7 +82,7 @@ async def load(
                 share.added_by_day[day] = share.added_by_day.get(day, 0) + 1
             share.last_change_at = now
     writer = await ConditionalWriter.for_server(database.client, DocumentLocks())
-    stats = MongoStatsStore(database["profile_stats"], writer)
+    stats = MongoStatsStore(database["profile_stats"], database["stats_marks"], writer)
     for share in shares:
         await stats.store(share, expected_offset=-1)
     print(f"loaded {count} contacts in {time.perf_counter() - started:.1f} s")

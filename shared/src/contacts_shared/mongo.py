@@ -127,7 +127,11 @@ class ConditionalWriter:
         return [document for document in found if document is not None]
 
     async def update_each(
-        self, collection: Collection, updates: Sequence[tuple[object, Document]]
+        self,
+        collection: Collection,
+        updates: Sequence[tuple[object, Document]],
+        *,
+        upsert: bool = False,
     ) -> None:
         """Apply each update to the document with that `_id`: one unordered bulk write on
         MongoDB; on FerretDB one at a time under the document's lock, as its multi-statement
@@ -136,12 +140,12 @@ class ConditionalWriter:
             return
         if not self.id_only_filters:
             await collection.bulk_write(
-                [UpdateOne({"_id": i}, u) for i, u in updates], ordered=False
+                [UpdateOne({"_id": i}, u, upsert=upsert) for i, u in updates], ordered=False
             )
             return
         for document_id, update in updates:
             async with self.locks.hold(document_id):
-                await collection.update_one({"_id": document_id}, update)
+                await collection.update_one({"_id": document_id}, update, upsert=upsert)
 
     async def update_if(
         self, collection: Collection, document_id: object, conditions: Document, update: Document

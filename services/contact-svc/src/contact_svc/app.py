@@ -87,7 +87,7 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
             events_queued=relay.notify,
         )
         schemas = MongoSchemaStore(database["profile_schemas"], writer.locks)
-        stats = MongoStatsStore(database["profile_stats"], writer)
+        stats = MongoStatsStore(database["profile_stats"], database["stats_marks"], writer)
         await contacts.create_indexes()
 
         def consumer(group: str, topic: str, handler: BatchHandler) -> SupervisedConsumer:

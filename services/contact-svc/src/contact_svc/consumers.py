@@ -12,6 +12,7 @@ from functools import partial
 from contact_svc.domain import SUPPRESSING, ProfileSchema, Suppression
 from contact_svc.handlers import SUPPRESSION_SOURCE, apply_upserts, delete_profile_contacts
 from contact_svc.repository import ContactRepository, SchemaStore, StatsStore, SuppressionStore
+from contact_svc.stats import CountedMark, counted
 from contacts_shared.commands import UpsertContact
 from contacts_shared.events import (
     ContactCreated,
@@ -107,23 +108,35 @@ async def follow_suppressions(record: Record, *, suppressions: SuppressionStore)
 
 async def count_contact_events(records: Sequence[Record], *, stats: StatsStore) -> None:
     """Fold a partition's batch of contact events into its profiles' statistics: one read and
-    one write per profile in the batch. Each partition's share remembers the last offset it
-    counted, so a redelivered event counts once."""
-    by_profile: dict[str, list[tuple[int, datetime, DomainEvent]]] = {}
+    one write per profile in the batch, and the contacts' marks read and written at once.
+    Redelivered records and events the relay published twice count once (see `stats`)."""
+    events: list[tuple[int, datetime, DomainEvent, str, int, str]] = []
     for record in records:
         parsed = event_of(record)
         if parsed is None:
             continue
         envelope, event = parsed
         if isinstance(event, ContactEvent):
-            profile_id = event.contact.profile_id
+            contact = event.contact
+            identity = (contact.id, contact.version, contact.profile_id)
         elif isinstance(event, ContactDeleted):
-            profile_id = event.profile_id
+            identity = (event.contact_id, event.version, event.profile_id)
         else:
             continue
-        by_profile.setdefault(profile_id, []).append((record.offset, envelope.time, event))
-    for profile_id, events in by_profile.items():
-        await retry_if_stale(partial(_fold, stats, profile_id, records[0].partition, events))
+        events.append((record.offset, envelope.time, event, *identity))
+    marks = await stats.marks(list({contact_id for _, _, _, contact_id, _, _ in events}))
+    by_profile: dict[str, list[tuple[int, datetime, DomainEvent]]] = {}
+    marked: dict[str, CountedMark] = {}
+    for offset, at, event, contact_id, version, profile_id in events:
+        if counted(version, offset, marked.get(contact_id) or marks.get(contact_id)):
+            continue
+        marked[contact_id] = CountedMark(version, offset)
+        by_profile.setdefault(profile_id, []).append((offset, at, event))
+    await stats.set_marks(marked)  # before the shares: see `stats.counted`
+    for profile_id, profile_events in by_profile.items():
+        await retry_if_stale(
+            partial(_fold, stats, profile_id, records[0].partition, profile_events)
+        )
 
 
 async def _fold(

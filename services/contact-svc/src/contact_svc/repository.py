@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Protocol
@@ -21,7 +21,7 @@ from contact_svc.domain import (
     Suppression,
     contact_id,
 )
-from contact_svc.stats import PartitionCounts
+from contact_svc.stats import CountedMark, PartitionCounts
 from contact_svc.webhooks import WebhookFormat, WebhookSource
 from contacts_shared.mongo import (
     Collection,
@@ -421,6 +421,10 @@ class MongoSuppressionStore:
 
 
 class StatsStore(Protocol):
+    async def marks(self, contact_ids: Sequence[str]) -> dict[str, CountedMark]: ...
+
+    async def set_marks(self, marks: Mapping[str, CountedMark]) -> None: ...
+
     async def share(self, profile_id: str, partition: int) -> PartitionCounts: ...
 
     async def store(self, counts: PartitionCounts, *, expected_offset: int) -> None: ...
@@ -431,11 +435,26 @@ class StatsStore(Protocol):
 class MongoStatsStore:
     """Per profile, a directory document (`_id` = profile id) listing the partitions that have
     counted its contacts, and a document per partition (`_id` = `profile_id|partition`), so
-    reading a profile's statistics takes a few `_id` lookups, however many contacts it has."""
+    reading a profile's statistics takes a few `_id` lookups, however many contacts it has;
+    and per contact, the mark of the last event counted (see `stats.counted`)."""
 
-    def __init__(self, collection: Collection, writer: ConditionalWriter) -> None:
+    def __init__(
+        self, collection: Collection, marks: Collection, writer: ConditionalWriter
+    ) -> None:
         self._collection = collection
+        self._marks = marks  # `_id` = contact id: the version counted last, and its offset
         self._writer = writer
+
+    async def marks(self, contact_ids: Sequence[str]) -> dict[str, CountedMark]:
+        found = await self._writer.find_by_ids(self._marks, contact_ids)
+        return {d["_id"]: CountedMark(d["version"], d["offset"]) for d in found}
+
+    async def set_marks(self, marks: Mapping[str, CountedMark]) -> None:
+        await self._writer.update_each(
+            self._marks,
+            [(i, {"$set": {"version": m.version, "offset": m.offset}}) for i, m in marks.items()],
+            upsert=True,
+        )
 
     async def share(self, profile_id: str, partition: int) -> PartitionCounts:
         document = await self._collection.find_one({"_id": f"{profile_id}|{partition}"})

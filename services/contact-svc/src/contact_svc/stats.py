@@ -2,7 +2,8 @@
 
 The counts are split by partition of `contacts.events`: each partition's share is written only
 by the consumer that owns the partition, so it needs no atomic counters across writers, and the
-offset of the last event folded in makes a redelivered event change nothing.
+offset of the last event folded in makes a redelivered record change nothing. An event the
+outbox relay published twice sits at two offsets; each contact's mark (`counted`) tells.
 """
 
 from __future__ import annotations
@@ -20,6 +21,28 @@ from contacts_shared.schema import ContactStatus
 
 # Days of "added" counts kept: enough for the 30-day figure; older days are dropped.
 ADDED_WINDOW_DAYS = 30
+
+
+@dataclass(frozen=True)
+class CountedMark:
+    """The last event of a contact that was counted: its version, and the offset it was at."""
+
+    version: int
+    offset: int
+
+
+def counted(version: int, offset: int, mark: CountedMark | None) -> bool:
+    """Whether the event of a contact with this `version`, found at `offset`, is already in
+    the counts, or is a copy of one that is.
+
+    A contact's events arrive in version order, but the outbox relay may publish an event again
+    later (after a crash between publishing it and clearing it), at another offset. A version
+    above the mark is new. The marked event itself, at its own offset, is a redelivered batch
+    whose shares may not have been written: the share's offset decides. Anything else is a copy.
+    Marks are written before the shares, so a crash between the two loses nothing."""
+    if mark is None or version > mark.version:
+        return False
+    return not (version == mark.version and offset == mark.offset)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from aiokafka import ConsumerRecord
 from contact_svc.consumers import count_contact_events
 from contact_svc.domain import Contact, ProfileSchema
 from contact_svc.repository import MongoStatsStore
-from contact_svc.stats import summarize
+from contact_svc.stats import CountedMark, summarize
 from contacts_shared.events import DomainEvent, to_envelope
 from contacts_shared.mongo import ConditionalWriter, DocumentLocks, connect
 from contacts_shared.schema import ContactStatus
@@ -61,7 +61,8 @@ async def test_stats_follow_creations_status_changes_updates_and_deletions(
 async def stats_store(infrastructure: Any, unique: str) -> AsyncIterator[MongoStatsStore]:
     client = connect(infrastructure.mongodb_url, app_name="test")
     writer = await ConditionalWriter.for_server(client, DocumentLocks())
-    yield MongoStatsStore(client[f"stats_{unique}"]["profile_stats"], writer)
+    database = client[f"stats_{unique}"]
+    yield MongoStatsStore(database["profile_stats"], database["stats_marks"], writer)
     await client.close()
 
 
@@ -97,12 +98,15 @@ async def test_redelivered_events_are_counted_once_per_partition(
         record(a_created, partition=0, offset=0),
         record(b_created, partition=2, offset=0),
         record(a_bounced, partition=0, offset=1),
+        # Published again by the relay after a crash: the same events at later offsets.
+        record(a_created, partition=0, offset=2),
+        record(a_bounced, partition=0, offset=3),
     ]
     for _ in range(2):  # everything delivered twice, as after a crash before the commit
         for partition in (0, 2):
             batch = [each for each in records if each.partition == partition]
             await count_contact_events(batch, stats=stats_store)
-        await count_contact_events(records[2:], stats=stats_store)  # and the last one alone
+        await count_contact_events(records[2:], stats=stats_store)  # and the last ones alone
 
     shares = await stats_store.of_profile("p1")
     assert sorted((s.partition, s.offset) for s in shares) == [(0, 1), (2, 0)]
@@ -110,3 +114,18 @@ async def test_redelivered_events_are_counted_once_per_partition(
     assert stats.total == 2
     assert stats.by_status["active"] == stats.by_status["bounced"] == 1
     assert await stats_store.of_profile("unknown") == []
+
+
+async def test_a_crash_between_the_marks_and_the_shares_loses_nothing(
+    stats_store: MongoStatsStore, regular_schema: ProfileSchema
+) -> None:
+    contact = Contact.create(
+        schema=regular_schema, key="c@x.io", values={}, source="api", now=datetime.now(UTC)
+    )
+    [created] = contact.take_events()
+    # The marks were written, then the process died before the share was.
+    await stats_store.set_marks({contact.id: CountedMark(version=1, offset=7)})
+    await count_contact_events([record(created, partition=1, offset=7)], stats=stats_store)
+    await count_contact_events([record(created, partition=1, offset=7)], stats=stats_store)
+    [share] = await stats_store.of_profile("p1")
+    assert (share.offset, share.by_status) == (7, {"active": 1})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-from contact_svc.stats import PartitionCounts, summarize
+from contact_svc.stats import CountedMark, PartitionCounts, counted, summarize
 from contacts_shared.events import (
     ContactCreated,
     ContactDeleted,
@@ -121,3 +121,12 @@ def test_a_profile_sums_its_partitions_shares() -> None:
     assert stats.last_change_at == NOW + timedelta(hours=1)
     empty = summarize([], today=NOW.date())
     assert empty.total == 0 and empty.last_change_at is None
+
+
+def test_marks_tell_new_events_from_copies_and_redeliveries() -> None:
+    mark = CountedMark(version=3, offset=40)
+    assert not counted(1, 10, None)  # never seen
+    assert not counted(4, 41, mark)  # a newer version
+    assert not counted(3, 40, mark)  # the marked event itself: the share's offset decides
+    assert counted(3, 55, mark)  # the relay published it again
+    assert counted(2, 60, mark)  # an older version, published again
