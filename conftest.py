@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import MongoClient
 
 from contacts_shared.events import EventEnvelope
@@ -65,8 +66,8 @@ def infrastructure() -> Iterator[Infrastructure]:
 @pytest.fixture
 def unique(request: pytest.FixtureRequest) -> Iterator[str]:
     """A short id that keeps a test's accounts, databases and topics apart from others'.
-    After a test that used the real server, the databases named with it are dropped, so runs
-    against a long-lived local stack do not pile them up."""
+    After a test that used the real servers, the databases and topics named with it are
+    dropped, so runs against a long-lived local stack do not pile them up."""
     suffix = uuid.uuid4().hex[:12]
     yield suffix
     if "infrastructure" not in request.fixturenames:
@@ -76,6 +77,18 @@ def unique(request: pytest.FixtureRequest) -> Iterator[str]:
         for name in client.list_database_names():
             if name.endswith(suffix):
                 client.drop_database(name)
+    asyncio.run(_delete_topics(infrastructure.kafka_bootstrap_servers, suffix))
+
+
+async def _delete_topics(bootstrap_servers: str, containing: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        names = [name for name in await admin.list_topics() if containing in name]
+        if names:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
 
 
 EnvelopeReader = Callable[..., Awaitable[list[EventEnvelope]]]
