@@ -321,13 +321,17 @@ async def upsert_contact(
     contacts: ContactRepository,
     replace_all: bool = False,
     status: ContactStatus | None = None,
+    read: tuple[Contact | None, int] | None = None,
 ) -> tuple[Contact, Outcome]:
     """Create the contact, or change the given values of an existing one (all of them when
     `replace_all`), and its status if given. Values are validated, by field key. Applying the
-    same values again changes nothing and publishes nothing: redelivered commands are harmless."""
+    same values again changes nothing and publishes nothing: redelivered commands are harmless.
+    `read`: what `contacts.find` gave moments ago, used for the first attempt."""
 
     async def change() -> tuple[Contact, Outcome]:
-        live, stored_version = await contacts.find(schema.profile_id, key)
+        nonlocal read
+        live, stored_version = read or await contacts.find(schema.profile_id, key)
+        read = None  # a retry reads again
         now = bson_now()
         if live is None:
             contact = await _add_new(
@@ -589,8 +593,8 @@ async def _apply_changes(
     schema: ProfileSchema, merged: Mapping[str, _Change], contacts: ContactRepository
 ) -> dict[str, Outcome]:
     """Apply one change per contact key; the outcome of each. All are inserted first, unread:
-    a document that exists (or once did) refuses the insert, and that contact then takes the
-    read-and-update path."""
+    a document that exists (or once did) refuses the insert; those contacts are then read at
+    once and updated one by one (each write is conditional on the version read)."""
     suppressions = await contacts.suppressions_of(schema.account_id, list(merged))
     now = bson_now()
     new = [
@@ -598,14 +602,17 @@ async def _apply_changes(
         for key, change in merged.items()
     ]
     outcomes = dict.fromkeys(merged, Outcome.CREATED)
-    for contact in await contacts.add_many(new):
-        change = merged[contact.key]
-        _, outcomes[contact.key] = await upsert_contact(
+    refused = [contact.key for contact in await contacts.add_many(new)]
+    stored = await contacts.find_many(schema.profile_id, refused)
+    for key in refused:
+        change = merged[key]
+        _, outcomes[key] = await upsert_contact(
             schema=schema,
-            key=contact.key,
+            key=key,
             values=change.values,
             source=change.source,
             contacts=contacts,
+            read=stored[key],
         )
     return outcomes
 

@@ -60,6 +60,10 @@ class ContactRepository(Protocol):
 
     async def find(self, profile_id: str, key: str) -> tuple[Contact | None, int]: ...
 
+    async def find_many(
+        self, profile_id: str, keys: Sequence[str]
+    ) -> dict[str, tuple[Contact | None, int]]: ...
+
     async def add_many(self, contacts: Sequence[Contact]) -> list[Contact]: ...
 
     async def suppressions_of(
@@ -204,6 +208,17 @@ class MongoContactRepository:
         return _stored(
             await self._collection.find_one({"_id": contact_id(profile_id, key)}, {OUTBOX: 0})
         )
+
+    async def find_many(
+        self, profile_id: str, keys: Sequence[str]
+    ) -> dict[str, tuple[Contact | None, int]]:
+        """`find` for many keys at once."""
+        ids = [contact_id(profile_id, key) for key in keys]
+        found = {
+            document["key"]: document
+            for document in await self._writer.find_by_ids(self._collection, ids, {OUTBOX: 0})
+        }
+        return {key: _stored(found.get(key)) for key in keys}
 
     def _entries(self, contact: Contact) -> list[Document]:
         return outbox_entries(
