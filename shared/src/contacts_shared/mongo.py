@@ -121,6 +121,8 @@ class ConditionalWriter:
     ) -> list[Document]:
         """The documents with these `_id`s that exist, in no particular order: one `$in` query
         on MongoDB, concurrent `_id` lookups on FerretDB (which would scan for `$in`)."""
+        if not ids:
+            return []
         if not self.id_only_filters:
             return [d async for d in collection.find({"_id": {"$in": list(ids)}}, projection)]
         found = await asyncio.gather(*(collection.find_one({"_id": i}, projection) for i in ids))
