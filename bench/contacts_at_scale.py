@@ -31,7 +31,7 @@ from contact_svc.app import create_app
 from contact_svc.domain import Contact
 from contact_svc.repository import MongoStatsStore, contact_document
 from contact_svc.settings import ContactSettings
-from contact_svc.stats import PartitionCounts
+from contact_svc.stats import ADDED_WINDOW_DAYS, PartitionCounts
 from contacts_shared.mongo import ConditionalWriter, DocumentLocks
 from contacts_shared.schema import ContactStatus
 
@@ -78,7 +78,7 @@ async def load(
             status = contact.status.value
             share.by_status[status] = share.by_status.get(status, 0) + 1
             day = contact.created_at.date().isoformat()
-            if contact.created_at > now - timedelta(days=30):
+            if contact.created_at > now - timedelta(days=ADDED_WINDOW_DAYS):
                 share.added_by_day[day] = share.added_by_day.get(day, 0) + 1
             share.last_change_at = now
     writer = await ConditionalWriter.for_server(database.client, DocumentLocks())

@@ -129,7 +129,8 @@ async def _add_new(
 ) -> Contact:
     """Store a contact the profile does not hold. An email or phone suppressed elsewhere in the
     account arrives suppressed, unless the caller sets a status explicitly."""
-    suppression = None if status else await contacts.suppression_of(schema.account_id, key)
+    suppressions = {} if status else await contacts.suppressions_of(schema.account_id, [key])
+    suppression = suppressions.get(key)
     contact = _arriving(
         schema, key, values, source, suppression, status, bson_now(), version=stored_version + 1
     )

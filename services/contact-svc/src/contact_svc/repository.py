@@ -55,7 +55,6 @@ class SchemaStore(Protocol):
 
 
 class ContactRepository(Protocol):
-    async def suppression_of(self, account_id: str, key: str) -> Suppression | None: ...
     async def drop_field(self, profile_id: str, field_key: str) -> None: ...
 
     async def find(self, profile_id: str, key: str) -> tuple[Contact | None, int]: ...
@@ -278,9 +277,6 @@ class MongoContactRepository:
             raise StaleDocument(contact.id)
         self._events_queued(contact.id)
 
-    async def suppression_of(self, account_id: str, key: str) -> Suppression | None:
-        return await self._suppressions.get(account_id, key)
-
     async def suppressions_of(self, account_id: str, keys: Sequence[str]) -> dict[str, Suppression]:
         return await self._suppressions.get_many(account_id, keys)
 
@@ -378,8 +374,6 @@ class MongoWebhookSourceStore:
 
 
 class SuppressionStore(Protocol):
-    async def get(self, account_id: str, key: str) -> Suppression | None: ...
-
     async def get_many(self, account_id: str, keys: Sequence[str]) -> dict[str, Suppression]: ...
 
     async def record(self, suppression: Suppression) -> None: ...
@@ -395,14 +389,11 @@ class MongoSuppressionStore:
         self._writer = writer
         self._locks = writer.locks
 
-    async def get(self, account_id: str, key: str) -> Suppression | None:
-        return (await self.get_many(account_id, [key])).get(key)
-
     async def get_many(self, account_id: str, keys: Sequence[str]) -> dict[str, Suppression]:
         """The suppressions in force for these keys, by key."""
         ids = [f"{account_id}:{key}" for key in keys]
-        return {
-            document["_id"].removeprefix(f"{account_id}:"): Suppression(
+        suppressions = (
+            Suppression(
                 account_id=account_id,
                 key=document["_id"].removeprefix(f"{account_id}:"),
                 status=ContactStatus(document["status"]),
@@ -411,7 +402,8 @@ class MongoSuppressionStore:
             )
             for document in await self._writer.find_by_ids(self._collection, ids)
             if not document.get("lifted")
-        }
+        )
+        return {suppression.key: suppression for suppression in suppressions}
 
     async def _write_if_newer(self, _id: str, at: datetime, fields: Document) -> None:
         async with self._locks.hold(_id):
