@@ -6,17 +6,21 @@ import argparse
 import os
 import sys
 
-from contacts_devstack.stack import (
+from contacts_devstack import documentdb
+from contacts_devstack.processes import (
     Process,
     StackConfig,
-    infrastructure_env,
-    install,
     log,
     port_open,
     read_pid,
-    start_infrastructure,
     start_process,
     stop_process,
+)
+from contacts_devstack.stack import (
+    infrastructure_env,
+    install_kafka,
+    start_infrastructure,
+    stop_infrastructure,
 )
 
 # (name, ASGI factory, port setting, default port); `make run` starts each one that exists.
@@ -62,7 +66,11 @@ def service_processes(cfg: StackConfig) -> list[Process]:
 def up(cfg: StackConfig, with_services: bool) -> None:
     start_infrastructure(cfg)
     print(f"Kafka     {cfg.kafka_bootstrap}")
-    print(f"MongoDB   {cfg.mongodb_url}  (FerretDB v1, SQLite under {cfg.ferretdb_data})")
+    print(
+        f"MongoDB   {cfg.mongodb_url}  (FerretDB {documentdb.FERRETDB_VERSION} on PostgreSQL "
+        f"{documentdb.PG_MAJOR} + DocumentDB, {cfg.host}:{cfg.postgres_port}, "
+        f"data in {cfg.postgres_data})"
+    )
     if not with_services:
         return
     for proc in service_processes(cfg):
@@ -79,14 +87,16 @@ def up(cfg: StackConfig, with_services: bool) -> None:
 def down(cfg: StackConfig) -> None:
     for name, *_ in reversed(SERVICES):
         stop_process(cfg, name)
-    stop_process(cfg, "ferretdb")
-    stop_process(cfg, "kafka")
+    stop_infrastructure(cfg)
 
 
 def status(cfg: StackConfig) -> None:
-    rows = [("kafka", cfg.kafka_port), ("ferretdb", cfg.mongo_port)] + [
-        (proc.name, proc.port) for proc in service_processes(cfg)
+    infrastructure = [
+        ("kafka", cfg.kafka_port),
+        ("postgres", cfg.postgres_port),
+        ("ferretdb", cfg.mongo_port),
     ]
+    rows = infrastructure + [(proc.name, proc.port) for proc in service_processes(cfg)]
     for name, port in rows:
         pid = read_pid(cfg, name)
         state = "listening" if port_open(cfg.host, port) else "down"
@@ -96,8 +106,8 @@ def status(cfg: StackConfig) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="devstack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("install", help="download and build Kafka and FerretDB into .local/")
-    up_parser = sub.add_parser("up", help="start Kafka and FerretDB (idempotent)")
+    sub.add_parser("install", help="download and build Kafka, DocumentDB and FerretDB")
+    up_parser = sub.add_parser("up", help="start Kafka, PostgreSQL and FerretDB (idempotent)")
     up_parser.add_argument("--services", action="store_true", help="also start every service")
     sub.add_parser("down", help="stop what `up` started, by process id")
     sub.add_parser("status", help="show what listens where")
@@ -106,7 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = StackConfig()
     try:
         if args.command == "install":
-            install(cfg)
+            install_kafka(cfg)
+            documentdb.install(cfg)
         elif args.command == "up":
             up(cfg, args.services)
         elif args.command == "down":
