@@ -120,9 +120,14 @@ POSTGRESQL_SETTINGS = {
 }
 
 
-def _paths(cfg: StackConfig) -> tuple[Path, Path, Path]:
+def _paths(cfg: StackConfig) -> tuple[Path, Path]:
     root = cfg.home / "documentdb"
-    return root / "src", root / "prefix", root / "installed"
+    return root / "src", root / "prefix"
+
+
+# Beside the extensions it describes, in the system tree: another checkout on this machine
+# finds them installed and skips the build.
+INSTALLED_STAMP = Path(f"/usr/share/postgresql/{PG_MAJOR}/extension/contacts-devstack.pins")
 
 
 def _fingerprint() -> str:
@@ -219,7 +224,7 @@ def _clone_upstream(source: PinnedSource, target: Path) -> None:
 
 def fetch_sources(cfg: StackConfig) -> dict[str, Path]:
     """Each pinned source unpacked under the stack's home, by name; reused when present."""
-    src_root, _, _ = _paths(cfg)
+    src_root, _ = _paths(cfg)
     mirror = os.environ.get(MIRROR_VARIABLE)
     trees = {}
     for source in SOURCES:
@@ -251,12 +256,12 @@ def _build_env(prefix: Path, src_root: Path) -> dict[str, str]:
 def install_documentdb(cfg: StackConfig) -> None:
     """Build libbson, pgvector, pg_cron and DocumentDB, and install the three extensions into
     PostgreSQL; skipped when this set of pinned commits is installed already."""
-    src_root, prefix, stamp = _paths(cfg)
+    src_root, prefix = _paths(cfg)
     installed = all(
         (_pkglibdir() / f"{library}.so").exists()
         for library in ("pg_documentdb", "pg_documentdb_core", "pg_cron", "vector")
     )
-    if installed and stamp.exists() and stamp.read_text() == _fingerprint():
+    if installed and INSTALLED_STAMP.exists() and INSTALLED_STAMP.read_text() == _fingerprint():
         return
     if os.geteuid() != 0:
         raise RuntimeError(
@@ -307,7 +312,7 @@ def install_documentdb(cfg: StackConfig) -> None:
             env=env,
             output=build_log,
         )
-    stamp.write_text(_fingerprint())
+    INSTALLED_STAMP.write_text(_fingerprint())
 
 
 def install_ferretdb(cfg: StackConfig) -> None:
