@@ -32,7 +32,6 @@ from contact_svc.domain import Contact
 from contact_svc.repository import MongoStatsStore, contact_document
 from contact_svc.settings import ContactSettings
 from contact_svc.stats import ADDED_WINDOW_DAYS, PartitionCounts
-from contacts_shared.mongo import ConditionalWriter, DocumentLocks
 from contacts_shared.schema import ContactStatus
 
 CITIES = ["Santiago", "Lima", "Quito", "Bogotá", "Montevideo", "Asunción", "La Paz", "Caracas"]
@@ -81,8 +80,7 @@ async def load(
             if contact.created_at > now - timedelta(days=ADDED_WINDOW_DAYS):
                 share.added_by_day[day] = share.added_by_day.get(day, 0) + 1
             share.last_change_at = now
-    writer = await ConditionalWriter.for_server(database.client, DocumentLocks())
-    stats = MongoStatsStore(database["profile_stats"], database["stats_marks"], writer)
+    stats = MongoStatsStore(database["profile_stats"], database["stats_marks"])
     for share in shares:
         await stats.store(share, expected_offset=-1)
     print(f"loaded {count} contacts in {time.perf_counter() - started:.1f} s")

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pymongo import AsyncMongoClient, IndexModel, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import OperationFailure
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 T = TypeVar("T")
 Document = dict[str, Any]
@@ -71,97 +71,47 @@ async def _drop_index(collection: Collection, name: str) -> None:
             raise
 
 
-class DocumentLocks:
-    """Serializes this process's writes to the same document.
+async def find_by_ids(
+    collection: Collection, ids: Sequence[object], projection: Document | None = None
+) -> list[Document]:
+    """The documents with these `_id`s that exist, in no particular order: one `$in` query."""
+    if not ids:
+        return []
+    return [d async for d in collection.find({"_id": {"$in": list(ids)}}, projection)]
 
-    MongoDB applies each single-document update atomically; FerretDB v1 (the local server) does
-    not: concurrent updates of one document lose writes (docs/adr/0004). Every writer of a
-    document in a process takes its lock, so both servers see one update at a time per document.
-    """
 
-    def __init__(self) -> None:
-        self._locks: dict[object, asyncio.Lock] = {}
-        self._holders: dict[object, int] = {}
+async def update_each(
+    collection: Collection, updates: Sequence[tuple[object, Document]], *, upsert: bool = False
+) -> None:
+    """Apply each update to the document with that `_id`: one unordered bulk write."""
+    if updates:
+        await collection.bulk_write(
+            [UpdateOne({"_id": i}, u, upsert=upsert) for i, u in updates], ordered=False
+        )
 
-    @asynccontextmanager
-    async def hold(self, key: object) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        self._holders[key] = self._holders.get(key, 0) + 1
+
+async def update_if(
+    collection: Collection, document_id: object, conditions: Document, update: Document
+) -> bool:
+    """Apply `update` if the document exists and holds `conditions` (its version, say); True if
+    applied. The server matches and updates one document atomically: optimistic concurrency."""
+    result = await collection.update_one({"_id": document_id, **conditions}, update)
+    return result.matched_count == 1
+
+
+async def replace_if_newer(
+    collection: Collection, document_id: object, older: Document, document: Document
+) -> bool:
+    """Replace the document if it matches `older`, or create it; True if written. A document
+    that exists but is not older makes the upsert collide on `_id` and stays as it is; the
+    first collision may be a concurrent creation, so the filter is tried once more."""
+    for _ in range(2):
         try:
-            async with lock:
-                yield
-        finally:
-            self._holders[key] -= 1
-            if self._holders[key] == 0:
-                del self._holders[key], self._locks[key]
-
-
-class ConditionalWriter:
-    """Single-document updates applied only if the document still holds given values (its
-    version, say): optimistic concurrency on either server.
-
-    MongoDB takes the conditions in the filter. FerretDB v1 pushes only a filter of `_id`
-    alone down into SQL and evaluates anything more in Go, several times slower
-    (docs/adr/0004), so there the
-    writer reads the document by `_id`, compares, and updates by `_id`, holding the document's
-    lock; that is exact within the one process FerretDB deployments run per service.
-    """
-
-    def __init__(self, locks: DocumentLocks, *, id_only_filters: bool) -> None:
-        self.locks = locks
-        self.id_only_filters = id_only_filters
-
-    @classmethod
-    async def for_server(cls, client: MongoClient, locks: DocumentLocks) -> ConditionalWriter:
-        build = await client.admin.command("buildInfo")
-        return cls(locks, id_only_filters="ferretdbVersion" in build)
-
-    async def find_by_ids(
-        self, collection: Collection, ids: Sequence[object], projection: Document | None = None
-    ) -> list[Document]:
-        """The documents with these `_id`s that exist, in no particular order: one `$in` query
-        on MongoDB, concurrent `_id` lookups on FerretDB (which would scan for `$in`)."""
-        if not ids:
-            return []
-        if not self.id_only_filters:
-            return [d async for d in collection.find({"_id": {"$in": list(ids)}}, projection)]
-        found = await asyncio.gather(*(collection.find_one({"_id": i}, projection) for i in ids))
-        return [document for document in found if document is not None]
-
-    async def update_each(
-        self,
-        collection: Collection,
-        updates: Sequence[tuple[object, Document]],
-        *,
-        upsert: bool = False,
-    ) -> None:
-        """Apply each update to the document with that `_id`: one unordered bulk write on
-        MongoDB; on FerretDB one at a time under the document's lock, as its multi-statement
-        updates can hang beside concurrent inserts (docs/adr/0004)."""
-        if not updates:
-            return
-        if not self.id_only_filters:
-            await collection.bulk_write(
-                [UpdateOne({"_id": i}, u, upsert=upsert) for i, u in updates], ordered=False
-            )
-            return
-        for document_id, update in updates:
-            async with self.locks.hold(document_id):
-                await collection.update_one({"_id": document_id}, update, upsert=upsert)
-
-    async def update_if(
-        self, collection: Collection, document_id: object, conditions: Document, update: Document
-    ) -> bool:
-        """Apply `update` if the document exists and equals `conditions`; True if applied."""
-        async with self.locks.hold(document_id):
-            if not self.id_only_filters:
-                result = await collection.update_one({"_id": document_id, **conditions}, update)
-                return result.matched_count == 1
-            current = await collection.find_one({"_id": document_id}, dict.fromkeys(conditions, 1))
-            if current is None or any(current.get(k) != v for k, v in conditions.items()):
-                return False
-            await collection.update_one({"_id": document_id}, update)
-            return True
+            await collection.replace_one({"_id": document_id, **older}, document, upsert=True)
+        except DuplicateKeyError:
+            continue
+        return True
+    return False
 
 
 def bson_now() -> datetime:
@@ -174,11 +124,28 @@ class StaleDocument(Exception):
     """The document changed (or went) since it was read; read it again and retry."""
 
 
-async def retry_if_stale(change: Callable[[], Awaitable[T]], *, attempts: int = 5) -> T:
-    """Run an optimistic read-change-write again while a concurrent writer got there first."""
-    for _ in range(attempts - 1):
+# How long a writer keeps losing races before it gives up: far beyond any normal contention,
+# where each lost attempt means another writer's attempt won.
+STALE_RETRY_SECONDS = 30.0
+
+
+async def retry_if_stale(
+    change: Callable[[], Awaitable[T]], *, give_up_after: float = STALE_RETRY_SECONDS
+) -> T:
+    """Run an optimistic read-change-write again while a concurrent writer got there first.
+
+    Every round of a race has a winner, so concurrent writers of one document all get through;
+    a growing, jittered pause keeps the losers from colliding again in lockstep. A count of
+    attempts would run out under contention (forty concurrent writers of one contact), so only
+    time bounds it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + give_up_after
+    pause = 0.002
+    while True:
         try:
             return await change()
         except StaleDocument:
-            continue
-    return await change()
+            if loop.time() >= deadline:
+                raise
+        await asyncio.sleep(random.uniform(0, pause))
+        pause = min(pause * 2, 0.2)

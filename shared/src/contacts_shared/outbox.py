@@ -19,7 +19,7 @@ from pymongo import ASCENDING, IndexModel
 
 from contacts_shared.events import DomainEvent, to_envelope
 from contacts_shared.kafka import EventPublisher, OutgoingMessage
-from contacts_shared.mongo import Collection, ConditionalWriter, Document
+from contacts_shared.mongo import Collection, Document, find_by_ids, update_each
 from contacts_shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -73,9 +73,8 @@ class OutboxRelay:
 
     Writers name the document they queued events on (`notify`), and the relay reads just those
     documents by id. A scan for documents with a non-empty outbox, at start and every
-    `scan_seconds`, picks up what a crashed process left behind. FerretDB v1 pushes only a
-    filter of `_id` alone down into SQL and evaluates anything else in Go, several times
-    slower (docs/adr/0004), so the hot path uses nothing but `{"_id": ...}` filters.
+    `scan_seconds`, picks up what a crashed process left behind. A batch is read with one `$in`
+    and settled with one bulk write.
     """
 
     def __init__(
@@ -83,12 +82,10 @@ class OutboxRelay:
         collection: Collection,
         publisher: EventPublisher,
         *,
-        writer: ConditionalWriter,
         batch_size: int,
         scan_seconds: float,
     ) -> None:
         self._collection = collection
-        self._writer = writer
         self._publisher = publisher
         self._batch_size = batch_size
         self._scan_seconds = scan_seconds
@@ -141,7 +138,7 @@ class OutboxRelay:
         known = [{"_id": id_, OUTBOX: entries} for id_, entries in batch if entries]
         unknown = [id_ for id_, entries in batch if not entries]
         try:
-            found = await self._writer.find_by_ids(self._collection, unknown, RELAY_FIELDS)
+            found = await find_by_ids(self._collection, unknown, RELAY_FIELDS)
             await self._relay(known + [document for document in found if document.get(OUTBOX)])
         except BaseException:
             for id_, _ in batch:  # tried again, reading what the documents hold by then
@@ -164,16 +161,11 @@ class OutboxRelay:
             for entry in document.get(OUTBOX) or []
         )
         # Remove exactly the published entries: entries queued since the read stay for the
-        # next pass. `$pullAll` (FerretDB v1's `$pull` takes no conditions) needs no condition
-        # of its own, so the filter is `_id` alone.
-        await self._writer.update_each(
+        # next pass.
+        await update_each(
             self._collection,
             [(document["_id"], {"$pullAll": {OUTBOX: document[OUTBOX]}}) for document in documents],
         )
         for document in documents:
             if document.get(TOMBSTONE):
-                # Deletions are rare: this conditional (scanning on FerretDB) filter is fine.
-                async with self._writer.locks.hold(document["_id"]):
-                    await self._collection.delete_one(
-                        {"_id": document["_id"], OUTBOX: {"$size": 0}}
-                    )
+                await self._collection.delete_one({"_id": document["_id"], OUTBOX: {"$size": 0}})

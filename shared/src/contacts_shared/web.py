@@ -11,14 +11,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import Annotated, Any
 
+from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from pymongo.errors import ConnectionFailure, DuplicateKeyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contacts_shared.logs import account_id_var, configure_logging, request_id_var
+from contacts_shared.mongo import StaleDocument
 from contacts_shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -188,6 +191,18 @@ ReadinessCheck = Callable[[], Awaitable[None]]
 Resources = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
+UNAVAILABLE_RETRY_AFTER_SECONDS = 5
+
+
+def unavailable(exc: Exception, *, instance: str) -> Response:
+    """503 for a request that needed MongoDB or Kafka while it was away: the client retries."""
+    server = "Kafka" if isinstance(exc, KafkaError) else "MongoDB"
+    problem = Problem(503, "Service Unavailable", f"{server} is unreachable; retry shortly")
+    response = problem.response(instance=instance)
+    response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_SECONDS)
+    return response
+
+
 def create_service_app(
     settings: ServiceSettings,
     *,
@@ -223,6 +238,23 @@ def create_service_app(
     async def handle_http(request: Request, exc: StarletteHTTPException) -> Response:
         title = {404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, "Error")
         return Problem(exc.status_code, title, str(exc.detail)).response(request.url.path)
+
+    @app.exception_handler(DuplicateKeyError)
+    async def handle_duplicate(request: Request, exc: DuplicateKeyError) -> Response:
+        # Services name the value where they can; this answers any unique index they missed.
+        problem = Problem(409, "Conflict", "A record with the same unique value already exists")
+        return problem.response(instance=request.url.path)
+
+    @app.exception_handler(StaleDocument)
+    async def handle_stale(request: Request, exc: StaleDocument) -> Response:
+        problem = Problem(409, "Conflict", "The record kept changing under this request; retry")
+        return problem.response(instance=request.url.path)
+
+    @app.exception_handler(ConnectionFailure)
+    @app.exception_handler(KafkaError)
+    async def handle_unavailable(request: Request, exc: Exception) -> Response:
+        log.warning("a backing server is unavailable", extra={"error": repr(exc)})
+        return unavailable(exc, instance=request.url.path)
 
     @app.exception_handler(Exception)
     async def handle_unexpected(request: Request, exc: Exception) -> Response:

@@ -11,7 +11,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from contacts_shared.kafka import EventPublisher
-from contacts_shared.mongo import ConditionalWriter, DocumentLocks, connect
+from contacts_shared.mongo import connect
 from contacts_shared.outbox import OUTBOX, OutboxRelay, outbox_update
 
 pytestmark = pytest.mark.integration
@@ -27,11 +27,10 @@ async def test_each_documents_events_leave_once_and_in_order(
     topic = f"relay.{unique}"
     client = connect(infrastructure.mongodb_url, app_name="test")
     collection = client[f"relay_{unique}"]["docs"]
-    writer = await ConditionalWriter.for_server(client, DocumentLocks())
     publisher = EventPublisher(
         infrastructure.kafka_bootstrap_servers, client_id="test", topics=[topic], partitions=1
     )
-    relay = OutboxRelay(collection, publisher, writer=writer, batch_size=10, scan_seconds=60)
+    relay = OutboxRelay(collection, publisher, batch_size=10, scan_seconds=60)
 
     consumer = AIOKafkaConsumer(
         topic,

@@ -36,7 +36,7 @@ from contact_svc.repository import (
 from contact_svc.settings import ContactSettings
 from contact_svc.webhooks import SourceRateLimits
 from contacts_shared.kafka import BatchHandler, EventPublisher, SupervisedConsumer, one_at_a_time
-from contacts_shared.mongo import ConditionalWriter, DocumentLocks, connect, ping
+from contacts_shared.mongo import connect, ping
 from contacts_shared.outbox import OutboxRelay
 from contacts_shared.web import InFlightLimit, Problem, create_service_app
 
@@ -70,24 +70,21 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
             topics=[settings.topic_contacts_events],
             partitions=settings.topic_partitions,
         )
-        writer = await ConditionalWriter.for_server(client, DocumentLocks())
         relay = OutboxRelay(
             database["contacts"],
             publisher,
-            writer=writer,
             batch_size=settings.outbox_batch_size,
             scan_seconds=settings.outbox_scan_seconds,
         )
-        suppressions = MongoSuppressionStore(database["suppressions"], writer)
+        suppressions = MongoSuppressionStore(database["suppressions"])
         contacts = MongoContactRepository(
             database["contacts"],
             settings,
-            writer=writer,
             suppressions=suppressions,
             events_queued=relay.notify,
         )
-        schemas = MongoSchemaStore(database["profile_schemas"], writer.locks)
-        stats = MongoStatsStore(database["profile_stats"], database["stats_marks"], writer)
+        schemas = MongoSchemaStore(database["profile_schemas"])
+        stats = MongoStatsStore(database["profile_stats"], database["stats_marks"])
         await contacts.create_indexes()
 
         def consumer(group: str, topic: str, handler: BatchHandler) -> SupervisedConsumer:

@@ -25,11 +25,13 @@ from contact_svc.stats import CountedMark, PartitionCounts
 from contact_svc.webhooks import WebhookFormat, WebhookSource
 from contacts_shared.mongo import (
     Collection,
-    ConditionalWriter,
     Document,
-    DocumentLocks,
     StaleDocument,
     ensure_indexes,
+    find_by_ids,
+    replace_if_newer,
+    update_each,
+    update_if,
 )
 from contacts_shared.outbox import (
     OUTBOX,
@@ -89,9 +91,8 @@ class ContactRepository(Protocol):
 class MongoSchemaStore:
     """The latest version of each profile's schema; older or repeated events change nothing."""
 
-    def __init__(self, collection: Collection, locks: DocumentLocks) -> None:
+    def __init__(self, collection: Collection) -> None:
         self._collection = collection
-        self._locks = locks
 
     async def get(self, profile_id: str) -> ProfileSchema | None:
         document = await self._collection.find_one({"_id": profile_id})
@@ -107,22 +108,18 @@ class MongoSchemaStore:
 
     async def apply(self, schema: ProfileSchema, *, deleted: bool) -> bool:
         """Store `schema` unless a newer or equal version is there; True if stored."""
-        async with self._locks.hold(schema.profile_id):
-            current = await self._collection.find_one({"_id": schema.profile_id}, {"version": 1})
-            if current is not None and current["version"] >= schema.version:
-                return False
-            await self._collection.replace_one(
-                {"_id": schema.profile_id},
-                {
-                    "account_id": schema.account_id,
-                    "type": schema.type.value,
-                    "fields": [spec.model_dump(mode="json") for spec in schema.fields],
-                    "version": schema.version,
-                    DELETED: deleted,
-                },
-                upsert=True,
-            )
-            return True
+        return await replace_if_newer(
+            self._collection,
+            schema.profile_id,
+            {"version": {"$lt": schema.version}},
+            {
+                "account_id": schema.account_id,
+                "type": schema.type.value,
+                "fields": [spec.model_dump(mode="json") for spec in schema.fields],
+                "version": schema.version,
+                DELETED: deleted,
+            },
+        )
 
 
 def contact_document(contact: Contact) -> Document:
@@ -175,13 +172,11 @@ class MongoContactRepository:
         collection: Collection,
         settings: ServiceSettings,
         *,
-        writer: ConditionalWriter,
         suppressions: SuppressionStore,
         events_queued: EventsQueued,
     ) -> None:
         self._collection = collection
         self._settings = settings
-        self._writer = writer
         self._suppressions = suppressions
         self._events_queued = events_queued
 
@@ -215,7 +210,7 @@ class MongoContactRepository:
         ids = [contact_id(profile_id, key) for key in keys]
         found = {
             document["key"]: document
-            for document in await self._writer.find_by_ids(self._collection, ids, {OUTBOX: 0})
+            for document in await find_by_ids(self._collection, ids, {OUTBOX: 0})
         }
         return {key: _stored(found.get(key)) for key in keys}
 
@@ -267,7 +262,7 @@ class MongoContactRepository:
             return
         document = contact_document(contact)
         del document["_id"]
-        applied = await self._writer.update_if(
+        applied = await update_if(
             self._collection,
             contact.id,
             {"version": expected_version, DELETED: deleted_before},
@@ -384,10 +379,8 @@ class SuppressionStore(Protocol):
 class MongoSuppressionStore:
     """One document per (account, email or phone): the newest suppressing status wins."""
 
-    def __init__(self, collection: Collection, writer: ConditionalWriter) -> None:
+    def __init__(self, collection: Collection) -> None:
         self._collection = collection
-        self._writer = writer
-        self._locks = writer.locks
 
     async def get_many(self, account_id: str, keys: Sequence[str]) -> dict[str, Suppression]:
         """The suppressions in force for these keys, by key."""
@@ -400,17 +393,14 @@ class MongoSuppressionStore:
                 profile_id=document["profile_id"],
                 at=document["at"],
             )
-            for document in await self._writer.find_by_ids(self._collection, ids)
+            for document in await find_by_ids(self._collection, ids)
             if not document.get("lifted")
         )
         return {suppression.key: suppression for suppression in suppressions}
 
     async def _write_if_newer(self, _id: str, at: datetime, fields: Document) -> None:
-        async with self._locks.hold(_id):
-            current = await self._collection.find_one({"_id": _id}, {"at": 1})
-            if current is not None and current["at"] > at:
-                return  # an older event, redelivered or late: the newer state stays
-            await self._collection.replace_one({"_id": _id}, {**fields, "at": at}, upsert=True)
+        # An older event, redelivered or late, leaves the newer state as it is.
+        await replace_if_newer(self._collection, _id, {"at": {"$lte": at}}, {**fields, "at": at})
 
     async def record(self, suppression: Suppression) -> None:
         await self._write_if_newer(
@@ -445,19 +435,16 @@ class MongoStatsStore:
     reading a profile's statistics takes a few `_id` lookups, however many contacts it has;
     and per contact, the mark of the last event counted (see `stats.counted`)."""
 
-    def __init__(
-        self, collection: Collection, marks: Collection, writer: ConditionalWriter
-    ) -> None:
+    def __init__(self, collection: Collection, marks: Collection) -> None:
         self._collection = collection
         self._marks = marks  # `_id` = contact id: the version counted last, and its offset
-        self._writer = writer
 
     async def marks(self, contact_ids: Sequence[str]) -> dict[str, CountedMark]:
-        found = await self._writer.find_by_ids(self._marks, contact_ids)
+        found = await find_by_ids(self._marks, contact_ids)
         return {d["_id"]: CountedMark(d["version"], d["offset"]) for d in found}
 
     async def set_marks(self, marks: Mapping[str, CountedMark]) -> None:
-        await self._writer.update_each(
+        await update_each(
             self._marks,
             [(i, {"$set": {"version": m.version, "offset": m.offset}}) for i, m in marks.items()],
             upsert=True,
@@ -486,19 +473,18 @@ class MongoStatsStore:
             "last_change_at": counts.last_change_at,
         }
         if expected_offset >= 0:
-            if not await self._writer.update_if(
+            if not await update_if(
                 self._collection, share_id, {"offset": expected_offset}, {"$set": fields}
             ):
                 raise StaleDocument(share_id)
             return
         # Listed before it is written: a crash in between leaves a listed share that is absent,
         # which reads as zero, never a written share that no reader finds.
-        async with self._writer.locks.hold(counts.profile_id):
-            await self._collection.update_one(
-                {"_id": counts.profile_id},
-                {"$addToSet": {"partitions": counts.partition}},
-                upsert=True,
-            )
+        await self._collection.update_one(
+            {"_id": counts.profile_id},
+            {"$addToSet": {"partitions": counts.partition}},
+            upsert=True,
+        )
         try:
             await self._collection.insert_one({"_id": share_id, **fields})
         except DuplicateKeyError:

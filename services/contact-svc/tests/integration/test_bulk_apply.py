@@ -20,7 +20,7 @@ from contact_svc.repository import (
 )
 from contact_svc.settings import ContactSettings
 from contacts_shared.commands import UpsertContact
-from contacts_shared.mongo import ConditionalWriter, DocumentLocks, connect
+from contacts_shared.mongo import connect
 from contacts_shared.schema import ContactStatus
 
 pytestmark = pytest.mark.integration
@@ -40,8 +40,7 @@ async def stores(
 ) -> AsyncIterator[Stores]:
     client = connect(infrastructure.mongodb_url, app_name="test")
     database = client[f"bulk_{unique}"]
-    writer = await ConditionalWriter.for_server(client, DocumentLocks())
-    suppressions = MongoSuppressionStore(database["suppressions"], writer)
+    suppressions = MongoSuppressionStore(database["suppressions"])
     queued: list[str] = []
 
     def events_queued(document_id: object, inserted: list[Any] | None = None) -> None:
@@ -50,11 +49,10 @@ async def stores(
     contacts = MongoContactRepository(
         database["contacts"],
         ContactSettings(mongodb_url=infrastructure.mongodb_url),
-        writer=writer,
         suppressions=suppressions,
         events_queued=events_queued,
     )
-    schemas = MongoSchemaStore(database["profile_schemas"], writer.locks)
+    schemas = MongoSchemaStore(database["profile_schemas"])
     await schemas.apply(regular_schema, deleted=False)
     yield Stores(schemas, contacts, suppressions, queued)
     await client.close()

@@ -3,6 +3,7 @@ schemas arriving from profile-svc's events."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from typing import Any
@@ -29,6 +30,28 @@ def problem(response: httpx.Response, status: int) -> dict[str, Any]:
     assert response.headers["content-type"].startswith("application/problem+json")
     body: dict[str, Any] = response.json()
     return body
+
+
+async def test_concurrent_patches_of_one_contact_all_succeed_and_all_stay(
+    services: Services, known_profile: Any
+) -> None:
+    _, contacts = services
+    fields = [{"name": f"Campo {n}"} for n in range(40)]
+    profile = await known_profile(name="Concurrida", fields=fields)
+    base = f"/v1/profiles/{profile['id']}/contacts"
+    assert (await contacts.post(base, json={"fields": {"email": "ana@example.com"}})).is_success
+    responses = await asyncio.gather(
+        *(
+            contacts.patch(f"{base}/ana@example.com", json={"fields": {f"Campo {n}": f"v{n}"}})
+            for n in range(40)
+        )
+    )
+    assert [r.status_code for r in responses] == [200] * 40, [r.text for r in responses]
+    final = (await contacts.get(f"{base}/ana@example.com")).json()
+    assert final["version"] == 41
+    assert final["fields"] == {"email": "ana@example.com"} | {
+        f"Campo {n}": f"v{n}" for n in range(40)
+    }
 
 
 async def test_contacts_are_created_read_patched_replaced_and_deleted(

@@ -15,7 +15,7 @@ from contact_svc.domain import Contact, ProfileSchema
 from contact_svc.repository import MongoStatsStore
 from contact_svc.stats import CountedMark, summarize
 from contacts_shared.events import DomainEvent, to_envelope
-from contacts_shared.mongo import ConditionalWriter, DocumentLocks, connect
+from contacts_shared.mongo import connect
 from contacts_shared.schema import ContactStatus
 
 pytestmark = pytest.mark.integration
@@ -60,9 +60,8 @@ async def test_stats_follow_creations_status_changes_updates_and_deletions(
 @pytest.fixture
 async def stats_store(infrastructure: Any, unique: str) -> AsyncIterator[MongoStatsStore]:
     client = connect(infrastructure.mongodb_url, app_name="test")
-    writer = await ConditionalWriter.for_server(client, DocumentLocks())
     database = client[f"stats_{unique}"]
-    yield MongoStatsStore(database["profile_stats"], database["stats_marks"], writer)
+    yield MongoStatsStore(database["profile_stats"], database["stats_marks"])
     await client.close()
 
 

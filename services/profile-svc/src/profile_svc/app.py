@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from contacts_shared.kafka import EventPublisher
-from contacts_shared.mongo import ConditionalWriter, DocumentLocks, connect, ping
+from contacts_shared.mongo import connect, ping
 from contacts_shared.outbox import OutboxRelay
 from contacts_shared.web import Problem, create_service_app
 from profile_svc.api import router
@@ -42,17 +42,13 @@ def create_app(settings: ProfileSettings | None = None) -> FastAPI:
             partitions=settings.topic_partitions,
         )
         collection = client[settings.mongodb_database]["profiles"]
-        writer = await ConditionalWriter.for_server(client, DocumentLocks())
         relay = OutboxRelay(
             collection,
             publisher,
-            writer=writer,
             batch_size=settings.outbox_batch_size,
             scan_seconds=settings.outbox_scan_seconds,
         )
-        profiles = MongoProfileRepository(
-            collection, settings, writer=writer, events_queued=relay.notify
-        )
+        profiles = MongoProfileRepository(collection, settings, events_queued=relay.notify)
         await profiles.create_indexes()
         app.state.profiles = profiles
         app.state.readiness_checks.update(mongodb=lambda: ping(client), kafka=publisher.check)

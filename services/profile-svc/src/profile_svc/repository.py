@@ -12,10 +12,10 @@ from pymongo.errors import DuplicateKeyError
 from contacts_shared.events import DomainEvent
 from contacts_shared.mongo import (
     Collection,
-    ConditionalWriter,
     Document,
     StaleDocument,
     ensure_indexes,
+    update_if,
 )
 from contacts_shared.outbox import (
     OUTBOX,
@@ -97,11 +97,9 @@ class MongoProfileRepository:
         collection: Collection,
         settings: ServiceSettings,
         *,
-        writer: ConditionalWriter,
         events_queued: EventsQueued,
     ) -> None:
         self._collection = collection
-        self._writer = writer
         self._settings = settings
         self._events_queued = events_queued
 
@@ -143,10 +141,9 @@ class MongoProfileRepository:
 
     async def get(self, account_id: str, profile_id: str) -> Profile | None:
         document = await self._collection.find_one(
-            {"_id": profile_id, "account_id": account_id}, {OUTBOX: 0}
+            {"_id": profile_id, "account_id": account_id, TOMBSTONE: {"$ne": True}}, {OUTBOX: 0}
         )
-        # The tombstone is checked here, not in the filter, which FerretDB would then scan.
-        return _profile_from(document) if document and not document.get(TOMBSTONE) else None
+        return _profile_from(document) if document else None
 
     async def _update(self, profile: Profile, expected_version: int, changes: Document) -> None:
         events = profile.take_events()
@@ -154,7 +151,7 @@ class MongoProfileRepository:
             return
         update: dict[str, Any] = {**outbox_update(self._entries(profile, events)), "$set": changes}
         try:
-            applied = await self._writer.update_if(
+            applied = await update_if(
                 self._collection,
                 profile.id,
                 {"account_id": profile.account_id, "version": expected_version},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -65,6 +66,27 @@ async def test_names_are_unique_per_account_ignoring_case(api: httpx.AsyncClient
         "/v1/profiles", json={"name": "Newsletter"}, headers={"Authorization": "Bearer key-b"}
     )
     assert other.status_code == 201
+
+
+async def test_renaming_to_a_taken_name_is_a_conflict(api: httpx.AsyncClient) -> None:
+    await create(api, name="Newsletter")
+    promos = await create(api, name="Promos")
+    renamed = await api.patch(f"/v1/profiles/{promos['id']}", json={"name": "newsletter"})
+    assert_problem(renamed, 409, "newsletter")
+    assert (await api.get(f"/v1/profiles/{promos['id']}")).json()["name"] == "Promos"
+    ok = await api.patch(f"/v1/profiles/{promos['id']}", json={"name": "Promociones"})
+    assert ok.status_code == 200 and ok.json()["name"] == "Promociones"
+
+
+async def test_concurrent_edits_of_one_profile_all_apply(api: httpx.AsyncClient) -> None:
+    profile = await create(api, name="Concurrida")
+    base = f"/v1/profiles/{profile['id']}/fields"
+    responses = await asyncio.gather(
+        *(api.post(base, json={"name": f"Campo {n}"}) for n in range(20))
+    )
+    assert [r.status_code for r in responses] == [201] * 20, [r.text for r in responses]
+    names = {f["name"] for f in (await api.get(f"/v1/profiles/{profile['id']}")).json()["fields"]}
+    assert names == {"email"} | {f"Campo {n}" for n in range(20)}
 
 
 async def test_another_account_sees_404_never_the_profile(api: httpx.AsyncClient) -> None:
