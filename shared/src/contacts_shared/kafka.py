@@ -122,8 +122,8 @@ def one_at_a_time(handler: RecordHandler) -> BatchHandler:
 
 
 class ConsumerRunner:
-    """Feeds each partition's batch of records to a handler and commits the batch's offsets only
-    once it is handled.
+    """Feeds each partition's batch of records to a handler, the partitions' batches at once,
+    and commits their offsets only once they are handled.
 
     A batch whose handler keeps failing is retried `max_attempts` times with backoff, then its
     records are handled one by one, each retried the same way and then published to
@@ -159,12 +159,20 @@ class ConsumerRunner:
     async def run(self) -> None:
         while not self._stopping.is_set():
             batches = await self._consumer.getmany(timeout_ms=500, max_records=self._batch_size)
-            for partition, records in batches.items():
-                if await self._attempt(records) is not None:
-                    for record in records:
-                        if (error := await self._attempt([record])) is not None:
-                            await self._dead_letter(record, error)
-                await self._consumer.commit({partition: records[-1].offset + 1})
+            if not batches:
+                continue
+            # Partitions are independent (one aggregate's records share one): their batches are
+            # handled side by side, so one's round trips overlap another's.
+            await asyncio.gather(*(self._handle(records) for records in batches.values()))
+            await self._consumer.commit(
+                {partition: records[-1].offset + 1 for partition, records in batches.items()}
+            )
+
+    async def _handle(self, records: Sequence[Record]) -> None:
+        if await self._attempt(records) is not None:
+            for record in records:
+                if (error := await self._attempt([record])) is not None:
+                    await self._dead_letter(record, error)
 
     async def _attempt(self, records: Sequence[Record]) -> Exception | None:
         """Handle the records, retrying with backoff; the last error if every attempt failed."""

@@ -55,6 +55,16 @@ class EventsQueued(Protocol):
     def __call__(self, document_id: object, inserted: list[Document] | None = None) -> None: ...
 
 
+class QueuedDocuments(dict[object, list[Document] | None]):
+    """Documents with events to publish, in the order writers named them, each with the entries
+    of its insert when a writer just inserted it: they are all it holds, so the relay need not
+    read it back. After any other write (or a second one) the relay reads the document: entries
+    a failed pass left there go out first, keeping each aggregate's events in order."""
+
+    def __call__(self, document_id: object, inserted: list[Document] | None = None) -> None:
+        self[document_id] = None if document_id in self else inserted
+
+
 def outbox_update(entries: list[Document]) -> dict[str, Any]:
     """The update operators that append `entries` to a document's outbox."""
     return {"$push": {OUTBOX: {"$each": entries}}}
@@ -89,18 +99,28 @@ class OutboxRelay:
         self._publisher = publisher
         self._batch_size = batch_size
         self._scan_seconds = scan_seconds
-        # Ids in notification order, with the entries of a document just inserted with them.
-        self._queued: dict[object, list[Document] | None] = {}
+        self._queued = QueuedDocuments()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
     def notify(self, document_id: object, inserted: list[Document] | None = None) -> None:
-        """Called after a write that queued events, so they leave at once. A writer that
-        inserted the document passes its entries: they are all it holds, so the relay need not
-        read it back. After any other write the relay reads the document: entries a failed
-        pass left there go out first, keeping each aggregate's events in order."""
-        self._queued[document_id] = None if document_id in self._queued else inserted
+        """Called after a write that queued events, so they leave at once (see QueuedDocuments)."""
+        self._queued(document_id, inserted)
         self._wake.set()
+
+    async def publish_now(self, queued: QueuedDocuments) -> None:
+        """Publish these documents' events before returning, in batches, for a writer that must
+        know its events are out (a consumer, before it commits its offsets). If Kafka or MongoDB
+        fails meanwhile, the relay's own loop takes the documents over: their events stay in
+        the outbox until they are out, so the writer may go on."""
+        batch = list(queued.items())
+        try:
+            for start in range(0, len(batch), self._batch_size):
+                await self._relay_batch(batch[start : start + self._batch_size])
+        except Exception as exc:  # noqa: BLE001 - the loop retries: nothing is lost
+            log.warning("publishing at once failed, relay retries", extra={"error": repr(exc)})
+            for id_, _ in batch:
+                self.notify(id_)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -135,15 +155,18 @@ class OutboxRelay:
         batch = list(self._queued.items())[: self._batch_size]
         for id_, _ in batch:  # a notification arriving during the pass queues its id anew
             del self._queued[id_]
-        known = [{"_id": id_, OUTBOX: entries} for id_, entries in batch if entries]
-        unknown = [id_ for id_, entries in batch if not entries]
         try:
-            found = await find_by_ids(self._collection, unknown, RELAY_FIELDS)
-            await self._relay(known + [document for document in found if document.get(OUTBOX)])
+            await self._relay_batch(batch)
         except BaseException:
             for id_, _ in batch:  # tried again, reading what the documents hold by then
                 self._queued[id_] = None
             raise
+
+    async def _relay_batch(self, batch: list[tuple[object, list[Document] | None]]) -> None:
+        known = [{"_id": id_, OUTBOX: entries} for id_, entries in batch if entries]
+        unknown = [id_ for id_, entries in batch if not entries]
+        found = await find_by_ids(self._collection, unknown, RELAY_FIELDS)
+        await self._relay(known + [document for document in found if document.get(OUTBOX)])
 
     async def relay_pending(self) -> int:
         """Relay a batch of pending documents found by scanning; how many there were."""

@@ -107,7 +107,7 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
             "contact-commands": consumer(
                 settings.contact_commands_group,
                 settings.topic_contacts_commands,
-                partial(apply_contact_commands, schemas=schemas, contacts=contacts),
+                partial(apply_contact_commands, schemas=schemas, contacts=contacts, relay=relay),
             ),
             "suppressions": consumer(
                 settings.suppressions_group,

@@ -29,6 +29,7 @@ from contacts_shared.events import (
 )
 from contacts_shared.kafka import Record
 from contacts_shared.mongo import retry_if_stale
+from contacts_shared.outbox import OutboxRelay, QueuedDocuments
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +68,21 @@ async def apply_profile_event(
 
 
 async def apply_contact_commands(
-    records: Sequence[Record], *, schemas: SchemaStore, contacts: ContactRepository
+    records: Sequence[Record],
+    *,
+    schemas: SchemaStore,
+    contacts: ContactRepository,
+    relay: OutboxRelay,
 ) -> None:
-    """Apply a partition's batch of upserts from `contacts.commands` in bulk; a redelivered
-    batch finds nothing to change."""
+    """Apply a partition's batch of upserts from `contacts.commands` in bulk, then publish the
+    events at once, before the offsets are committed (docs/adr/0008). A redelivered batch finds
+    nothing to change; events a crash kept from Kafka are still in the outbox, and the relay's
+    scan publishes them."""
     commands = [UpsertContact.model_validate_json(record.value) for record in records]
-    for orphan in await apply_upserts(commands, schemas=schemas, contacts=contacts):
+    queued = QueuedDocuments()
+    orphans = await apply_upserts(commands, schemas=schemas, contacts=contacts.queueing_to(queued))
+    await relay.publish_now(queued)
+    for orphan in orphans:
         log.warning(
             "command for a profile that is gone, dropped",
             extra={"profile_id": orphan.profile_id, "command_id": orphan.command_id},

@@ -57,6 +57,8 @@ class SchemaStore(Protocol):
 
 
 class ContactRepository(Protocol):
+    def queueing_to(self, events_queued: EventsQueued) -> ContactRepository: ...
+
     async def drop_field(self, profile_id: str, field_key: str) -> None: ...
 
     async def find(self, profile_id: str, key: str) -> tuple[Contact | None, int]: ...
@@ -179,6 +181,15 @@ class MongoContactRepository:
         self._settings = settings
         self._suppressions = suppressions
         self._events_queued = events_queued
+
+    def queueing_to(self, events_queued: EventsQueued) -> MongoContactRepository:
+        """The same repository, naming the documents it queues events on to `events_queued`."""
+        return MongoContactRepository(
+            self._collection,
+            self._settings,
+            suppressions=self._suppressions,
+            events_queued=events_queued,
+        )
 
     async def create_indexes(self) -> None:
         await ensure_indexes(
