@@ -10,7 +10,7 @@ PYTEST := $(UV) run --frozen pytest
 .PHONY: help setup run stop status test lint fmt unit integration e2e bench bench-scale catalogue clean
 
 help:
-	@echo "make run    start Kafka, FerretDB and every service (installs on first use)"
+	@echo "make run    start Kafka, the local MongoDB server and every service (installs on first use)"
 	@echo "make stop   stop what 'make run' started"
 	@echo "make test   lint, then unit, integration and end-to-end tests on the real stack"
 	@echo "make lint | fmt | unit | integration | e2e | bench | bench-scale | catalogue | status"
@@ -57,8 +57,8 @@ bench: setup
 	$(UV) run --frozen python bench/profile_events.py
 	$(UV) run --frozen python bench/webhook_ingest.py
 
-# Reads on one large profile; on the local FerretDB each listing scans every contact (ADR 5),
-# so a million takes a long while: SCALE_CONTACTS=100000 for a quicker look.
+# Reads on one large profile; loading a million contacts takes a few minutes:
+# SCALE_CONTACTS=100000 for a quicker look.
 SCALE_CONTACTS ?= 1000000
 bench-scale: setup
 	$(UV) run --frozen python bench/contacts_at_scale.py --contacts-count $(SCALE_CONTACTS)

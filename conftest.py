@@ -2,7 +2,8 @@
 
 Where they come from, in order: addresses in the environment (CONTACTS_KAFKA_BOOTSTRAP_SERVERS
 and CONTACTS_MONGODB_URL); else testcontainers where a Docker engine answers; else the project's
-own local stack (Kafka from Maven Central, FerretDB), installed and started on first use.
+own local stack (Kafka from Maven Central, FerretDB v2 on PostgreSQL with DocumentDB), installed
+and started on first use.
 """
 
 from __future__ import annotations
