@@ -111,6 +111,15 @@ RecordHandler = Callable[[Record], Awaitable[None]]
 BatchHandler = Callable[[Sequence[Record]], Awaitable[None]]
 
 
+# Tells an error that means a backing server is away (and will be back) from one of the records.
+Outage = Callable[[Exception], bool]
+MAX_OUTAGE_PAUSE_SECONDS = 5.0
+
+
+def never(_: Exception) -> bool:
+    return False
+
+
 def one_at_a_time(handler: RecordHandler) -> BatchHandler:
     """A batch handler that hands each record to `handler` in turn."""
 
@@ -142,8 +151,10 @@ class ConsumerRunner:
         max_attempts: int = 3,
         retry_backoff_seconds: float = 0.2,
         batch_size: int = 500,
+        outage: Outage = never,
     ) -> None:
         self._consumer = consumer
+        self._outage = outage
         self._publisher = publisher
         self._handler = handler
         self._dead_letter_suffix = dead_letter_suffix
@@ -175,28 +186,39 @@ class ConsumerRunner:
                     await self._dead_letter(record, error)
 
     async def _attempt(self, records: Sequence[Record]) -> Exception | None:
-        """Handle the records, retrying with backoff; the last error if every attempt failed."""
+        """Handle the records, retrying with backoff; the last error if every attempt failed.
+        While a backing server is away (`outage`) the handler is retried until it is back,
+        without counting attempts: the records are fine and must not be dead-lettered."""
         error: Exception | None = None
-        for attempt in range(1, self._max_attempts + 1):
+        attempt, outage_pause = 1, self._retry_backoff_seconds
+        while attempt <= self._max_attempts:
             try:
                 await self._handler(records)
                 return None
             except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then parked
                 error = exc
+                position = {
+                    "topic": records[0].topic,
+                    "partition": records[0].partition,
+                    "offsets": f"{records[0].offset}-{records[-1].offset}",
+                    "error": repr(exc),
+                }
+                if self._outage(exc):
+                    if self._stopping.is_set():
+                        raise  # uncommitted: the next owner of the partition handles them
+                    log.warning("a backing server is away, waiting for it", extra=position)
+                    await asyncio.sleep(outage_pause)
+                    outage_pause = min(outage_pause * 2, MAX_OUTAGE_PAUSE_SECONDS)
+                    continue
                 log.warning(
                     "handler failed, retrying"
                     if attempt < self._max_attempts
                     else "handler failed",
-                    extra={
-                        "topic": records[0].topic,
-                        "partition": records[0].partition,
-                        "offsets": f"{records[0].offset}-{records[-1].offset}",
-                        "attempt": attempt,
-                        "error": repr(exc),
-                    },
+                    extra={**position, "attempt": attempt},
                 )
                 if attempt < self._max_attempts:
                     await asyncio.sleep(self._retry_backoff_seconds * 2 ** (attempt - 1))
+                attempt += 1
         return error
 
     async def _dead_letter(self, record: Record, exc: Exception) -> None:
@@ -236,7 +258,9 @@ class SupervisedConsumer:
         handler: BatchHandler,
         partitions: int,
         dead_letter_suffix: str = ".dlq",
+        outage: Outage = never,
     ) -> None:
+        self._outage = outage
         self._bootstrap_servers = bootstrap_servers
         self._partitions = partitions
         self._group_id = group_id
@@ -265,6 +289,7 @@ class SupervisedConsumer:
                     self._publisher,
                     self._handler,
                     dead_letter_suffix=self._dead_letter_suffix,
+                    outage=self._outage,
                 )
                 if self._stopping.is_set():
                     return

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from pymongo import AsyncMongoClient, IndexModel, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, OperationFailure
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure
 
 T = TypeVar("T")
 Document = dict[str, Any]
@@ -28,6 +28,24 @@ def connect(url: str, *, app_name: str) -> MongoClient:
 async def ping(client: MongoClient) -> None:
     """Raise unless the server answers."""
     await client.admin.command("ping")
+
+
+INTERNAL_ERROR = 1
+# How FerretDB words an InternalError while its PostgreSQL is away or restarting.
+BACKEND_AWAY = ("failed to connect", "conn closed", "connection refused", "terminating connection")
+
+
+def server_unavailable(exc: BaseException) -> bool:
+    """True for an error that means the database is away (and will be back), not that the
+    request is wrong: a connection failure, or FerretDB's answer while its PostgreSQL is down."""
+    if isinstance(exc, ConnectionFailure):
+        return True
+    message = str(exc)
+    return (
+        isinstance(exc, OperationFailure)
+        and exc.code == INTERNAL_ERROR
+        and any(sign in message for sign in BACKEND_AWAY)
+    )
 
 
 # What makes two indexes of one name the same index, besides their keys.

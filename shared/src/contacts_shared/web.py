@@ -16,12 +16,12 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Respons
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from pymongo.errors import ConnectionFailure, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contacts_shared.logs import account_id_var, configure_logging, request_id_var
-from contacts_shared.mongo import StaleDocument
+from contacts_shared.mongo import StaleDocument, server_unavailable
 from contacts_shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -250,11 +250,13 @@ def create_service_app(
         problem = Problem(409, "Conflict", "The record kept changing under this request; retry")
         return problem.response(instance=request.url.path)
 
-    @app.exception_handler(ConnectionFailure)
+    @app.exception_handler(PyMongoError)
     @app.exception_handler(KafkaError)
-    async def handle_unavailable(request: Request, exc: Exception) -> Response:
-        log.warning("a backing server is unavailable", extra={"error": repr(exc)})
-        return unavailable(exc, instance=request.url.path)
+    async def handle_server_error(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, KafkaError) or server_unavailable(exc):
+            log.warning("a backing server is unavailable", extra={"error": repr(exc)})
+            return unavailable(exc, instance=request.url.path)
+        return await handle_unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def handle_unexpected(request: Request, exc: Exception) -> Response:

@@ -36,7 +36,7 @@ from contact_svc.repository import (
 from contact_svc.settings import ContactSettings
 from contact_svc.webhooks import SourceRateLimits
 from contacts_shared.kafka import BatchHandler, EventPublisher, SupervisedConsumer, one_at_a_time
-from contacts_shared.mongo import connect, ping
+from contacts_shared.mongo import connect, ping, server_unavailable
 from contacts_shared.outbox import OutboxRelay
 from contacts_shared.web import InFlightLimit, Problem, create_service_app
 
@@ -96,6 +96,7 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
                 handler=handler,
                 partitions=settings.topic_partitions,
                 dead_letter_suffix=settings.dead_letter_suffix,
+                outage=server_unavailable,
             )
 
         consumers = {
