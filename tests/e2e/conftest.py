@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+
+from contact_svc.webhooks import signature
 
 
 def free_port() -> int:
@@ -85,3 +88,30 @@ def service_process(tmp_path: Path) -> Iterator[ServiceFactory]:
     yield make
     for proc in made:
         proc.kill()
+
+
+WebhookSender = Callable[
+    [httpx.AsyncClient, str, str, list[dict[str, object]]], Awaitable[httpx.Response]
+]
+
+
+@pytest.fixture
+def send_webhook() -> WebhookSender:
+    """Posts records to a webhook endpoint, signed with the source's secret as a store would."""
+
+    async def send(
+        api: httpx.AsyncClient, endpoint: str, secret: str, records: list[dict[str, object]]
+    ) -> httpx.Response:
+        body = json.dumps(records).encode()
+        stamp = str(int(time.time()))
+        return await api.post(
+            endpoint,
+            content=body,
+            headers={
+                "content-type": "application/json",
+                "x-webhook-timestamp": stamp,
+                "x-webhook-signature": signature(secret, stamp, body),
+            },
+        )
+
+    return send

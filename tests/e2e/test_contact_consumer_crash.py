@@ -5,15 +5,12 @@ statistics count each once."""
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import time
 from typing import Any
 
 import httpx
 import pytest
-
-from contact_svc.webhooks import signature
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +41,7 @@ async def count_contacts(api: httpx.AsyncClient, base: str) -> dict[str, int]:
 
 
 async def test_a_killed_consumer_resumes_without_loss_or_duplicates(
-    infrastructure: Any, unique: str, service_process: Any
+    infrastructure: Any, unique: str, service_process: Any, send_webhook: Any
 ) -> None:
     env = {
         "CONTACTS_ENVIRONMENT": "test",
@@ -91,20 +88,12 @@ async def test_a_killed_consumer_resumes_without_loss_or_duplicates(
         ).json()
 
         for batch in range(BATCHES):
-            records = [
+            records: list[dict[str, object]] = [
                 {"email": f"c{index:04d}@crash.example", "n": batch}
                 for index in range(batch * STRIDE, batch * STRIDE + PER_BATCH)
             ]
-            body = json.dumps(records).encode()
-            stamp = str(int(time.time()))
-            response = await api.post(
-                f"{first.url}{source['endpoint']}",
-                content=body,
-                headers={
-                    "content-type": "application/json",
-                    "x-webhook-timestamp": stamp,
-                    "x-webhook-signature": signature(source["secret"], stamp, body),
-                },
+            response = await send_webhook(
+                api, f"{first.url}{source['endpoint']}", source["secret"], records
             )
             assert response.status_code == 202 and response.json()["accepted"] == PER_BATCH
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -17,8 +16,6 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
-
-from contact_svc.webhooks import signature
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +84,11 @@ def mongo_proxy(infrastructure: Any) -> Iterator[CuttableProxy]:
 
 
 async def test_an_outage_answers_503_and_loses_no_accepted_webhook(
-    infrastructure: Any, unique: str, service_process: Any, mongo_proxy: CuttableProxy
+    infrastructure: Any,
+    unique: str,
+    service_process: Any,
+    mongo_proxy: CuttableProxy,
+    send_webhook: Any,
 ) -> None:
     proxy = mongo_proxy
     commands_topic = f"contacts.commands.outage.{unique}"
@@ -136,17 +137,11 @@ async def test_an_outage_answers_503_and_loses_no_accepted_webhook(
             )
         ).json()
         for batch in range(BATCHES):
-            records = [{"email": f"o{batch}-{i}@outage.example"} for i in range(PER_BATCH)]
-            body = json.dumps(records).encode()
-            stamp = str(int(time.time()))
-            accepted = await api.post(
-                f"{contact_svc.url}{source['endpoint']}",
-                content=body,
-                headers={
-                    "content-type": "application/json",
-                    "x-webhook-timestamp": stamp,
-                    "x-webhook-signature": signature(source["secret"], stamp, body),
-                },
+            records: list[dict[str, object]] = [
+                {"email": f"o{batch}-{i}@outage.example"} for i in range(PER_BATCH)
+            ]
+            accepted = await send_webhook(
+                api, f"{contact_svc.url}{source['endpoint']}", source["secret"], records
             )
             assert accepted.status_code == 202, accepted.text
 
