@@ -17,6 +17,7 @@ import pwd
 import shutil
 import subprocess
 import tarfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -409,7 +410,19 @@ def postgres_process(cfg: StackConfig) -> Process:
     )
 
 
+def wait_until_accepting(cfg: StackConfig, timeout: float = 120.0) -> None:
+    """PostgreSQL opens its port before it accepts connections (crash recovery after an
+    unclean stop replays the WAL first), so readiness is asked of the server itself."""
+    deadline = time.monotonic() + timeout
+    ready = [str(PG_BIN / "pg_isready"), "-q", "-h", cfg.host, "-p", str(cfg.postgres_port)]
+    while subprocess.run(ready, check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"PostgreSQL did not accept connections within {timeout:.0f}s")
+        time.sleep(0.2)
+
+
 def create_extension(cfg: StackConfig) -> None:
+    wait_until_accepting(cfg)
     run_checked(
         [
             str(PG_BIN / "psql"),
@@ -430,6 +443,11 @@ def create_extension(cfg: StackConfig) -> None:
     )
 
 
+# Lets an index scan deliver a sort with a limit (`Limit -> Index Scan`) instead of sorting
+# every match first; per FerretDB connection, so postgresql.conf stays stock (ADR 9).
+ORDERED_INDEX_SCANS = "-c%20documentdb.enableIndexOrderbyPushdown%3Don"
+
+
 def ferretdb_process(cfg: StackConfig) -> Process:
     state = cfg.home / "ferretdb" / "state"
     state.mkdir(parents=True, exist_ok=True)
@@ -439,7 +457,8 @@ def ferretdb_process(cfg: StackConfig) -> Process:
         [
             str(ferretdb_binary(cfg)),
             f"--listen-addr={cfg.host}:{cfg.mongo_port}",
-            f"--postgresql-url=postgres://postgres@{cfg.host}:{cfg.postgres_port}/postgres",
+            f"--postgresql-url=postgres://postgres@{cfg.host}:{cfg.postgres_port}/postgres"
+            f"?options={ORDERED_INDEX_SCANS}",
             f"--state-dir={state}",
             "--no-auth",
             "--telemetry=disable",

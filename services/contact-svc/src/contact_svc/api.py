@@ -192,6 +192,27 @@ async def upsert_batch(
     )
 
 
+class ContactCount(BaseModel):
+    count: int
+    status: ContactStatus | None
+
+
+@router.get(":count")
+async def count_contacts(
+    profile_id: str, account_id: AccountId, request: Request, status: ContactStatus | None = None
+) -> ContactCount:
+    """How many contacts the profile holds, or how many have `status`: read from the
+    statistics (see `/stats`), so it costs the same at any size."""
+    stats = await handlers.profile_stats(
+        account_id=account_id,
+        profile_id=profile_id,
+        schemas=request.app.state.schemas,
+        stats=request.app.state.stats,
+    )
+    count = stats.total if status is None else stats.by_status.get(status.value, 0)
+    return ContactCount(count=count, status=status)
+
+
 @router.get(":export", response_class=StreamingResponse)
 async def export_contacts(
     profile_id: str, account_id: AccountId, request: Request

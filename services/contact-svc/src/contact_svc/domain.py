@@ -195,6 +195,8 @@ class ProfileSchema:
     type: ProfileType
     fields: tuple[FieldSpec, ...]
     version: int
+    # No contact of the profile is older: where pages in creation order start looking.
+    created_at: datetime | None = None
 
     @classmethod
     def of(cls, snapshot: ProfileSnapshot) -> ProfileSchema:
@@ -204,6 +206,7 @@ class ProfileSchema:
             type=snapshot.type,
             fields=snapshot.fields,
             version=snapshot.version,
+            created_at=snapshot.created_at,
         )
 
     @property

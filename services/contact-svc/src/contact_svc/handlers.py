@@ -296,8 +296,9 @@ async def list_contacts(
         spec = schema.field_named(field)
         if spec is None:
             raise ContactInvalid([FieldProblem("field", f"no field '{field}' in this profile")])
-        if spec.identity:
-            field_equals = (spec.key, schema.identity_key(value, region))
+        if spec.identity:  # the key itself: its `_id` range reads one contact
+            key_prefix = schema.identity_key(value, region)
+            field_equals = (spec.key, key_prefix)
         else:
             converted = schema.values({spec.name: value}, default_region=region, partial=True)
             field_equals = (spec.key, converted[spec.key])
@@ -309,6 +310,7 @@ async def list_contacts(
         after=parse_cursor(order, cursor) if cursor else None,
         order=order,
         limit=limit,
+        since=schema.created_at,
     )
     return schema, page
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
@@ -27,6 +28,7 @@ from contacts_shared.mongo import (
     Collection,
     Document,
     StaleDocument,
+    bson_now,
     ensure_indexes,
     find_by_ids,
     replace_if_newer,
@@ -87,6 +89,7 @@ class ContactRepository(Protocol):
         after: PagePosition | None,
         limit: int,
         order: ContactOrder = ...,
+        since: datetime | None = None,
     ) -> list[Contact]: ...
 
 
@@ -106,6 +109,7 @@ class MongoSchemaStore:
             type=ProfileType(document["type"]),
             fields=tuple(FieldSpec.model_validate(spec) for spec in document["fields"]),
             version=document["version"],
+            created_at=document.get("created_at"),
         )
 
     async def apply(self, schema: ProfileSchema, *, deleted: bool) -> bool:
@@ -119,9 +123,58 @@ class MongoSchemaStore:
                 "type": schema.type.value,
                 "fields": [spec.model_dump(mode="json") for spec in schema.fields],
                 "version": schema.version,
+                "created_at": schema.created_at,
                 DELETED: deleted,
             },
         )
+
+
+# Strings the listing indexes serve, each beginning with the profile id so one index range is
+# one profile's share (DocumentDB keeps each field of a compound index as a separate term, so
+# `profile_id` in a filter would read the whole profile). ADR 9.
+SEARCH_TERMS = "search_terms"  # the contact's status and every field value, as exact terms
+CREATED_ORDER = "created_order"  # profile, creation time and key: creation order, one range
+TERMS_INDEX = "search_terms_1"
+CREATED_INDEX = "created_order_1"
+SEPARATOR = "\x1f"
+PAST_SEPARATOR = chr(ord(SEPARATOR) + 1)
+# Longer values are not indexed (index keys are bounded); equality on them still works, by
+# reading the profile in key order.
+MAX_TERM_VALUE = 256
+# Filters matching under 1 in RARE_FILTER_SHARE of the keys probed are served from the terms.
+RARE_FILTER_SHARE = 200
+FIRST_WINDOW = timedelta(hours=1)
+OLDEST_CONTACT = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def status_term(profile_id: str, status: ContactStatus) -> str:
+    return SEPARATOR.join(("status", profile_id, status.value))
+
+
+def field_term(profile_id: str, field_key: str, value: object) -> str | None:
+    """The exact term of a stored value (None: not indexed); numbers equal as numbers."""
+    if value is None or isinstance(value, list | dict):
+        return None
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, float) and value.is_integer():
+        text = str(int(value))
+    else:
+        text = str(value)
+    if len(text) > MAX_TERM_VALUE:
+        return None
+    return SEPARATOR.join(("field", profile_id, field_key, text))
+
+
+def created_order(profile_id: str, created_at: datetime, key: str = "") -> str:
+    """Sorts as (profile, creation time, key); fixed-width UTC milliseconds."""
+    stamp = created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+    return SEPARATOR.join((profile_id, stamp, key))
+
+
+def search_terms(contact: Contact) -> list[str]:
+    terms = (field_term(contact.profile_id, k, v) for k, v in contact.fields.items())
+    return [status_term(contact.profile_id, contact.status), *(t for t in terms if t)]
 
 
 def contact_document(contact: Contact) -> Document:
@@ -140,6 +193,8 @@ def contact_document(contact: Contact) -> Document:
         "created_at": contact.created_at,
         "updated_at": contact.updated_at,
         DELETED: contact.deleted,
+        SEARCH_TERMS: search_terms(contact),
+        CREATED_ORDER: created_order(contact.profile_id, contact.created_at, contact.key),
     }
 
 
@@ -176,11 +231,14 @@ class MongoContactRepository:
         *,
         suppressions: SuppressionStore,
         events_queued: EventsQueued,
+        probe_size: int = 1000,
     ) -> None:
+        """`probe_size`: keys read to judge whether a filter is rare (see `_in_key_order`)."""
         self._collection = collection
         self._settings = settings
         self._suppressions = suppressions
         self._events_queued = events_queued
+        self._probe_size = probe_size
 
     def queueing_to(self, events_queued: EventsQueued) -> MongoContactRepository:
         """The same repository, naming the documents it queues events on to `events_queued`."""
@@ -189,21 +247,16 @@ class MongoContactRepository:
             self._settings,
             suppressions=self._suppressions,
             events_queued=events_queued,
+            probe_size=self._probe_size,
         )
 
     async def create_indexes(self) -> None:
         await ensure_indexes(
             self._collection,
             [
-                IndexModel([("profile_id", ASCENDING), ("key", ASCENDING)], name="by_key"),
-                IndexModel(
-                    [("profile_id", ASCENDING), ("status", ASCENDING), ("key", ASCENDING)],
-                    name="by_status",
-                ),
-                IndexModel(
-                    [("profile_id", ASCENDING), ("created_at", ASCENDING), ("key", ASCENDING)],
-                    name="by_created",
-                ),
+                # Key order needs none: `_id` is `profile_id:key`.
+                IndexModel([(SEARCH_TERMS, ASCENDING)], name=TERMS_INDEX),
+                IndexModel([(CREATED_ORDER, ASCENDING)], name=CREATED_INDEX),
                 OUTBOX_INDEX,
             ],
         )
@@ -288,8 +341,13 @@ class MongoContactRepository:
 
     async def drop_field(self, profile_id: str, field_key: str) -> None:
         """Remove a deleted field's values from every contact of the profile (idempotent)."""
+        prefix = re.escape(SEPARATOR.join(("field", profile_id, field_key, "")))
         await self._collection.update_many(
-            {"profile_id": profile_id}, {"$unset": {f"fields.{field_key}": ""}}
+            {"_id": profile_range(profile_id)},
+            {
+                "$unset": {f"fields.{field_key}": ""},
+                "$pull": {SEARCH_TERMS: {"$regex": "^" + prefix}},
+            },
         )
 
     async def find_page(
@@ -302,37 +360,115 @@ class MongoContactRepository:
         after: PagePosition | None,
         limit: int,
         order: ContactOrder = ContactOrder.KEY,
+        since: datetime | None = None,
     ) -> list[Contact]:
-        """A page of live contacts in `order` (indexes `by_key`, `by_status`, `by_created`)."""
-        query: Document = {"profile_id": profile_id, DELETED: False}
+        """A page of live contacts in `order`, reading about the page's worth of rows however
+        large the profile (ADR 9); `since`: no contact is older (the profile's creation)."""
+        filters: Document = {DELETED: False}
+        terms = []
         if status is not None:
-            query["status"] = status.value
-        if key_prefix:
-            query["key"] = {"$regex": "^" + re.escape(key_prefix)}
+            filters["status"] = status.value
+            terms.append(status_term(profile_id, status))
         if field_equals is not None:
-            query[f"fields.{field_equals[0]}"] = field_equals[1]
+            filters[f"fields.{field_equals[0]}"] = field_equals[1]
+            if term := field_term(profile_id, *field_equals):
+                terms.append(term)
         if order is ContactOrder.KEY:
-            sort = [("key", ASCENDING)]
-            if after is not None:
-                query = {"$and": [query, {"key": {"$gt": after.key}}]}
+            ids = profile_range(profile_id, key_prefix or "")
+            if after is not None and contact_id(profile_id, after.key) >= ids["$gte"]:
+                ids = {"$gt": contact_id(profile_id, after.key), "$lt": ids["$lt"]}
+            documents = await self._in_key_order(ids, filters, terms, limit)
         else:
-            direction = DESCENDING if order is ContactOrder.NEWEST else ASCENDING
-            sort = [("created_at", direction), ("key", ASCENDING)]
-            if after is not None:
-                beyond = "$lt" if order is ContactOrder.NEWEST else "$gt"
-                query = {
-                    "$and": [
-                        query,
-                        {
-                            "$or": [
-                                {"created_at": {beyond: after.created_at}},
-                                {"created_at": after.created_at, "key": {"$gt": after.key}},
-                            ]
-                        },
-                    ]
-                }
-        cursor = self._collection.find(query, {OUTBOX: 0}).sort(sort).limit(limit)
-        return [_contact(document) async for document in cursor]
+            if key_prefix:
+                filters["_id"] = profile_range(profile_id, key_prefix)
+            documents = await self._in_creation_order(
+                profile_id, filters, after, order is ContactOrder.NEWEST, limit, since
+            )
+        return [_contact(document) for document in documents]
+
+    async def _find(
+        self, query: Document, index: str, limit: int, direction: int = ASCENDING
+    ) -> list[Document]:
+        field = "_id" if index == "_id_" else index.removesuffix("_1")
+        cursor = self._collection.find(query, {OUTBOX: 0, SEARCH_TERMS: 0})
+        return await cursor.sort(field, direction).hint(index).limit(limit).to_list()
+
+    async def _in_key_order(
+        self, ids: Document, filters: Document, terms: Sequence[str], limit: int
+    ) -> list[Document]:
+        """Read in `_id` order until `limit` match, unless the first `probe_size` keys show
+        the filter is rare: then its matches come from the terms index and only they are
+        sorted. Either way about `probe_size / rarest share read` rows, 1,000 to 10,000."""
+        query = {**filters, "_id": ids}
+        if len(filters) == 1:  # live contacts only: nearly every row matches
+            return await self._find(query, "_id_", limit)
+        edge = await (
+            self._collection.find({"_id": ids}, {"_id": 1})
+            .sort("_id", ASCENDING)
+            .hint("_id_")
+            .skip(self._probe_size - 1)
+            .limit(1)
+            .to_list()
+        )
+        if not edge:  # fewer keys than the probe are left: one short read
+            return await self._find(query, "_id_", limit)
+        near = await self._find({**filters, "_id": {**ids, "$lte": edge[0]["_id"]}}, "_id_", limit)
+        rest = {**filters, "_id": {"$gt": edge[0]["_id"], "$lt": ids["$lt"]}}
+        wanted = limit - len(near)
+        if wanted == 0:
+            return near
+        if len(near) * RARE_FILTER_SHARE >= self._probe_size or not terms:
+            return near + await self._find(rest, "_id_", wanted)
+        return near + await self._find({**rest, SEARCH_TERMS: {"$all": terms}}, TERMS_INDEX, wanted)
+
+    async def _in_creation_order(
+        self,
+        profile_id: str,
+        filters: Document,
+        after: PagePosition | None,
+        newest_first: bool,
+        limit: int,
+        since: datetime | None,
+    ) -> list[Document]:
+        """Windows of creation time from the cursor on, each read whole and sorted (DocumentDB
+        sorts what a range matches), four times wider each time one comes back short: a page
+        reads about an hour's additions, or the few windows it takes to find `limit`."""
+        first, last = since or OLDEST_CONTACT, bson_now() + timedelta(minutes=1)
+        # Bounds are `created_order` prefixes, which no contact's string equals.
+        edge, at = None, last if newest_first else first
+        if after is not None and after.created_at is not None:
+            edge, at = created_order(profile_id, after.created_at, after.key), after.created_at
+        width = FIRST_WINDOW
+        found: list[Document] = []
+        while True:
+            at = at - width if newest_first else at + width
+            done = at <= first if newest_first else at >= last
+            bound = profile_id + (SEPARATOR if newest_first else PAST_SEPARATOR)
+            if not done:
+                bound = created_order(profile_id, at)
+            if newest_first:
+                window = {"$gt": bound, "$lt": edge or profile_id + PAST_SEPARATOR}
+            else:
+                window = {"$gt": edge or profile_id + SEPARATOR, "$lt": bound}
+            direction = DESCENDING if newest_first else ASCENDING
+            query = {**filters, CREATED_ORDER: window}
+            found += await self._find(query, CREATED_INDEX, limit - len(found), direction)
+            if done or len(found) == limit:
+                return found
+            edge, width = bound, width * 4
+
+
+def profile_range(profile_id: str, key_prefix: str = "") -> Document:
+    """The `_id` range of a profile's contacts whose keys start with `key_prefix`."""
+    low = contact_id(profile_id, key_prefix)
+    return {"$gte": low, "$lt": _successor(low)}
+
+
+def _successor(prefix: str) -> str:
+    """The least string above every string that starts with `prefix`."""
+    while prefix and prefix[-1] == chr(sys.maxunicode):
+        prefix = prefix[:-1]
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 class WebhookSourceStore(Protocol):

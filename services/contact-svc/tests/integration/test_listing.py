@@ -1,0 +1,149 @@
+"""Contact pages on the real server: every order and filter, walked page by page with cursors,
+gives exactly what sorting and filtering all contacts in Python gives (ADR 9's read paths:
+`_id` ranges, the probe that sends rare filters to the terms index, creation-time windows)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from contact_svc.domain import Contact, ContactOrder, PagePosition
+from contact_svc.repository import MongoContactRepository, MongoSuppressionStore
+from contact_svc.settings import ContactSettings
+from contacts_shared.schema import ContactStatus
+
+pytestmark = pytest.mark.integration
+
+PROFILE = "p-listing"
+NOW = datetime.now(UTC).replace(microsecond=0)
+SINCE = NOW - timedelta(days=400)
+# Clusters and long gaps: windows must grow across empty years and stay exact inside a burst.
+AGES = [timedelta(days=399), timedelta(days=30), timedelta(hours=5), timedelta(minutes=3)]
+
+
+def sample_contact(index: int) -> Contact:
+    created = NOW - AGES[index % len(AGES)] + timedelta(milliseconds=index % 7)
+    status = ContactStatus.BOUNCED if index % 40 == 3 else ContactStatus.ACTIVE
+    key = f"user{index:03d}@example.com"
+    return Contact(
+        account_id="account",
+        profile_id=PROFILE,
+        key=key,
+        fields={"email": key, "city": "Rare" if index % 37 == 5 else "Lima", "score": index % 3},
+        status=status,
+        status_source="test",
+        status_changed_at=created,
+        source="test",
+        created_at=created,
+        updated_at=created,
+        deleted=index % 50 == 7,
+    )
+
+
+CONTACTS = [sample_contact(i) for i in range(160)]
+
+
+@pytest.fixture
+async def repository(infrastructure: Any, unique: str) -> AsyncIterator[MongoContactRepository]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        infrastructure.mongodb_url, tz_aware=True
+    )
+    database = client[f"contact_svc_{unique}"]
+    repository = MongoContactRepository(
+        database["contacts"],
+        ContactSettings(mongodb_url=infrastructure.mongodb_url),
+        suppressions=MongoSuppressionStore(database["suppressions"]),
+        events_queued=lambda *_: None,
+        probe_size=10,  # so that 160 contacts exercise both sides of the probe
+    )
+    await repository.create_indexes()
+    # Another profile's contacts, ordered before and after this one's, must never show.
+    for neighbour in ("p-listinf", "p-listing2"):
+        await repository.add_many(
+            [Contact(**{**vars(c), "profile_id": neighbour, "events": []}) for c in CONTACTS[:20]]
+        )
+    await repository.add_many(CONTACTS)
+    yield repository
+    await client.close()
+
+
+ORDERS: dict[ContactOrder, Callable[[Contact], Any]] = {
+    ContactOrder.KEY: lambda c: c.key,
+    ContactOrder.OLDEST: lambda c: (c.created_at, c.key),
+    ContactOrder.NEWEST: lambda c: (c.created_at, c.key),
+}
+FILTERS: dict[str, tuple[dict[str, Any], Callable[[Contact], bool]]] = {
+    "none": ({}, lambda c: True),
+    "rare status": ({"status": ContactStatus.BOUNCED}, lambda c: c.status is ContactStatus.BOUNCED),
+    "common status": ({"status": ContactStatus.ACTIVE}, lambda c: c.status is ContactStatus.ACTIVE),
+    "rare value": ({"field_equals": ("city", "Rare")}, lambda c: c.fields["city"] == "Rare"),
+    "common value": ({"field_equals": ("city", "Lima")}, lambda c: c.fields["city"] == "Lima"),
+    "number as float": ({"field_equals": ("score", 2.0)}, lambda c: c.fields["score"] == 2),
+    "value and status": (
+        {"field_equals": ("city", "Lima"), "status": ContactStatus.BOUNCED},
+        lambda c: c.fields["city"] == "Lima" and c.status is ContactStatus.BOUNCED,
+    ),
+    "key prefix": ({"key_prefix": "user1"}, lambda c: c.key.startswith("user1")),
+    "prefix and rare value": (
+        {"key_prefix": "user1", "field_equals": ("city", "Rare")},
+        lambda c: c.key.startswith("user1") and c.fields["city"] == "Rare",
+    ),
+}
+
+
+@pytest.mark.parametrize("order", list(ORDERS))
+@pytest.mark.parametrize("filter_name", list(FILTERS))
+@pytest.mark.parametrize("limit", [1, 7, 50])
+async def test_every_page_walk_matches_sorting_everything(
+    repository: MongoContactRepository, order: ContactOrder, filter_name: str, limit: int
+) -> None:
+    arguments, matches = FILTERS[filter_name]
+    expected = sorted(
+        (c.key for c in CONTACTS if not c.deleted and matches(c)),
+        key=lambda key: ORDERS[order](next(c for c in CONTACTS if c.key == key)),
+        reverse=order is ContactOrder.NEWEST,
+    )
+    walked: list[str] = []
+    after: PagePosition | None = None
+    while True:
+        page = await repository.find_page(
+            PROFILE,
+            status=arguments.get("status"),
+            key_prefix=arguments.get("key_prefix"),
+            field_equals=arguments.get("field_equals"),
+            after=after,
+            limit=limit,
+            order=order,
+            since=SINCE,
+        )
+        assert len(page) <= limit
+        walked += [contact.key for contact in page]
+        if len(page) < limit:
+            break
+        after = PagePosition(page[-1].key, page[-1].created_at)
+    assert walked == expected
+    assert expected, "each case lists something"
+
+
+async def test_a_removed_field_leaves_values_and_terms(
+    repository: MongoContactRepository,
+) -> None:
+    await repository.drop_field(PROFILE, "city")
+    found = await repository.find_page(
+        PROFILE,
+        status=None,
+        key_prefix=None,
+        field_equals=("city", "Rare"),
+        after=None,
+        limit=50,
+    )
+    assert found == []
+    page = await repository.find_page(
+        PROFILE, status=None, key_prefix=None, field_equals=None, after=None, limit=500
+    )
+    assert page and all("city" not in contact.fields for contact in page)
+    assert any("score" in contact.fields for contact in page)
