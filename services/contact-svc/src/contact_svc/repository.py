@@ -398,9 +398,10 @@ class MongoContactRepository:
     ) -> list[Document]:
         """Read in `_id` order until `limit` match, unless the first `probe_size` keys show
         the filter is rare: then its matches come from the terms index and only they are
-        sorted. Either way about `probe_size / rarest share read` rows, 1,000 to 10,000."""
+        sorted. Either way a page reads from `probe_size` to `RARE_FILTER_SHARE` times the
+        page size of rows, however large the profile."""
         query = {**filters, "_id": ids}
-        if len(filters) == 1:  # live contacts only: nearly every row matches
+        if filters == {DELETED: False}:  # no filter but liveness: nearly every row matches
             return await self._find(query, "_id_", limit)
         edge = await (
             self._collection.find({"_id": ids}, {"_id": 1})
