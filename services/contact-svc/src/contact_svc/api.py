@@ -16,6 +16,7 @@ from contact_svc import handlers
 from contact_svc.domain import Contact, ContactOrder, ProfileSchema, page_cursor
 from contact_svc.repository import ContactRepository, SchemaStore, WebhookSourceStore
 from contact_svc.settings import ContactSettings
+from contact_svc.stats import ProfileStats
 from contact_svc.webhooks import SignatureError, WebhookFormat, WebhookSource
 from contacts_shared.schema import ContactStatus
 from contacts_shared.web import AccountId, InFlightLimit, Problem
@@ -77,6 +78,15 @@ class ContactOut(BaseModel):
 class ContactPage(BaseModel):
     items: list[ContactOut]
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page")
+
+
+async def stats_of(profile_id: str, account_id: str, request: Request) -> ProfileStats:
+    return await handlers.profile_stats(
+        account_id=account_id,
+        profile_id=profile_id,
+        schemas=request.app.state.schemas,
+        stats=request.app.state.stats,
+    )
 
 
 def ports(request: Request) -> dict[str, Any]:
@@ -203,12 +213,7 @@ async def count_contacts(
 ) -> ContactCount:
     """How many contacts the profile holds, or how many have `status`: read from the
     statistics (see `/stats`), so it costs the same at any size."""
-    stats = await handlers.profile_stats(
-        account_id=account_id,
-        profile_id=profile_id,
-        schemas=request.app.state.schemas,
-        stats=request.app.state.stats,
-    )
+    stats = await stats_of(profile_id, account_id, request)
     count = stats.total if status is None else stats.by_status.get(status.value, 0)
     return ContactCount(count=count, status=status)
 
@@ -311,13 +316,7 @@ async def profile_stats(profile_id: str, account_id: AccountId, request: Request
     """Contacts of the profile: total, per status, added in the last 7 and 30 days (UTC days,
     today included), and the time of the last change. Counted from the contact events as they
     are published, so a change shows here a moment after its write is answered."""
-    stats = await handlers.profile_stats(
-        account_id=account_id,
-        profile_id=profile_id,
-        schemas=request.app.state.schemas,
-        stats=request.app.state.stats,
-    )
-    return StatsOut(**asdict(stats))
+    return StatsOut(**asdict(await stats_of(profile_id, account_id, request)))
 
 
 # -- webhooks ------------------------------------------------------------------------------------

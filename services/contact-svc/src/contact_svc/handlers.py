@@ -296,9 +296,11 @@ async def list_contacts(
         spec = schema.field_named(field)
         if spec is None:
             raise ContactInvalid([FieldProblem("field", f"no field '{field}' in this profile")])
-        if spec.identity:  # the key itself: its `_id` range reads one contact
-            key_prefix = schema.identity_key(value, region)
-            field_equals = (spec.key, key_prefix)
+        if spec.identity:
+            key = schema.identity_key(value, region)
+            field_equals = (spec.key, key)
+            if key.startswith(key_prefix.strip().lower() if key_prefix else ""):
+                key_prefix = key  # the key itself: its `_id` range reads one contact
         else:
             converted = schema.values({spec.name: value}, default_region=region, partial=True)
             field_equals = (spec.key, converted[spec.key])

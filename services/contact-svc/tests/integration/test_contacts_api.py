@@ -227,6 +227,14 @@ async def test_listing_filters_and_pages(services: Services, known_profile: Any)
     assert [i["key"] for i in bounced["items"]] == ["user3@example.com"]
     prefix = (await contacts.get(base, params={"key_prefix": "USER6"})).json()
     assert [i["key"] for i in prefix["items"]] == ["user6@example.com"]
+
+    async def by_email(**params: str) -> list[str]:
+        found = await contacts.get(base, params={"field": "email", **params})
+        return [i["key"] for i in found.json()["items"]]
+
+    assert await by_email(value=" User4@Example.com") == ["user4@example.com"]
+    assert await by_email(value="user4@example.com", key_prefix="user4") == ["user4@example.com"]
+    assert await by_email(value="user4@example.com", key_prefix="user5") == []
     newest: list[str] = []
     cursor = None
     while True:
