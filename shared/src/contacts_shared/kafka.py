@@ -258,9 +258,11 @@ class SupervisedConsumer:
         handler: BatchHandler,
         partitions: int,
         dead_letter_suffix: str = ".dlq",
+        batch_size: int = 500,
         outage: Outage = never,
     ) -> None:
         self._outage = outage
+        self._batch_size = batch_size
         self._bootstrap_servers = bootstrap_servers
         self._partitions = partitions
         self._group_id = group_id
@@ -289,6 +291,7 @@ class SupervisedConsumer:
                     self._publisher,
                     self._handler,
                     dead_letter_suffix=self._dead_letter_suffix,
+                    batch_size=self._batch_size,
                     outage=self._outage,
                 )
                 if self._stopping.is_set():

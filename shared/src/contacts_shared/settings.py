@@ -36,6 +36,9 @@ class ServiceSettings(BaseSettings):
     # How often the outbox relay scans for events left by a crashed process.
     outbox_scan_seconds: float = Field(default=10.0, gt=0)
     outbox_batch_size: int = Field(default=200, ge=1)
+    # Records a consumer takes per poll, over all its partitions: each partition's share is
+    # handled in a few bulk round trips, so a larger poll amortises them (docs/adr/0008).
+    consumer_batch_records: int = Field(default=3000, ge=1)
     log_level: str = "INFO"
 
     @field_validator("api_keys", mode="before")

@@ -96,6 +96,7 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
                 handler=handler,
                 partitions=settings.topic_partitions,
                 dead_letter_suffix=settings.dead_letter_suffix,
+                batch_size=settings.consumer_batch_records,
                 outage=server_unavailable,
             )
 
