@@ -31,8 +31,15 @@ async def ping(client: MongoClient) -> None:
 
 
 INTERNAL_ERROR = 1
-# How FerretDB words an InternalError while its PostgreSQL is away or restarting.
-BACKEND_AWAY = ("failed to connect", "conn closed", "connection refused", "terminating connection")
+# How FerretDB words an InternalError while its PostgreSQL is away or restarting ("unexpected
+# EOF": a pooled connection found dead, before new ones are refused).
+BACKEND_AWAY = (
+    "failed to connect",
+    "conn closed",
+    "connection refused",
+    "terminating connection",
+    "unexpected EOF",
+)
 
 
 def server_unavailable(exc: BaseException) -> bool:

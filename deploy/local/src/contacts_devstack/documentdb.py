@@ -448,8 +448,10 @@ def create_extension(cfg: StackConfig) -> None:
 ORDERED_INDEX_SCANS = "-c%20documentdb.enableIndexOrderbyPushdown%3Don"
 
 
-def ferretdb_process(cfg: StackConfig) -> Process:
-    state = cfg.home / "ferretdb" / "state"
+def ferretdb_process(cfg: StackConfig, state: Path | None = None) -> Process:
+    """FerretDB on `cfg.mongo_port` for the PostgreSQL on `cfg.postgres_port`; `state`: its
+    state folder, when not the stack's own (a second instance, as a test starts)."""
+    state = state or cfg.home / "ferretdb" / "state"
     state.mkdir(parents=True, exist_ok=True)
     return Process(
         "ferretdb",
