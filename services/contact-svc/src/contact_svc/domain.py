@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
-import math
-import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
-
-import phonenumbers
-from email_validator import EmailNotValidError, validate_email
 
 from contacts_shared.events import (
     ContactCreated,
@@ -27,33 +21,24 @@ from contacts_shared.schema import (
     ContactSnapshot,
     ContactStatus,
     FieldSpec,
-    FieldType,
     ProfileSnapshot,
     ProfileType,
 )
-
-MAX_TEXT_LENGTH = 2000
-TRUE_WORDS = frozenset({"true", "1", "yes", "y", "si", "sí", "s", "t", "on"})
-FALSE_WORDS = frozenset({"false", "0", "no", "n", "f", "off"})
-_DAY_FIRST = re.compile(r"(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})")
+from contacts_shared.values import (
+    FieldProblem,
+    ValuesInvalid,
+    field_named,
+    identity_key,
+    typed_values,
+)
 
 
 class ContactError(Exception):
     """Base of the contact rules' refusals."""
 
 
-@dataclass(frozen=True)
-class FieldProblem:
-    field: str
-    message: str
-
-
-class ContactInvalid(ContactError):
+class ContactInvalid(ContactError, ValuesInvalid):
     """Values that break the profile's schema; names each offending field."""
-
-    def __init__(self, problems: list[FieldProblem]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(f"{p.field}: {p.message}" for p in problems))
 
 
 class ContactExists(ContactError):
@@ -78,109 +63,6 @@ class ProfileUnknown(ContactError):
 
 class ProfileNotWritable(ContactError):
     """Virtual profiles hold no contacts of their own."""
-
-
-def _name_key(name: str) -> str:
-    return unicodedata.normalize("NFKC", name.strip()).casefold()
-
-
-# -- values by type ------------------------------------------------------------------------------
-
-
-def normalize_email(raw: object) -> str:
-    """Trimmed, syntax-checked, lower-cased; no DNS lookups."""
-    if not isinstance(raw, str) or not raw.strip():
-        raise ValueError("must be an email address")
-    try:
-        checked = validate_email(raw.strip(), check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise ValueError(str(exc)) from exc
-    return checked.normalized.lower()
-
-
-def normalize_phone(raw: object, default_region: str) -> str:
-    """E.164 (`+56912345678`); numbers without a country code take `default_region`'s."""
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        raw = str(raw)
-    if not isinstance(raw, str) or not raw.strip():
-        raise ValueError("must be a phone number")
-    try:
-        number = phonenumbers.parse(raw.strip(), default_region)
-    except phonenumbers.NumberParseException as exc:
-        raise ValueError(f"is not a phone number ({exc})") from exc
-    if not phonenumbers.is_valid_number(number):
-        raise ValueError("is not a valid phone number")
-    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
-
-
-def _number(raw: object) -> int | float:
-    if isinstance(raw, bool):
-        raise ValueError("must be a number")
-    value: int | float
-    if isinstance(raw, int | float):
-        value = raw
-    elif isinstance(raw, str):
-        text = raw.strip().replace(",", ".") if raw.count(",") == 1 and "." not in raw else raw
-        try:
-            value = int(text) if re.fullmatch(r"\s*[-+]?\d+\s*", text) else float(text)
-        except ValueError as exc:
-            raise ValueError(f"'{raw}' is not a number") from exc
-    else:
-        raise ValueError("must be a number")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError("must be a finite number")
-    return value
-
-
-def _date(raw: object) -> str:
-    """ISO `YYYY-MM-DD` from ISO dates or datetimes, or the common `dd/mm/yyyy`."""
-    if not isinstance(raw, str) or not raw.strip():
-        raise ValueError("must be a date (YYYY-MM-DD or dd/mm/yyyy)")
-    text = raw.strip()
-    try:
-        if match := _DAY_FIRST.fullmatch(text):
-            day, month, year = (int(part) for part in match.groups())
-            return date(year, month, day).isoformat()
-        if len(text) == 10:
-            return date.fromisoformat(text).isoformat()
-        return datetime.fromisoformat(text).date().isoformat()
-    except ValueError as exc:
-        raise ValueError(f"'{raw}' is not a date (YYYY-MM-DD or dd/mm/yyyy)") from exc
-
-
-def _boolean(raw: object) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    word = str(raw).strip().casefold()
-    if word in TRUE_WORDS:
-        return True
-    if word in FALSE_WORDS:
-        return False
-    raise ValueError(f"'{raw}' is not a yes/no value")
-
-
-def _text(raw: object) -> str:
-    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
-        raise ValueError("must be text")
-    text = str(raw).strip()
-    if len(text) > MAX_TEXT_LENGTH:
-        raise ValueError(f"must be at most {MAX_TEXT_LENGTH} characters")
-    return text
-
-
-def convert(spec: FieldSpec, raw: object, default_region: str) -> Any:
-    """`raw` as the value stored for a field of `spec`'s type; ValueError says why not."""
-    if spec.type is FieldType.EMAIL:
-        return normalize_email(raw)
-    if spec.type is FieldType.PHONE:
-        return normalize_phone(raw, default_region)
-    if spec.type is FieldType.NUMBER:
-        return _number(raw)
-    if spec.type is FieldType.DATE:
-        return _date(raw)
-    if spec.type is FieldType.BOOLEAN:
-        return _boolean(raw)
-    return _text(raw)
 
 
 # -- the profile as contact-svc sees it ----------------------------------------------------------
@@ -216,54 +98,23 @@ class ProfileSchema:
         return next(spec for spec in self.fields if spec.identity)
 
     def field_named(self, name: str) -> FieldSpec | None:
-        wanted = _name_key(name)
-        return next((spec for spec in self.fields if _name_key(spec.name) == wanted), None)
+        return field_named(self.fields, name)
 
     def identity_key(self, raw: object, default_region: str) -> str:
         """The contact key: normalized email or E.164 phone."""
         try:
-            return str(convert(self.identity, raw, default_region))
-        except ValueError as exc:
-            raise ContactInvalid([FieldProblem(self.identity.name, str(exc))]) from exc
+            return identity_key(self.identity, raw, default_region)
+        except ValuesInvalid as exc:
+            raise ContactInvalid(exc.problems) from exc
 
     def values(
         self, given: Mapping[str, object], *, default_region: str, partial: bool
     ) -> dict[str, Any]:
-        """Values by field key from values by field name (the identity apart); every problem
-        named at once. `None` (or an empty string) clears an optional field. Unless `partial`,
-        required fields must be present."""
-        problems: list[FieldProblem] = []
-        converted: dict[str, Any] = {}
-        for name, raw in given.items():
-            spec = self.field_named(name)
-            if spec is None:
-                problems.append(FieldProblem(name, "no such field in this profile"))
-                continue
-            if spec.identity:
-                problems.append(FieldProblem(spec.name, "identifies the contact and cannot change"))
-                continue
-            if raw is None or (isinstance(raw, str) and not raw.strip()):
-                if spec.required:
-                    problems.append(FieldProblem(spec.name, "is required"))
-                else:
-                    converted[spec.key] = None
-                continue
-            try:
-                converted[spec.key] = convert(spec, raw, default_region)
-            except ValueError as exc:
-                problems.append(FieldProblem(spec.name, str(exc)))
-        if not partial:
-            problems += [
-                FieldProblem(spec.name, "is required")
-                for spec in self.fields
-                if spec.required
-                and not spec.identity
-                and spec.key not in converted
-                and not any(p.field == spec.name for p in problems)
-            ]
-        if problems:
-            raise ContactInvalid(problems)
-        return converted
+        """`contacts_shared.values.typed_values` over this profile's fields."""
+        try:
+            return typed_values(self.fields, given, default_region=default_region, partial=partial)
+        except ValuesInvalid as exc:
+            raise ContactInvalid(exc.problems) from exc
 
 
 # Statuses that follow an email or phone into every profile of the account.

@@ -21,7 +21,6 @@ from contact_svc.domain import (
     ContactInvalid,
     ContactNotFound,
     ContactOrder,
-    FieldProblem,
     PagePosition,
     ProfileSchema,
     ProfileUnknown,
@@ -48,6 +47,7 @@ from contacts_shared.commands import UpsertContact
 from contacts_shared.kafka import EventPublisher, OutgoingMessage
 from contacts_shared.mongo import StaleDocument, bson_now, retry_if_stale
 from contacts_shared.schema import ContactStatus
+from contacts_shared.values import FieldProblem
 
 
 class Outcome(StrEnum):

@@ -19,6 +19,7 @@ from contacts_shared.events import (
 )
 from contacts_shared.rules import RuleGroup, find_rule_problems, referenced_fields
 from contacts_shared.schema import FieldSpec, FieldType, ProfileSnapshot, ProfileType
+from contacts_shared.values import FieldProblem, ValuesInvalid, name_key
 
 MAX_NAME_LENGTH = 200
 MAX_DESCRIPTION_LENGTH = 2000
@@ -41,18 +42,8 @@ class ProfileError(Exception):
     """Base of the profile rules' refusals."""
 
 
-@dataclass
-class FieldProblem:
-    field: str
-    message: str
-
-
-class ProfileInvalid(ProfileError):
+class ProfileInvalid(ProfileError, ValuesInvalid):
     """Input that breaks a rule; names each offending field."""
-
-    def __init__(self, problems: Sequence[FieldProblem]) -> None:
-        self.problems = list(problems)
-        super().__init__("; ".join(f"{p.field}: {p.message}" for p in self.problems))
 
 
 class ProfileConflict(ProfileError):
@@ -79,11 +70,6 @@ def clean_text(value: str, *, what: str, max_length: int, allow_empty: bool = Fa
     if _CONTROL.search(text) and what != "description":
         raise invalid(what, "must not contain control characters")
     return text
-
-
-def name_key(name: str) -> str:
-    """What makes two names the same: case and Unicode form are ignored."""
-    return unicodedata.normalize("NFKC", name).casefold()
 
 
 def storage_key(name: str, taken: Iterable[str]) -> str:

@@ -28,7 +28,8 @@ from contacts_shared.outbox import (
 from contacts_shared.rules import RuleGroup
 from contacts_shared.schema import FieldSpec, ProfileType
 from contacts_shared.settings import ServiceSettings
-from profile_svc.domain import Profile, ProfileConflict, name_key
+from contacts_shared.values import name_key
+from profile_svc.domain import Profile, ProfileConflict
 
 
 class ProfileRepository(Protocol):
