@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from contact_svc.app import create_app as create_contact_app
-from contact_svc.domain import ProfileSchema
 from contact_svc.settings import ContactSettings
+from contacts_shared.profiles import ProfileSchema
 from contacts_shared.schema import FieldSpec, FieldType, ProfileType
 from profile_svc.app import create_app as create_profile_app
 from profile_svc.settings import ProfileSettings

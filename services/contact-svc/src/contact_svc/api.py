@@ -13,11 +13,12 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from contact_svc import handlers
-from contact_svc.domain import Contact, ContactOrder, ProfileSchema, page_cursor
-from contact_svc.repository import ContactRepository, SchemaStore, WebhookSourceStore
+from contact_svc.domain import Contact, ContactOrder, page_cursor
+from contact_svc.repository import ContactRepository, WebhookSourceStore
 from contact_svc.settings import ContactSettings
 from contact_svc.stats import ProfileStats
 from contact_svc.webhooks import SignatureError, WebhookFormat, WebhookSource
+from contacts_shared.profiles import ProfileSchema, SchemaStore
 from contacts_shared.schema import ContactStatus
 from contacts_shared.web import AccountId, InFlightLimit, Problem
 

@@ -17,18 +17,10 @@ from contact_svc.consumers import (
     count_contact_events,
     follow_suppressions,
 )
-from contact_svc.domain import (
-    ContactError,
-    ContactExists,
-    ContactInvalid,
-    ContactNotFound,
-    ProfileNotWritable,
-    ProfileUnknown,
-)
+from contact_svc.domain import ContactError, ContactExists, ContactNotFound, ProfileUnknown
 from contact_svc.handlers import WebhookRejected, WebhookSourceNotFound
 from contact_svc.repository import (
     MongoContactRepository,
-    MongoSchemaStore,
     MongoStatsStore,
     MongoSuppressionStore,
     MongoWebhookSourceStore,
@@ -38,11 +30,16 @@ from contact_svc.webhooks import SourceRateLimits
 from contacts_shared.kafka import BatchHandler, EventPublisher, SupervisedConsumer, one_at_a_time
 from contacts_shared.mongo import connect, ping, server_unavailable
 from contacts_shared.outbox import OutboxRelay
+from contacts_shared.profiles import MongoSchemaStore, ProfileNotWritable
+from contacts_shared.values import ValuesInvalid
 from contacts_shared.web import InFlightLimit, Problem, create_service_app
 
+# The refusals of the contact rules and of the shared value and profile rules they apply.
+REFUSALS = (ContactError, ValuesInvalid, ProfileNotWritable)
 
-def problem_of(exc: ContactError) -> Problem:
-    if isinstance(exc, ContactInvalid):
+
+def problem_of(exc: Exception) -> Problem:
+    if isinstance(exc, ValuesInvalid):
         errors = [{"field": p.field, "message": p.message} for p in exc.problems]
         return Problem(422, "Invalid contact", str(exc), errors)
     if isinstance(exc, WebhookRejected):
@@ -151,8 +148,10 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
         resources=resources,
     )
 
-    @app.exception_handler(ContactError)
-    async def handle_contact_error(request: Request, exc: ContactError) -> Response:
+    async def handle_refusal(request: Request, exc: Exception) -> Response:
         return problem_of(exc).response(instance=request.url.path)
+
+    for refusal in REFUSALS:
+        app.add_exception_handler(refusal, handle_refusal)
 
     return app

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
 
-from contact_svc.domain import SUPPRESSING, ProfileSchema, Suppression
+from contact_svc.domain import SUPPRESSING, Suppression
 from contact_svc.handlers import SUPPRESSION_SOURCE, apply_upserts, delete_profile_contacts
-from contact_svc.repository import ContactRepository, SchemaStore, StatsStore, SuppressionStore
+from contact_svc.repository import ContactRepository, StatsStore, SuppressionStore
 from contact_svc.stats import CountedMark, counted
 from contacts_shared.commands import UpsertContact
 from contacts_shared.events import (
@@ -30,6 +30,7 @@ from contacts_shared.events import (
 from contacts_shared.kafka import Record
 from contacts_shared.mongo import retry_if_stale
 from contacts_shared.outbox import OutboxRelay, QueuedDocuments
+from contacts_shared.profiles import ProfileSchema, SchemaStore
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -17,28 +16,19 @@ from contacts_shared.events import (
     ContactUpdated,
     DomainEvent,
 )
+from contacts_shared.profiles import ProfileSchema
 from contacts_shared.schema import (
     ContactSnapshot,
     ContactStatus,
-    FieldSpec,
-    ProfileSnapshot,
-    ProfileType,
 )
 from contacts_shared.values import (
     FieldProblem,
     ValuesInvalid,
-    field_named,
-    identity_key,
-    typed_values,
 )
 
 
 class ContactError(Exception):
     """Base of the contact rules' refusals."""
-
-
-class ContactInvalid(ContactError, ValuesInvalid):
-    """Values that break the profile's schema; names each offending field."""
 
 
 class ContactExists(ContactError):
@@ -59,62 +49,6 @@ class ProfileUnknown(ContactError):
             f"profile {profile_id} is not known to contact-svc (unknown, deleted, or created "
             "an instant ago and not yet received: retry shortly)"
         )
-
-
-class ProfileNotWritable(ContactError):
-    """Virtual profiles hold no contacts of their own."""
-
-
-# -- the profile as contact-svc sees it ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ProfileSchema:
-    """A profile's fields, projected from profile events."""
-
-    profile_id: str
-    account_id: str
-    type: ProfileType
-    fields: tuple[FieldSpec, ...]
-    version: int
-    # No contact of the profile is older: where pages in creation order start looking.
-    created_at: datetime | None = None
-
-    @classmethod
-    def of(cls, snapshot: ProfileSnapshot) -> ProfileSchema:
-        return cls(
-            profile_id=snapshot.id,
-            account_id=snapshot.account_id,
-            type=snapshot.type,
-            fields=snapshot.fields,
-            version=snapshot.version,
-            created_at=snapshot.created_at,
-        )
-
-    @property
-    def identity(self) -> FieldSpec:
-        if self.type is ProfileType.VIRTUAL:
-            raise ProfileNotWritable("virtual profiles hold no contacts of their own")
-        return next(spec for spec in self.fields if spec.identity)
-
-    def field_named(self, name: str) -> FieldSpec | None:
-        return field_named(self.fields, name)
-
-    def identity_key(self, raw: object, default_region: str) -> str:
-        """The contact key: normalized email or E.164 phone."""
-        try:
-            return identity_key(self.identity, raw, default_region)
-        except ValuesInvalid as exc:
-            raise ContactInvalid(exc.problems) from exc
-
-    def values(
-        self, given: Mapping[str, object], *, default_region: str, partial: bool
-    ) -> dict[str, Any]:
-        """`contacts_shared.values.typed_values` over this profile's fields."""
-        try:
-            return typed_values(self.fields, given, default_region=default_region, partial=partial)
-        except ValuesInvalid as exc:
-            raise ContactInvalid(exc.problems) from exc
 
 
 # Statuses that follow an email or phone into every profile of the account.
@@ -305,7 +239,7 @@ def page_cursor(order: ContactOrder, contact: Contact) -> str:
 
 
 def parse_cursor(order: ContactOrder, token: str) -> PagePosition:
-    """The position a cursor token names; ContactInvalid if it is not one of this order's."""
+    """The position a cursor token names; ValuesInvalid if it is not one of this order's."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         token_order, created, key = json.loads(raw)
@@ -313,6 +247,6 @@ def parse_cursor(order: ContactOrder, token: str) -> PagePosition:
             raise ValueError(token_order)
         return PagePosition(key, datetime.fromisoformat(created) if created else None)
     except (ValueError, TypeError) as exc:
-        raise ContactInvalid(
+        raise ValuesInvalid(
             [FieldProblem("cursor", "not a cursor of this listing (use next_cursor as given)")]
         ) from exc

@@ -18,21 +18,14 @@ from contact_svc.domain import (
     Contact,
     ContactError,
     ContactExists,
-    ContactInvalid,
     ContactNotFound,
     ContactOrder,
     PagePosition,
-    ProfileSchema,
     ProfileUnknown,
     Suppression,
     parse_cursor,
 )
-from contact_svc.repository import (
-    ContactRepository,
-    SchemaStore,
-    StatsStore,
-    WebhookSourceStore,
-)
+from contact_svc.repository import ContactRepository, StatsStore, WebhookSourceStore
 from contact_svc.stats import ProfileStats, summarize
 from contact_svc.webhooks import (
     SignatureError,
@@ -46,8 +39,9 @@ from contact_svc.webhooks import (
 from contacts_shared.commands import UpsertContact
 from contacts_shared.kafka import EventPublisher, OutgoingMessage
 from contacts_shared.mongo import StaleDocument, bson_now, retry_if_stale
+from contacts_shared.profiles import ProfileSchema, SchemaStore
 from contacts_shared.schema import ContactStatus
-from contacts_shared.values import FieldProblem
+from contacts_shared.values import FieldProblem, ValuesInvalid
 
 
 class Outcome(StrEnum):
@@ -76,11 +70,11 @@ def _split_identity(
     in_body = [value for name, value in given.items() if schema.field_named(name) == identity]
     if key is None:
         if not in_body:
-            raise ContactInvalid([FieldProblem(identity.name, "is required")])
+            raise ValuesInvalid([FieldProblem(identity.name, "is required")])
         return schema.identity_key(in_body[0], region), rest
     path_key = schema.identity_key(key, region)
     if in_body and schema.identity_key(in_body[0], region) != path_key:
-        raise ContactInvalid([FieldProblem(identity.name, "differs from the contact in the path")])
+        raise ValuesInvalid([FieldProblem(identity.name, "differs from the contact in the path")])
     return path_key, rest
 
 
@@ -291,11 +285,11 @@ async def list_contacts(
     schema = await writable_schema(schemas, account_id, profile_id)
     field_equals = None
     if (field is None) != (value is None):
-        raise ContactInvalid([FieldProblem("field", "give both field and value, or neither")])
+        raise ValuesInvalid([FieldProblem("field", "give both field and value, or neither")])
     if field is not None and value is not None:
         spec = schema.field_named(field)
         if spec is None:
-            raise ContactInvalid([FieldProblem("field", f"no field '{field}' in this profile")])
+            raise ValuesInvalid([FieldProblem("field", f"no field '{field}' in this profile")])
         if spec.identity:
             key = schema.identity_key(value, region)
             field_equals = (spec.key, key)
@@ -371,7 +365,7 @@ class ItemResult:
 def validate_item(
     schema: ProfileSchema, fields: Mapping[str, object], region: str
 ) -> tuple[str, dict[str, Any]]:
-    """An item's contact key and values by field key, or ContactInvalid naming its fields."""
+    """An item's contact key and values by field key, or ValuesInvalid naming its fields."""
     key, rest = _split_identity(schema, fields, None, region)
     return key, schema.values(rest, default_region=region, partial=True)
 
@@ -395,7 +389,7 @@ async def upsert_batch(
     for index, fields in enumerate(items):
         try:
             key, values = validate_item(schema, fields, region)
-        except ContactInvalid as exc:
+        except ValuesInvalid as exc:
             results.append(ItemResult(index, Outcome.REJECTED, errors=tuple(exc.problems)))
             continue
         valid.append((key, values, source))
@@ -454,7 +448,7 @@ async def create_webhook_source(
     if format is WebhookFormat.GENERIC and identity not in canonical.values():
         problems.append(FieldProblem("mapping", f"map a payload key to '{identity}'"))
     if problems:
-        raise ContactInvalid(problems)
+        raise ValuesInvalid(problems)
     source = WebhookSource(
         id=str(ObjectId()),
         account_id=account_id,
@@ -538,7 +532,7 @@ async def ingest_webhook(
         )
         try:
             key, values = validate_item(schema, fields, region)
-        except ContactInvalid as exc:
+        except ValuesInvalid as exc:
             results.append(ItemResult(index, Outcome.REJECTED, errors=tuple(exc.problems)))
             continue
         commands.append(

@@ -18,7 +18,6 @@ from contact_svc.domain import (
     Contact,
     ContactOrder,
     PagePosition,
-    ProfileSchema,
     Suppression,
     contact_id,
 )
@@ -42,7 +41,7 @@ from contacts_shared.outbox import (
     outbox_entries,
     outbox_update,
 )
-from contacts_shared.schema import ContactStatus, FieldSpec, ProfileType
+from contacts_shared.schema import ContactStatus
 from contacts_shared.settings import ServiceSettings
 
 DUPLICATE_KEY = 11000
@@ -50,12 +49,6 @@ DUPLICATE_KEY = 11000
 # A deleted contact's document stays, with its last version, so that a contact added again
 # later continues the version sequence consumers have seen.
 DELETED = "deleted"
-
-
-class SchemaStore(Protocol):
-    async def get(self, profile_id: str) -> ProfileSchema | None: ...
-
-    async def apply(self, schema: ProfileSchema, *, deleted: bool) -> bool: ...
 
 
 class ContactRepository(Protocol):
@@ -91,42 +84,6 @@ class ContactRepository(Protocol):
         order: ContactOrder = ...,
         since: datetime | None = None,
     ) -> list[Contact]: ...
-
-
-class MongoSchemaStore:
-    """The latest version of each profile's schema; older or repeated events change nothing."""
-
-    def __init__(self, collection: Collection) -> None:
-        self._collection = collection
-
-    async def get(self, profile_id: str) -> ProfileSchema | None:
-        document = await self._collection.find_one({"_id": profile_id})
-        if document is None or document.get(DELETED):
-            return None
-        return ProfileSchema(
-            profile_id=document["_id"],
-            account_id=document["account_id"],
-            type=ProfileType(document["type"]),
-            fields=tuple(FieldSpec.model_validate(spec) for spec in document["fields"]),
-            version=document["version"],
-            created_at=document.get("created_at"),
-        )
-
-    async def apply(self, schema: ProfileSchema, *, deleted: bool) -> bool:
-        """Store `schema` unless a newer or equal version is there; True if stored."""
-        return await replace_if_newer(
-            self._collection,
-            schema.profile_id,
-            {"version": {"$lt": schema.version}},
-            {
-                "account_id": schema.account_id,
-                "type": schema.type.value,
-                "fields": [spec.model_dump(mode="json") for spec in schema.fields],
-                "version": schema.version,
-                "created_at": schema.created_at,
-                DELETED: deleted,
-            },
-        )
 
 
 # Strings the listing indexes serve, each beginning with the profile id so one index range is

@@ -11,16 +11,13 @@ from typing import Any
 
 import pytest
 
-from contact_svc.domain import Contact, ProfileSchema, Suppression
+from contact_svc.domain import Contact, Suppression
 from contact_svc.handlers import apply_upserts
-from contact_svc.repository import (
-    MongoContactRepository,
-    MongoSchemaStore,
-    MongoSuppressionStore,
-)
+from contact_svc.repository import MongoContactRepository, MongoSuppressionStore
 from contact_svc.settings import ContactSettings
 from contacts_shared.commands import UpsertContact
 from contacts_shared.mongo import connect
+from contacts_shared.profiles import MongoSchemaStore, ProfileSchema
 from contacts_shared.schema import ContactStatus
 
 pytestmark = pytest.mark.integration

@@ -11,11 +11,12 @@ import pytest
 from aiokafka import ConsumerRecord
 
 from contact_svc.consumers import count_contact_events
-from contact_svc.domain import Contact, ProfileSchema
+from contact_svc.domain import Contact
 from contact_svc.repository import MongoStatsStore
 from contact_svc.stats import CountedMark, summarize
 from contacts_shared.events import DomainEvent, to_envelope
 from contacts_shared.mongo import connect
+from contacts_shared.profiles import ProfileSchema
 from contacts_shared.schema import ContactStatus
 
 pytestmark = pytest.mark.integration

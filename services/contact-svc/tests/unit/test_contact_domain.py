@@ -6,19 +6,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from contact_svc.domain import (
-    Contact,
-    ContactInvalid,
-    ProfileNotWritable,
-    ProfileSchema,
-)
+from contact_svc.domain import Contact
 from contacts_shared.events import (
     ContactCreated,
     ContactDeleted,
     ContactStatusChanged,
     ContactUpdated,
 )
+from contacts_shared.profiles import ProfileNotWritable, ProfileSchema
 from contacts_shared.schema import ContactStatus, FieldSpec, FieldType, ProfileType
+from contacts_shared.values import ValuesInvalid
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 LATER = NOW + timedelta(hours=1)
@@ -64,7 +61,7 @@ def test_values_are_converted_by_field_type_and_matched_by_name_ignoring_case() 
 
 
 def test_every_bad_value_is_named_at_once() -> None:
-    with pytest.raises(ContactInvalid) as caught:
+    with pytest.raises(ValuesInvalid) as caught:
         REGULAR.values(
             {"Edad": "old", "VIP": "maybe", "Fecha de Nacimiento": "31/02/2020", "Color": "red"},
             default_region="CL",
@@ -76,7 +73,7 @@ def test_every_bad_value_is_named_at_once() -> None:
 
 def test_partial_values_need_no_required_fields_but_cannot_clear_them() -> None:
     assert REGULAR.values({"Ciudad": None}, default_region="CL", partial=True) == {"ciudad": None}
-    with pytest.raises(ContactInvalid):
+    with pytest.raises(ValuesInvalid):
         REGULAR.values({"Nombre": ""}, default_region="CL", partial=True)
 
 

@@ -1,0 +1,106 @@
+"""A service's projection of `profiles.events`: each profile's fields at their newest version,
+all a service needs to check values, headers or rules against a profile without asking
+profile-svc. Kept by contact-svc and import-svc alike."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from contacts_shared.mongo import Collection, replace_if_newer
+from contacts_shared.schema import FieldSpec, ProfileSnapshot, ProfileType
+from contacts_shared.values import field_named, identity_key, typed_values
+
+# A deleted profile's schema stays, with its last version, so a late event cannot revive it.
+DELETED = "deleted"
+
+
+class ProfileNotWritable(Exception):
+    """Virtual profiles hold no contacts of their own."""
+
+
+@dataclass(frozen=True)
+class ProfileSchema:
+    """A profile's fields, projected from profile events."""
+
+    profile_id: str
+    account_id: str
+    type: ProfileType
+    fields: tuple[FieldSpec, ...]
+    version: int
+    # No contact of the profile is older: where pages in creation order start looking.
+    created_at: datetime | None = None
+
+    @classmethod
+    def of(cls, snapshot: ProfileSnapshot) -> ProfileSchema:
+        return cls(
+            profile_id=snapshot.id,
+            account_id=snapshot.account_id,
+            type=snapshot.type,
+            fields=snapshot.fields,
+            version=snapshot.version,
+            created_at=snapshot.created_at,
+        )
+
+    @property
+    def identity(self) -> FieldSpec:
+        if self.type is ProfileType.VIRTUAL:
+            raise ProfileNotWritable("virtual profiles hold no contacts of their own")
+        return next(spec for spec in self.fields if spec.identity)
+
+    def field_named(self, name: str) -> FieldSpec | None:
+        return field_named(self.fields, name)
+
+    def identity_key(self, raw: object, default_region: str) -> str:
+        """The contact key: normalized email or E.164 phone; ValuesInvalid says why not."""
+        return identity_key(self.identity, raw, default_region)
+
+    def values(
+        self, given: Mapping[str, object], *, default_region: str, partial: bool
+    ) -> dict[str, Any]:
+        """`contacts_shared.values.typed_values` over this profile's fields."""
+        return typed_values(self.fields, given, default_region=default_region, partial=partial)
+
+
+class SchemaStore(Protocol):
+    async def get(self, profile_id: str) -> ProfileSchema | None: ...
+
+    async def apply(self, schema: ProfileSchema, *, deleted: bool) -> bool: ...
+
+
+class MongoSchemaStore:
+    """The latest version of each profile's schema; older or repeated events change nothing."""
+
+    def __init__(self, collection: Collection) -> None:
+        self._collection = collection
+
+    async def get(self, profile_id: str) -> ProfileSchema | None:
+        document = await self._collection.find_one({"_id": profile_id})
+        if document is None or document.get(DELETED):
+            return None
+        return ProfileSchema(
+            profile_id=document["_id"],
+            account_id=document["account_id"],
+            type=ProfileType(document["type"]),
+            fields=tuple(FieldSpec.model_validate(spec) for spec in document["fields"]),
+            version=document["version"],
+            created_at=document.get("created_at"),
+        )
+
+    async def apply(self, schema: ProfileSchema, *, deleted: bool) -> bool:
+        """Store `schema` unless a newer or equal version is there; True if stored."""
+        return await replace_if_newer(
+            self._collection,
+            schema.profile_id,
+            {"version": {"$lt": schema.version}},
+            {
+                "account_id": schema.account_id,
+                "type": schema.type.value,
+                "fields": [spec.model_dump(mode="json") for spec in schema.fields],
+                "version": schema.version,
+                "created_at": schema.created_at,
+                DELETED: deleted,
+            },
+        )
