@@ -58,8 +58,8 @@ def plan_columns(
     ignored = {name.strip() for name in ignore}
     exact = {spec.name: spec for spec in fields}
     loose: dict[str, list[FieldSpec]] = {}
-    for spec in fields:
-        loose.setdefault(_loose(spec.name), []).append(spec)
+    for field in fields:
+        loose.setdefault(_loose(field.name), []).append(field)
     problems: list[FieldProblem] = []
     planned: list[FieldSpec | None] = []
     loose_matches: list[tuple[str, str]] = []
