@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -108,3 +110,58 @@ def send_webhook() -> WebhookSender:
         )
 
     return send
+
+
+PlatformEnv = Callable[[str], tuple[dict[str, str], dict[str, str]]]
+
+
+@pytest.fixture
+def platform_env(infrastructure: Any, unique: str) -> PlatformEnv:
+    """Settings of a profile-svc and a contact-svc of a test's own, given a tag: topics,
+    databases and consumer groups named after `unique`, and the API key `<tag>-key` of
+    account `acct-<unique>`."""
+
+    def settings(tag: str) -> tuple[dict[str, str], dict[str, str]]:
+        env = {
+            "CONTACTS_ENVIRONMENT": "test",
+            "CONTACTS_KAFKA_BOOTSTRAP_SERVERS": infrastructure.kafka_bootstrap_servers,
+            "CONTACTS_MONGODB_URL": infrastructure.mongodb_url,
+            "CONTACTS_TOPIC_PROFILES_EVENTS": f"profiles.events.{tag}.{unique}",
+            "CONTACTS_TOPIC_CONTACTS_EVENTS": f"contacts.events.{tag}.{unique}",
+            "CONTACTS_TOPIC_CONTACTS_COMMANDS": f"contacts.commands.{tag}.{unique}",
+            "CONTACTS_TOPIC_IMPORTS_RESULTS": f"imports.results.{tag}.{unique}",
+            "CONTACTS_API_KEYS": f"{tag}-key=acct-{unique}",
+        }
+        profile_env = {**env, "CONTACTS_MONGODB_DATABASE": f"profile_svc_{tag}_{unique}"}
+        contact_env = {
+            **env,
+            "CONTACTS_MONGODB_DATABASE": f"contact_svc_{tag}_{unique}",
+            "CONTACTS_PROFILE_EVENTS_GROUP": f"schemas-{unique}",
+            "CONTACTS_CONTACT_COMMANDS_GROUP": f"commands-{unique}",
+            "CONTACTS_SUPPRESSIONS_GROUP": f"suppressions-{unique}",
+            "CONTACTS_STATS_GROUP": f"stats-{unique}",
+        }
+        return profile_env, contact_env
+
+    return settings
+
+
+ProfileMaker = Callable[[httpx.AsyncClient, str, str, dict[str, object]], Awaitable[dict[str, Any]]]
+
+
+@pytest.fixture
+def profile_known_to_contacts() -> ProfileMaker:
+    """Creates a profile through profile-svc and returns it once contact-svc knows it."""
+
+    async def make(
+        api: httpx.AsyncClient, profile_url: str, contact_url: str, body: dict[str, object]
+    ) -> dict[str, Any]:
+        profile: dict[str, Any] = (await api.post(f"{profile_url}/v1/profiles", json=body)).json()
+        contacts = f"{contact_url}/v1/profiles/{profile['id']}/contacts"
+        deadline = time.monotonic() + 30
+        while (await api.get(contacts)).status_code == 404:
+            assert time.monotonic() < deadline, "contact-svc never learnt of the profile"
+            await asyncio.sleep(0.1)
+        return profile
+
+    return make

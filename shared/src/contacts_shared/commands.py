@@ -3,26 +3,84 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 
-class UpsertContact(BaseModel):
-    """Create a contact or change only the given values (on `contacts.commands`, keyed
-    `profile_id:key`, so that one writer applies one contact's commands in order)."""
+class ContactCommandBase(BaseModel):
+    """A change to one contact, on `contacts.commands` keyed `profile_id:key`, so that one
+    writer applies each contact's commands in order, whatever sent them."""
 
     model_config = ConfigDict(frozen=True)
 
-    type: Literal["contacts.command.upsert_contact"] = "contacts.command.upsert_contact"
-    command_id: str
     account_id: str
     profile_id: str
     key: str = Field(description="normalized email or E.164 phone")
     values: dict[str, Any] = Field(description="validated values by field key")
-    source: str = Field(description="e.g. webhook:<source id>")
-    received_at: datetime
 
     @property
     def partition_key(self) -> str:
         return f"{self.profile_id}:{self.key}"
+
+
+class UpsertContact(ContactCommandBase):
+    """Create a contact or change only the given values (webhook records, batches)."""
+
+    type: Literal["contacts.command.upsert_contact"] = "contacts.command.upsert_contact"
+    command_id: str
+    source: str = Field(description="e.g. webhook:<source id>")
+    received_at: datetime
+
+
+# -- imports ---------------------------------------------------------------------------------
+
+
+class ImportAction(StrEnum):
+    APPEND = "append"  # add new contacts; existing ones untouched
+    APPEND_OR_UPDATE = "append_or_update"  # add new, change the imported columns of existing
+    OVERWRITE = "overwrite"  # append_or_update, then delete the profile's other contacts
+    UNSUBSCRIBE = "unsubscribe"  # listed contacts become unsubscribed; nothing else changes
+
+
+class RowOutcome(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    UNSUBSCRIBED = "unsubscribed"
+    DUPLICATE = "duplicate"  # its key came earlier in the same import: applied, last wins
+    NOT_FOUND = "not_found"  # unsubscribe of a contact the profile does not hold
+    PROFILE_GONE = "profile_gone"  # the profile was deleted during the import
+
+
+class ImportContact(ContactCommandBase):
+    """One valid row of an import. `sequence` is the row's index among the import's rows sent
+    to the same partition: it depends only on the file, so a resent row repeats it (ADR 10)."""
+
+    type: Literal["contacts.command.import_contact"] = "contacts.command.import_contact"
+    import_id: str
+    action: ImportAction
+    line: int = Field(ge=1, description="where the row starts in the file")
+    sequence: int = Field(ge=0)
+
+    @property
+    def source(self) -> str:
+        return f"import:{self.import_id}"
+
+
+ContactCommand = Annotated[UpsertContact | ImportContact, Field(discriminator="type")]
+CONTACT_COMMAND: TypeAdapter[UpsertContact | ImportContact] = TypeAdapter(ContactCommand)
+
+
+class ImportRowsApplied(BaseModel):
+    """What contact-svc did with an import's rows in one partition's batch (on
+    `imports.results`, keyed by import id): (sequence, line, outcome) per row, in the order
+    applied. A redelivered batch repeats the outcomes of the first run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: Literal["imports.result.rows_applied"] = "imports.result.rows_applied"
+    import_id: str
+    partition: int
+    rows: list[tuple[int, int, RowOutcome]]

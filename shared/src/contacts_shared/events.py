@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contacts_shared.commands import ImportAction
 from contacts_shared.schema import (
     ContactSnapshot,
     ContactStatus,
@@ -181,6 +182,21 @@ class ContactStatusChanged(ContactEvent):
     """A contact's status changed (unsubscribed, bounced, re-activated, ...)."""
 
     previous_status: ContactStatus
+
+
+@register("contacts.contact.imported", CONTACTS)
+class ContactImported(ContactEvent):
+    """An import created or changed a contact: told once, in place of the created, updated or
+    status-changed events of that change. `line` is the row that last changed it."""
+
+    import_id: str
+    action: ImportAction
+    line: int
+    created: bool
+    changed: tuple[str, ...] = Field(description="field keys changed, and `status` if it did")
+    previous_status: ContactStatus | None = Field(
+        description="the status before, when the import changed that of an existing contact"
+    )
 
 
 @register("contacts.contact.deleted", CONTACTS)

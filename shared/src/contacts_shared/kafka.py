@@ -11,6 +11,7 @@ from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import murmur2
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,13 @@ class OutgoingMessage:
     key: str
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition a record keyed `key` lands on among `partitions`, as Kafka's default
+    partitioner (murmur2) chooses it, so a sender can number its records per partition."""
+    hashed: int = murmur2(key.encode())
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 async def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int) -> None:

@@ -28,6 +28,7 @@ class ServiceSettings(BaseSettings):
     topic_contacts_events: str = "contacts.events"
     topic_contacts_commands: str = "contacts.commands"
     topic_imports_events: str = "imports.events"
+    topic_imports_results: str = "imports.results"  # contact-svc -> import-svc, per batch
     topic_segments_events: str = "segments.events"
     topic_partitions: int = Field(default=6, ge=1)
     dead_letter_suffix: str = ".dlq"

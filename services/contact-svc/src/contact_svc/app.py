@@ -64,7 +64,7 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
         publisher = EventPublisher(
             settings.kafka_bootstrap_servers,
             client_id=settings.service_name,
-            topics=[settings.topic_contacts_events],
+            topics=[settings.topic_contacts_events, settings.topic_imports_results],
             partitions=settings.topic_partitions,
         )
         relay = OutboxRelay(
@@ -106,7 +106,14 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
             "contact-commands": consumer(
                 settings.contact_commands_group,
                 settings.topic_contacts_commands,
-                partial(apply_contact_commands, schemas=schemas, contacts=contacts, relay=relay),
+                partial(
+                    apply_contact_commands,
+                    schemas=schemas,
+                    contacts=contacts,
+                    relay=relay,
+                    publisher=publisher,
+                    results_topic=settings.topic_imports_results,
+                ),
             ),
             "suppressions": consumer(
                 settings.suppressions_group,

@@ -8,16 +8,29 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
+from itertools import groupby
 
 from contact_svc.domain import SUPPRESSING, Suppression
-from contact_svc.handlers import SUPPRESSION_SOURCE, apply_upserts, delete_profile_contacts
+from contact_svc.handlers import (
+    SUPPRESSION_SOURCE,
+    ImportOutcomes,
+    apply_import_rows,
+    apply_upserts,
+    delete_profile_contacts,
+)
 from contact_svc.repository import ContactRepository, StatsStore, SuppressionStore
 from contact_svc.stats import CountedMark, counted
-from contacts_shared.commands import UpsertContact
+from contacts_shared.commands import (
+    CONTACT_COMMAND,
+    ImportContact,
+    ImportRowsApplied,
+    UpsertContact,
+)
 from contacts_shared.events import (
     ContactCreated,
     ContactDeleted,
     ContactEvent,
+    ContactImported,
     ContactStatusChanged,
     DomainEvent,
     EventEnvelope,
@@ -27,7 +40,7 @@ from contacts_shared.events import (
     UnknownEventType,
     parse_event,
 )
-from contacts_shared.kafka import Record
+from contacts_shared.kafka import EventPublisher, OutgoingMessage, Record
 from contacts_shared.mongo import retry_if_stale
 from contacts_shared.outbox import OutboxRelay, QueuedDocuments
 from contacts_shared.profiles import ProfileSchema, SchemaStore
@@ -74,19 +87,45 @@ async def apply_contact_commands(
     schemas: SchemaStore,
     contacts: ContactRepository,
     relay: OutboxRelay,
+    publisher: EventPublisher,
+    results_topic: str,
 ) -> None:
-    """Apply a partition's batch of upserts from `contacts.commands` in bulk, then publish the
-    events at once, before the offsets are committed (docs/adr/0008). A redelivered batch finds
-    nothing to change; events a crash kept from Kafka are still in the outbox, and the relay's
-    scan publishes them."""
-    commands = [UpsertContact.model_validate_json(record.value) for record in records]
+    """Apply a partition's batch from `contacts.commands` (webhook upserts, import rows) in
+    bulk, then publish the events at once and the import rows' outcomes, all before the
+    offsets are committed (docs/adr/0008, 0010). A redelivered batch changes nothing and
+    reports the same outcomes; events a crash kept from Kafka are still in the outbox, and the
+    relay's scan publishes them."""
+    commands = [CONTACT_COMMAND.validate_json(record.value or b"") for record in records]
     queued = QueuedDocuments()
-    orphans = await apply_upserts(commands, schemas=schemas, contacts=contacts.queueing_to(queued))
+    queueing = contacts.queueing_to(queued)
+    outcomes: ImportOutcomes = {}
+    # Runs of one kind in arrival order, so each contact's commands apply in order.
+    for _, run in groupby(commands, key=type):
+        batch = list(run)
+        upserts = [c for c in batch if isinstance(c, UpsertContact)]
+        imports = [c for c in batch if isinstance(c, ImportContact)]
+        if upserts:
+            for orphan in await apply_upserts(upserts, schemas=schemas, contacts=queueing):
+                log.warning(
+                    "command for a profile that is gone, dropped",
+                    extra={"profile_id": orphan.profile_id, "command_id": orphan.command_id},
+                )
+        for import_id, rows in (
+            await apply_import_rows(imports, schemas=schemas, contacts=queueing)
+        ).items():
+            outcomes.setdefault(import_id, []).extend(rows)
     await relay.publish_now(queued)
-    for orphan in orphans:
-        log.warning(
-            "command for a profile that is gone, dropped",
-            extra={"profile_id": orphan.profile_id, "command_id": orphan.command_id},
+    if outcomes:
+        partition = records[0].partition
+        await publisher.publish(
+            OutgoingMessage(
+                results_topic,
+                import_id,
+                ImportRowsApplied(import_id=import_id, partition=partition, rows=rows)
+                .model_dump_json()
+                .encode(),
+            )
+            for import_id, rows in outcomes.items()
         )
 
 
@@ -98,7 +137,9 @@ async def follow_suppressions(record: Record, *, suppressions: SuppressionStore)
     if parsed is None:
         return
     event = parsed[1]
-    if not isinstance(event, ContactCreated | ContactStatusChanged):
+    if isinstance(event, ContactImported) and not (event.created or event.previous_status):
+        return  # an import that changed values only
+    if not isinstance(event, ContactCreated | ContactStatusChanged | ContactImported):
         return
     contact = event.contact
     if contact.status_source == SUPPRESSION_SOURCE:

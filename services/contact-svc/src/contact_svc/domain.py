@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from contacts_shared.commands import ImportAction, ImportContact, RowOutcome
 from contacts_shared.events import (
     ContactCreated,
     ContactDeleted,
+    ContactImported,
     ContactStatusChanged,
     ContactUpdated,
     DomainEvent,
@@ -80,6 +83,31 @@ def contact_id(profile_id: str, key: str) -> str:
 # -- contacts ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ImportStamp:
+    """The rows of one import that wrote a contact: the first and the last, with what each
+    did. A redelivered row finds itself here and repeats its outcome; a later row of the same
+    import is a duplicate key (ADR 10)."""
+
+    import_id: str
+    first_line: int
+    first_outcome: RowOutcome
+    line: int
+    outcome: RowOutcome
+
+    def outcome_of(self, line: int) -> RowOutcome | None:
+        """The outcome a row of this import at `line` had, if it was applied already."""
+        if line < self.first_line:
+            return RowOutcome.UNCHANGED  # applied before any row wrote: it changed nothing
+        if line == self.first_line:
+            return self.first_outcome
+        if line < self.line:
+            return RowOutcome.DUPLICATE
+        if line == self.line:
+            return self.outcome
+        return None
+
+
 @dataclass
 class Contact:
     account_id: str
@@ -95,6 +123,7 @@ class Contact:
     status_reason: str | None = None
     version: int = 1
     deleted: bool = False
+    imported: ImportStamp | None = None
     events: list[DomainEvent] = field(default_factory=list, compare=False)
 
     @property
@@ -209,6 +238,29 @@ class Contact:
             updated_at=self.updated_at,
         )
 
+    def tell_as_import(self, row: ImportContact, previous_status: ContactStatus | None) -> None:
+        """Replace the events of this change by one `ContactImported` naming the row."""
+        if not self.events:
+            return
+        changed: set[str] = set()
+        for event in self.events:
+            if isinstance(event, ContactUpdated):
+                changed |= set(event.changed)
+            elif isinstance(event, ContactStatusChanged):
+                changed.add("status")
+        created = any(isinstance(event, ContactCreated) for event in self.events)
+        self.events = [
+            ContactImported(
+                contact=self.snapshot(),
+                import_id=row.import_id,
+                action=row.action,
+                line=row.line,
+                created=created,
+                changed=tuple(sorted(self.fields if created else changed)),
+                previous_status=None if created or "status" not in changed else previous_status,
+            )
+        ]
+
     def take_events(self) -> list[DomainEvent]:
         events, self.events = self.events, []
         return events
@@ -250,3 +302,66 @@ def parse_cursor(order: ContactOrder, token: str) -> PagePosition:
         raise ValuesInvalid(
             [FieldProblem("cursor", "not a cursor of this listing (use next_cursor as given)")]
         ) from exc
+
+
+# -- import rows -----------------------------------------------------------------------------
+
+
+def import_rows(
+    contact: Contact | None,
+    rows: Sequence[ImportContact],
+    *,
+    schema: ProfileSchema,
+    new_contact: Callable[[ImportContact], Contact],
+    now: datetime,
+) -> tuple[Contact | None, list[RowOutcome], bool]:
+    """Apply one contact's rows of an import, in line order: the contact after them (None if
+    still absent), each row's outcome, and whether it must be written. A row the stamp shows
+    as applied repeats its outcome and changes nothing; a later row of the same import is a
+    duplicate key, applied (last wins). The contact carries one `ContactImported` at most."""
+    outcomes: list[RowOutcome] = []
+    write = False
+    previous_status = contact.status if contact is not None else None
+    imports_seen: set[str] = set()  # of the rows before, here (the stamp may not show them)
+    for row in rows:
+        stamp = contact.imported if contact is not None else None
+        stamped = stamp is not None and stamp.import_id == row.import_id
+        same_import = stamped or row.import_id in imports_seen
+        imports_seen.add(row.import_id)
+        if stamp is not None and stamped and (done := stamp.outcome_of(row.line)):
+            outcomes.append(done)
+            continue
+        if contact is None:
+            if row.action is ImportAction.UNSUBSCRIBE:
+                outcomes.append(RowOutcome.NOT_FOUND)
+                continue
+            contact, outcome = new_contact(row), RowOutcome.CREATED
+        elif row.action is ImportAction.APPEND:
+            outcome = RowOutcome.UNCHANGED
+        elif row.action is ImportAction.UNSUBSCRIBE:
+            reason = f"unsubscribed by import {row.import_id}"
+            changed = contact.change_status(
+                ContactStatus.UNSUBSCRIBED, reason=reason, source=row.source, now=now
+            )
+            outcome = RowOutcome.UNSUBSCRIBED if changed else RowOutcome.UNCHANGED
+        else:
+            changed_keys = contact.set_values(
+                dict(row.values), schema=schema, replace_all=False, source=row.source, now=now
+            )
+            outcome = RowOutcome.UPDATED if changed_keys else RowOutcome.UNCHANGED
+        if same_import:
+            outcome = RowOutcome.DUPLICATE
+        if outcome is not RowOutcome.UNCHANGED or row.action is ImportAction.OVERWRITE:
+            first = stamp if stamped and stamp is not None else None
+            contact.imported = ImportStamp(
+                row.import_id,
+                first.first_line if first else row.line,
+                first.first_outcome if first else outcome,
+                row.line,
+                outcome,
+            )
+            write = True
+        outcomes.append(outcome)
+    if contact is not None and rows:
+        contact.tell_as_import(rows[-1], previous_status)
+    return contact, outcomes, write

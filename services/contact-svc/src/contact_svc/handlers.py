@@ -6,7 +6,7 @@ import csv
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -23,6 +23,7 @@ from contact_svc.domain import (
     PagePosition,
     ProfileUnknown,
     Suppression,
+    import_rows,
     parse_cursor,
 )
 from contact_svc.repository import ContactRepository, StatsStore, WebhookSourceStore
@@ -36,7 +37,7 @@ from contact_svc.webhooks import (
     record_fields,
     verify,
 )
-from contacts_shared.commands import UpsertContact
+from contacts_shared.commands import ImportContact, RowOutcome, UpsertContact
 from contacts_shared.kafka import EventPublisher, OutgoingMessage
 from contacts_shared.mongo import StaleDocument, bson_now, retry_if_stale
 from contacts_shared.profiles import ProfileSchema, SchemaStore
@@ -624,6 +625,98 @@ def _merge(changes: Iterable[tuple[str, Mapping[str, Any], str]]) -> dict[str, _
         earlier = merged[key].values if key in merged else {}
         merged[key] = _Change({**earlier, **values}, source)
     return merged
+
+
+# Rows applied: (sequence, line, outcome) in the order applied, per import.
+ImportOutcomes = dict[str, list[tuple[int, int, RowOutcome]]]
+
+
+async def apply_import_rows(
+    rows: Sequence[ImportContact], *, schemas: SchemaStore, contacts: ContactRepository
+) -> ImportOutcomes:
+    """Apply a batch of import rows, in order per contact (ADR 10): contacts the profile
+    never held go in with one bulk insert, the others are read at once and written one by
+    one, each conditional on the version read. Applying the batch again changes nothing and
+    reports the same outcomes."""
+    outcomes: ImportOutcomes = {}
+    by_profile: dict[str, list[ImportContact]] = {}
+    for row in rows:
+        by_profile.setdefault(row.profile_id, []).append(row)
+    for profile_id, group in by_profile.items():
+        schema = await schemas.get(profile_id)
+        account = schema.account_id if schema else None  # rows of another account: not here
+        by_key: dict[str, list[ImportContact]] = {}
+        for row in group:
+            if row.account_id == account:
+                by_key.setdefault(row.key, []).append(row)
+        applied = await _import_into(schema, by_key, contacts) if schema and by_key else {}
+        taken = dict.fromkeys(applied, 0)  # each key's outcomes are in its rows' order
+        for row in group:
+            if row.account_id == account:
+                outcome = applied[row.key][taken[row.key]]
+                taken[row.key] += 1
+            else:
+                outcome = RowOutcome.PROFILE_GONE
+            outcomes.setdefault(row.import_id, []).append((row.sequence, row.line, outcome))
+    return outcomes
+
+
+async def _import_into(
+    schema: ProfileSchema, by_key: Mapping[str, list[ImportContact]], contacts: ContactRepository
+) -> dict[str, list[RowOutcome]]:
+    """Each key's rows applied: their outcomes, in order."""
+    suppressions = await contacts.suppressions_of(schema.account_id, list(by_key))
+    now = bson_now()
+
+    def arriving(version: int) -> Callable[[ImportContact], Contact]:
+        def new_contact(row: ImportContact) -> Contact:
+            suppression = suppressions.get(row.key)
+            return _arriving(
+                schema, row.key, row.values, row.source, suppression, None, now, version=version
+            )
+
+        return new_contact
+
+    outcomes: dict[str, list[RowOutcome]] = {}
+    new: list[Contact] = []
+    to_read: list[str] = []
+    for key, rows in by_key.items():
+        contact, outcomes[key], _ = import_rows(
+            None, rows, schema=schema, new_contact=arriving(1), now=now
+        )
+        if contact is None:
+            to_read.append(key)  # nothing to create: whether it exists decides (unsubscribe)
+        else:
+            new.append(contact)
+    to_read += [contact.key for contact in await contacts.add_many(new)]
+    stored = await contacts.find_many(schema.profile_id, to_read)
+    for key in to_read:
+        outcomes[key] = await _import_one(schema, by_key[key], contacts, stored[key], arriving)
+    return outcomes
+
+
+async def _import_one(
+    schema: ProfileSchema,
+    rows: list[ImportContact],
+    contacts: ContactRepository,
+    read: tuple[Contact | None, int] | None,
+    arriving: Callable[[int], Callable[[ImportContact], Contact]],
+) -> list[RowOutcome]:
+    async def change() -> list[RowOutcome]:
+        nonlocal read
+        live, stored_version = read or await contacts.find(schema.profile_id, rows[0].key)
+        read = None  # a retry reads again
+        contact, outcomes, write = import_rows(
+            live, rows, schema=schema, new_contact=arriving(stored_version + 1), now=bson_now()
+        )
+        if write and contact is not None:
+            if live is None:
+                await contacts.add(contact, stored_version=stored_version)
+            else:
+                await contacts.save(contact, expected_version=stored_version, unevented=True)
+        return outcomes
+
+    return await retry_if_stale(change)
 
 
 # -- reactions to profile changes ----------------------------------------------------------------

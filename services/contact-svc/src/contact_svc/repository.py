@@ -17,12 +17,14 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from contact_svc.domain import (
     Contact,
     ContactOrder,
+    ImportStamp,
     PagePosition,
     Suppression,
     contact_id,
 )
 from contact_svc.stats import CountedMark, PartitionCounts
 from contact_svc.webhooks import WebhookFormat, WebhookSource
+from contacts_shared.commands import RowOutcome
 from contacts_shared.mongo import (
     Collection,
     Document,
@@ -49,6 +51,8 @@ DUPLICATE_KEY = 11000
 # A deleted contact's document stays, with its last version, so that a contact added again
 # later continues the version sequence consumers have seen.
 DELETED = "deleted"
+# The import rows that last wrote the contact (ADR 10).
+IMPORTED = "imported"
 
 
 class ContactRepository(Protocol):
@@ -70,7 +74,9 @@ class ContactRepository(Protocol):
 
     async def add(self, contact: Contact, *, stored_version: int) -> None: ...
 
-    async def save(self, contact: Contact, *, expected_version: int) -> None: ...
+    async def save(
+        self, contact: Contact, *, expected_version: int, unevented: bool = False
+    ) -> None: ...
 
     async def find_page(
         self,
@@ -150,6 +156,7 @@ def contact_document(contact: Contact) -> Document:
         "created_at": contact.created_at,
         "updated_at": contact.updated_at,
         DELETED: contact.deleted,
+        IMPORTED: asdict(contact.imported) if contact.imported else None,
         SEARCH_TERMS: search_terms(contact),
         CREATED_ORDER: created_order(contact.profile_id, contact.created_at, contact.key),
     }
@@ -175,6 +182,19 @@ def _contact(document: Document) -> Contact:
         version=document["version"],
         created_at=document["created_at"],
         updated_at=document["updated_at"],
+        imported=_stamp(document.get(IMPORTED)),
+    )
+
+
+def _stamp(stored: Document | None) -> ImportStamp | None:
+    if not stored:
+        return None
+    return ImportStamp(
+        import_id=stored["import_id"],
+        first_line=stored["first_line"],
+        first_outcome=RowOutcome(stored["first_outcome"]),
+        line=stored["line"],
+        outcome=RowOutcome(stored["outcome"]),
     )
 
 
@@ -276,10 +296,17 @@ class MongoContactRepository:
         return refused
 
     async def save(
-        self, contact: Contact, *, expected_version: int, deleted_before: bool = False
+        self,
+        contact: Contact,
+        *,
+        expected_version: int,
+        deleted_before: bool = False,
+        unevented: bool = False,
     ) -> None:
+        """Write the contact's change with its events, if it has any; `unevented`: write even
+        without (a change no event tells, as an import's stamp on an unchanged contact)."""
         entries = self._entries(contact)
-        if not entries:
+        if not entries and not unevented:
             return
         document = contact_document(contact)
         del document["_id"]
@@ -287,11 +314,12 @@ class MongoContactRepository:
             self._collection,
             contact.id,
             {"version": expected_version, DELETED: deleted_before},
-            {**outbox_update(entries), "$set": document},
+            {**(outbox_update(entries) if entries else {}), "$set": document},
         )
         if not applied:
             raise StaleDocument(contact.id)
-        self._events_queued(contact.id)
+        if entries:
+            self._events_queued(contact.id)
 
     async def suppressions_of(self, account_id: str, keys: Sequence[str]) -> dict[str, Suppression]:
         return await self._suppressions.get_many(account_id, keys)

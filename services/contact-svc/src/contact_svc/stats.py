@@ -14,6 +14,7 @@ from datetime import date, datetime, timedelta
 from contacts_shared.events import (
     ContactCreated,
     ContactDeleted,
+    ContactImported,
     ContactStatusChanged,
     DomainEvent,
 )
@@ -68,6 +69,13 @@ class PartitionCounts:
         elif isinstance(event, ContactStatusChanged):
             self._count(event.previous_status, -1)
             self._count(event.contact.status, 1)
+        elif isinstance(event, ContactImported):
+            if event.created:
+                self._count(event.contact.status, 1)
+                self._added(event.contact.created_at, 1)
+            elif event.previous_status is not None:
+                self._count(event.previous_status, -1)
+                self._count(event.contact.status, 1)
         elif isinstance(event, ContactDeleted):
             self._count(event.status, -1)
             self._added(event.created_at, -1)

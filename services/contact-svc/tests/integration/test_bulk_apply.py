@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from contact_svc.domain import Contact, Suppression
-from contact_svc.handlers import apply_upserts
+from contact_svc.handlers import apply_import_rows, apply_upserts
 from contact_svc.repository import MongoContactRepository, MongoSuppressionStore
 from contact_svc.settings import ContactSettings
-from contacts_shared.commands import UpsertContact
+from contacts_shared.commands import ImportAction, ImportContact, RowOutcome, UpsertContact
 from contacts_shared.mongo import connect
 from contacts_shared.profiles import MongoSchemaStore, ProfileSchema
 from contacts_shared.schema import ContactStatus
@@ -121,3 +121,56 @@ async def test_contacts_that_came_to_exist_meanwhile_are_handed_back(
     found = {key: await stores.contacts.find("p1", key) for key in ("race@x.io", "free@x.io")}
     assert found["race@x.io"][0] is not None and found["race@x.io"][0].fields["nombre"] == "First"
     assert found["free@x.io"][1] == 1
+
+
+def imported(key: str, line: int, action: str = "append_or_update", **values: Any) -> ImportContact:
+    return ImportContact(
+        import_id=values.pop("import_id", "imp1"),
+        account_id=values.pop("account", "a1"),
+        profile_id=values.pop("profile", "p1"),
+        key=key,
+        values=values,
+        action=ImportAction(action),
+        line=line,
+        sequence=line - 2,
+    )
+
+
+async def test_import_rows_report_exact_outcomes_and_a_redelivery_repeats_them(
+    stores: Stores,
+) -> None:
+    await apply_upserts(
+        [upsert("old@x.io", nombre="Old")], schemas=stores.schemas, contacts=stores.contacts
+    )
+    stores.queued.clear()
+    batch = [
+        imported("new@x.io", 2, nombre="Ana"),
+        imported("old@x.io", 3, ciudad="Lima"),
+        imported("new@x.io", 4, nombre="Ana B"),
+        imported("absent@x.io", 5, "unsubscribe"),
+        imported("stray@x.io", 6, account="a2"),
+        imported("lost@x.io", 2, profile="p-deleted", import_id="imp2"),
+        imported("old@x.io", 8, "append", nombre="Not applied"),
+    ]
+    expected = [
+        (0, 2, RowOutcome.CREATED),
+        (1, 3, RowOutcome.UPDATED),
+        (2, 4, RowOutcome.DUPLICATE),
+        (3, 5, RowOutcome.NOT_FOUND),
+        (4, 6, RowOutcome.PROFILE_GONE),
+        (6, 8, RowOutcome.DUPLICATE),
+    ]
+    for _ in range(2):  # the second time, as a redelivery
+        outcomes = await apply_import_rows(batch, schemas=stores.schemas, contacts=stores.contacts)
+        assert outcomes == {"imp1": expected, "imp2": [(0, 2, RowOutcome.PROFILE_GONE)]}
+        new, _ = await stores.contacts.find("p1", "new@x.io")
+        old, _ = await stores.contacts.find("p1", "old@x.io")
+        assert new is not None and new.fields["nombre"] == "Ana B" and new.version == 2
+        assert old is not None and old.fields == {
+            "email": "old@x.io",
+            "nombre": "Old",
+            "ciudad": "Lima",
+        }
+        assert old.imported is not None and (old.imported.first_line, old.imported.line) == (3, 8)
+        assert await stores.contacts.find("p1", "absent@x.io") == (None, 0)
+    assert sorted(stores.queued) == ["p1:new@x.io", "p1:old@x.io"]  # written once each

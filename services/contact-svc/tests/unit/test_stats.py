@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 from contact_svc.stats import CountedMark, PartitionCounts, counted, summarize
+from contacts_shared.commands import ImportAction
 from contacts_shared.events import (
     ContactCreated,
     ContactDeleted,
+    ContactImported,
     ContactStatusChanged,
     ContactUpdated,
 )
@@ -130,3 +132,34 @@ def test_marks_tell_new_events_from_copies_and_redeliveries() -> None:
     assert not counted(3, 40, mark)  # the marked event itself: the share's offset decides
     assert counted(3, 55, mark)  # the relay published it again
     assert counted(2, 60, mark)  # an older version, published again
+
+
+def imported(
+    key: str, status: ContactStatus, *, created: bool, previous: ContactStatus | None = None
+) -> ContactImported:
+    return ContactImported(
+        contact=snapshot(key, status),
+        import_id="imp1",
+        action=ImportAction.APPEND_OR_UPDATE,
+        line=2,
+        created=created,
+        changed=("status",) if previous else ("nombre",),
+        previous_status=previous,
+    )
+
+
+def test_imported_contacts_count_as_added_and_their_status_changes_move_counts() -> None:
+    counts = PartitionCounts("p1", 0)
+    events = [
+        imported("a@x.io", ContactStatus.ACTIVE, created=True),
+        imported("b@x.io", ContactStatus.UNSUBSCRIBED, created=True),
+        imported("a@x.io", ContactStatus.ACTIVE, created=False),  # values only
+        imported(
+            "a@x.io", ContactStatus.UNSUBSCRIBED, created=False, previous=ContactStatus.ACTIVE
+        ),
+    ]
+    for offset, event in enumerate(events):
+        counts.fold(event, offset=offset, at=NOW)
+    stats = summarize([counts], today=NOW.date())
+    assert stats.total == 2 and stats.added_last_7_days == 2
+    assert (stats.by_status["active"], stats.by_status["unsubscribed"]) == (0, 2)
