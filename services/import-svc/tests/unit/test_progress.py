@@ -1,0 +1,71 @@
+"""Counting contact-svc's outcomes exactly, whatever is repeated."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from contacts_shared.commands import RowOutcome
+from import_svc.domain import Progress
+
+C, U = RowOutcome.CREATED, RowOutcome.UPDATED
+
+
+def test_rows_beyond_the_watermark_count_once() -> None:
+    progress = Progress(sent={0: 3, 1: 1})
+    assert progress.fold(0, [(0, 2, C), (1, 3, U)])
+    assert not progress.fold(0, [(0, 2, C), (1, 3, U)])  # the same batch redelivered
+    assert progress.fold(0, [(1, 3, U), (2, 5, C)])  # re-cut: only row 2 is new
+    assert not progress.all_counted()
+    assert progress.fold(1, [(0, 4, RowOutcome.DUPLICATE)])
+    assert progress.all_counted()
+    assert dict(progress.outcomes) == {"created": 2, "updated": 1, "duplicate": 1}
+    assert progress.rows_counted == 4
+
+
+@st.composite
+def deliveries(draw: st.DrawFn) -> tuple[dict[int, list[RowOutcome]], list[tuple[int, int, int]]]:
+    """Per partition the true outcomes, and the result batches as delivered: in order per
+    partition, each a range of rows, with redeliveries restarting anywhere before."""
+    truth = draw(
+        st.dictionaries(
+            st.integers(0, 5), st.lists(st.sampled_from(list(RowOutcome)), max_size=30), max_size=4
+        )
+    )
+    batches: list[tuple[int, int, int]] = []
+    for partition, outcomes in truth.items():
+        done = 0
+        while done < len(outcomes):
+            start = draw(st.integers(0, done))  # a redelivery starts at or before what is done
+            end = draw(st.integers(done + 1, len(outcomes)))
+            batches.append((partition, start, end))
+            done = end
+    # Partitions interleave freely; within one, order is kept.
+    order = draw(st.permutations(range(len(batches))))
+    by_partition: dict[int, list[tuple[int, int, int]]] = {}
+    for batch in batches:
+        by_partition.setdefault(batch[0], []).append(batch)
+    merged: list[tuple[int, int, int]] = []
+    cursors = dict.fromkeys(by_partition, 0)
+    for index in order:
+        partition = batches[index][0]
+        merged.append(by_partition[partition][cursors[partition]])
+        cursors[partition] += 1
+    return truth, merged
+
+
+@given(deliveries())
+def test_counts_equal_the_truth_whatever_is_redelivered(
+    case: tuple[dict[int, list[RowOutcome]], list[tuple[int, int, int]]],
+) -> None:
+    truth, batches = case
+    progress = Progress(sent={p: len(o) for p, o in truth.items()})
+    for partition, start, end in batches:
+        rows = [(s, s + 2, truth[partition][s]) for s in range(start, end)]
+        progress.fold(partition, rows)
+    expected: dict[str, int] = {}
+    for outcomes in truth.values():
+        for outcome in outcomes:
+            expected[outcome.value] = expected.get(outcome.value, 0) + 1
+    assert dict(progress.outcomes) == expected
+    assert progress.all_counted()
