@@ -203,6 +203,12 @@ def unavailable(exc: Exception, *, instance: str) -> Response:
     return response
 
 
+def backing_server_away(exc: BaseException) -> bool:
+    """Kafka or the database is away (and will be back): wait or answer 503, never fail the
+    request's records for it."""
+    return isinstance(exc, KafkaError) or server_unavailable(exc)
+
+
 def create_service_app(
     settings: ServiceSettings,
     *,
@@ -253,7 +259,7 @@ def create_service_app(
     @app.exception_handler(PyMongoError)
     @app.exception_handler(KafkaError)
     async def handle_server_error(request: Request, exc: Exception) -> Response:
-        if isinstance(exc, KafkaError) or server_unavailable(exc):
+        if backing_server_away(exc):
             log.warning("a backing server is unavailable", extra={"error": repr(exc)})
             return unavailable(exc, instance=request.url.path)
         return await handle_unexpected(request, exc)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 from pymongo.errors import AutoReconnect, DuplicateKeyError, OperationFailure
 
 from contacts_shared.mongo import server_unavailable
+from contacts_shared.web import backing_server_away
 
 
 def internal_error(message: str) -> OperationFailure:
@@ -41,3 +43,9 @@ def test_a_lost_connection_is_an_outage() -> None:
 )
 def test_errors_of_the_request_are_not(error: Exception) -> None:
     assert not server_unavailable(error)
+
+
+def test_kafka_away_is_an_outage_too_for_consumers_and_requests() -> None:
+    assert backing_server_away(KafkaConnectionError("no broker"))
+    assert backing_server_away(internal_error("unexpected EOF"))
+    assert not backing_server_away(ValueError("a bad record"))

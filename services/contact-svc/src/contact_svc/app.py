@@ -28,11 +28,11 @@ from contact_svc.repository import (
 from contact_svc.settings import ContactSettings
 from contact_svc.webhooks import SourceRateLimits
 from contacts_shared.kafka import BatchHandler, EventPublisher, SupervisedConsumer, one_at_a_time
-from contacts_shared.mongo import connect, ping, server_unavailable
+from contacts_shared.mongo import connect, ping
 from contacts_shared.outbox import OutboxRelay
 from contacts_shared.profiles import MongoSchemaStore, ProfileNotWritable
 from contacts_shared.values import ValuesInvalid
-from contacts_shared.web import InFlightLimit, Problem, create_service_app
+from contacts_shared.web import InFlightLimit, Problem, backing_server_away, create_service_app
 
 # The refusals of the contact rules and of the shared value and profile rules they apply.
 REFUSALS = (ContactError, ValuesInvalid, ProfileNotWritable)
@@ -94,7 +94,7 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
                 partitions=settings.topic_partitions,
                 dead_letter_suffix=settings.dead_letter_suffix,
                 batch_size=settings.consumer_batch_records,
-                outage=server_unavailable,
+                outage=backing_server_away,
             )
 
         consumers = {
