@@ -112,16 +112,16 @@ def send_webhook() -> WebhookSender:
     return send
 
 
-PlatformEnv = Callable[[str], tuple[dict[str, str], dict[str, str]]]
+PlatformEnv = Callable[[str], dict[str, dict[str, str]]]
 
 
 @pytest.fixture
 def platform_env(infrastructure: Any, unique: str) -> PlatformEnv:
-    """Settings of a profile-svc and a contact-svc of a test's own, given a tag: topics,
-    databases and consumer groups named after `unique`, and the API key `<tag>-key` of
-    account `acct-<unique>`."""
+    """Settings of a profile-svc, a contact-svc and an import-svc of a test's own, by service,
+    given a tag: topics, databases and consumer groups named after `unique`, and the API key
+    `<tag>-key` of account `acct-<unique>`."""
 
-    def settings(tag: str) -> tuple[dict[str, str], dict[str, str]]:
+    def settings(tag: str) -> dict[str, dict[str, str]]:
         env = {
             "CONTACTS_ENVIRONMENT": "test",
             "CONTACTS_KAFKA_BOOTSTRAP_SERVERS": infrastructure.kafka_bootstrap_servers,
@@ -141,7 +141,14 @@ def platform_env(infrastructure: Any, unique: str) -> PlatformEnv:
             "CONTACTS_SUPPRESSIONS_GROUP": f"suppressions-{unique}",
             "CONTACTS_STATS_GROUP": f"stats-{unique}",
         }
-        return profile_env, contact_env
+        import_env = {
+            **env,
+            "CONTACTS_MONGODB_DATABASE": f"import_svc_{tag}_{unique}",
+            "CONTACTS_PROFILE_EVENTS_GROUP": f"import-schemas-{unique}",
+            "CONTACTS_RESULTS_GROUP": f"results-{unique}",
+            "CONTACTS_POLL_SECONDS": "0.2",
+        }
+        return {"profile": profile_env, "contact": contact_env, "import": import_env}
 
     return settings
 

@@ -27,7 +27,8 @@ async def test_rows_come_back_with_their_outcomes_and_events(
     platform_env: Any,
     profile_known_to_contacts: Any,
 ) -> None:
-    profile_env, contact_env = platform_env("rows")
+    envs = platform_env("rows")
+    profile_env, contact_env = envs["profile"], envs["contact"]
     profile_svc = service_process("profile_svc.app:create_app", profile_env)
     contact_svc = service_process("contact_svc.app:create_app", contact_env)
     profile_svc.start()

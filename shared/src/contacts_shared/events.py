@@ -98,6 +98,16 @@ def parse_event(envelope: EventEnvelope) -> DomainEvent:
     return cls.model_validate(envelope.data)
 
 
+def event_of(value: bytes | None) -> tuple[EventEnvelope, DomainEvent] | None:
+    """A Kafka record value's envelope and typed event; None for a type this version does not
+    know (a newer producer's), which carries nothing this version needs."""
+    envelope = EventEnvelope.model_validate_json(value or b"")
+    try:
+        return envelope, parse_event(envelope)
+    except UnknownEventType:
+        return None
+
+
 # -- profile events (published by profile-svc on `profiles.events`, keyed by profile id) --------
 
 PROFILES = "topic_profiles_events"

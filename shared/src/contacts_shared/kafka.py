@@ -11,7 +11,11 @@ from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
+
+from contacts_shared.mongo import server_unavailable
+from contacts_shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,11 @@ class EventPublisher:
         ]
         await asyncio.gather(*pending)
 
+    async def partitions_of(self, topic: str) -> int:
+        """How many partitions `topic` has (a sender numbering its records per partition)."""
+        producer = await self.producer()
+        return len(await producer.partitions_for(topic))
+
     async def check(self) -> None:
         """Raise unless the broker answers a metadata request."""
         producer = await self.producer()
@@ -126,6 +135,12 @@ MAX_OUTAGE_PAUSE_SECONDS = 5.0
 
 def never(_: Exception) -> bool:
     return False
+
+
+def backing_server_away(exc: BaseException) -> bool:
+    """Kafka or the database is away (and will be back): wait or answer 503, never fail the
+    request's records for it."""
+    return isinstance(exc, KafkaError) or server_unavailable(exc)
 
 
 def one_at_a_time(handler: RecordHandler) -> BatchHandler:
@@ -320,3 +335,25 @@ class SupervisedConsumer:
         self._stopping.set()
         if self._runner is not None:
             self._runner.stop()
+
+
+def service_consumer(
+    settings: ServiceSettings,
+    publisher: EventPublisher,
+    group: str,
+    topic: str,
+    handler: BatchHandler,
+) -> SupervisedConsumer:
+    """A service's consumer of `topic` in `group`, as every service runs them: polls of
+    `consumer_batch_records`, dead letters beside the topic, outages waited out."""
+    return SupervisedConsumer(
+        settings.kafka_bootstrap_servers,
+        group_id=group,
+        topics=[topic],
+        publisher=publisher,
+        handler=handler,
+        partitions=settings.topic_partitions,
+        dead_letter_suffix=settings.dead_letter_suffix,
+        batch_size=settings.consumer_batch_records,
+        outage=backing_server_away,
+    )

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from contacts_shared.events import DomainEvent, EventEnvelope, ProfileDeleted, ProfileEvent
 from contacts_shared.mongo import Collection, replace_if_newer
 from contacts_shared.schema import FieldSpec, ProfileSnapshot, ProfileType
 from contacts_shared.values import field_named, identity_key, typed_values
@@ -104,3 +105,15 @@ class MongoSchemaStore:
                 DELETED: deleted,
             },
         )
+
+
+async def project_profile_event(
+    envelope: EventEnvelope, event: DomainEvent, schemas: SchemaStore
+) -> None:
+    """Store what a profile event says of the profile's schema, its deletion included; other
+    events change nothing. Older or repeated events are ignored by the store."""
+    if isinstance(event, ProfileDeleted):
+        gone = ProfileSchema(event.profile_id, envelope.accountid, event.type, (), event.version)
+        await schemas.apply(gone, deleted=True)
+    elif isinstance(event, ProfileEvent):
+        await schemas.apply(ProfileSchema.of(event.profile), deleted=False)

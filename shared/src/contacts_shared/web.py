@@ -20,8 +20,9 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from contacts_shared.kafka import backing_server_away
 from contacts_shared.logs import account_id_var, configure_logging, request_id_var
-from contacts_shared.mongo import StaleDocument, server_unavailable
+from contacts_shared.mongo import StaleDocument
 from contacts_shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -203,12 +204,6 @@ def unavailable(exc: Exception, *, instance: str) -> Response:
     return response
 
 
-def backing_server_away(exc: BaseException) -> bool:
-    """Kafka or the database is away (and will be back): wait or answer 503, never fail the
-    request's records for it."""
-    return isinstance(exc, KafkaError) or server_unavailable(exc)
-
-
 def create_service_app(
     settings: ServiceSettings,
     *,
@@ -216,9 +211,11 @@ def create_service_app(
     description: str,
     routers: Sequence[APIRouter],
     resources: Resources,
+    upload_routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
     """A FastAPI app with the platform's cross-cutting behaviour; `resources` opens and closes
-    the service's clients and registers readiness checks in `app.state.readiness_checks`."""
+    the service's clients and registers readiness checks in `app.state.readiness_checks`.
+    Bodies are JSON, except on `upload_routers` (multipart forms, checked by their routes)."""
     configure_logging(settings.service_name, settings.log_level)
 
     @asynccontextmanager
@@ -325,4 +322,6 @@ def create_service_app(
 
     for router in routers:
         app.include_router(router, dependencies=[Depends(require_json)])
+    for router in upload_routers:
+        app.include_router(router)
     return app

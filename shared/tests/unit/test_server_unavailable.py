@@ -6,8 +6,8 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 from pymongo.errors import AutoReconnect, DuplicateKeyError, OperationFailure
 
+from contacts_shared.kafka import backing_server_away
 from contacts_shared.mongo import server_unavailable
-from contacts_shared.web import backing_server_away
 
 
 def internal_error(message: str) -> OperationFailure:

@@ -27,6 +27,7 @@ from contacts_devstack.stack import (
 SERVICES = [
     ("profile-svc", "profile_svc.app:create_app", "CONTACTS_PROFILE_SVC_PORT", 8101),
     ("contact-svc", "contact_svc.app:create_app", "CONTACTS_CONTACT_SVC_PORT", 8102),
+    ("import-svc", "import_svc.app:create_app", "CONTACTS_IMPORT_SVC_PORT", 8103),
 ]
 LOCAL_API_KEY = "local-dev-key"
 LOCAL_ACCOUNT = "local-account"

@@ -27,12 +27,12 @@ from contact_svc.repository import (
 )
 from contact_svc.settings import ContactSettings
 from contact_svc.webhooks import SourceRateLimits
-from contacts_shared.kafka import BatchHandler, EventPublisher, SupervisedConsumer, one_at_a_time
+from contacts_shared.kafka import EventPublisher, one_at_a_time, service_consumer
 from contacts_shared.mongo import connect, ping
 from contacts_shared.outbox import OutboxRelay
 from contacts_shared.profiles import MongoSchemaStore, ProfileNotWritable
 from contacts_shared.values import ValuesInvalid
-from contacts_shared.web import InFlightLimit, Problem, backing_server_away, create_service_app
+from contacts_shared.web import InFlightLimit, Problem, create_service_app
 
 # The refusals of the contact rules and of the shared value and profile rules they apply.
 REFUSALS = (ContactError, ValuesInvalid, ProfileNotWritable)
@@ -84,19 +84,7 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
         stats = MongoStatsStore(database["profile_stats"], database["stats_marks"])
         await contacts.create_indexes()
 
-        def consumer(group: str, topic: str, handler: BatchHandler) -> SupervisedConsumer:
-            return SupervisedConsumer(
-                settings.kafka_bootstrap_servers,
-                group_id=group,
-                topics=[topic],
-                publisher=publisher,
-                handler=handler,
-                partitions=settings.topic_partitions,
-                dead_letter_suffix=settings.dead_letter_suffix,
-                batch_size=settings.consumer_batch_records,
-                outage=backing_server_away,
-            )
-
+        consumer = partial(service_consumer, settings, publisher)
         consumers = {
             "profile-schemas": consumer(
                 settings.profile_events_group,

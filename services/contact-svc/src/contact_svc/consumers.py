@@ -33,29 +33,16 @@ from contacts_shared.events import (
     ContactImported,
     ContactStatusChanged,
     DomainEvent,
-    EventEnvelope,
     ProfileDeleted,
-    ProfileEvent,
     ProfileFieldRemoved,
-    UnknownEventType,
-    parse_event,
+    event_of,
 )
 from contacts_shared.kafka import EventPublisher, OutgoingMessage, Record
 from contacts_shared.mongo import retry_if_stale
 from contacts_shared.outbox import OutboxRelay, QueuedDocuments
-from contacts_shared.profiles import ProfileSchema, SchemaStore
+from contacts_shared.profiles import SchemaStore, project_profile_event
 
 log = logging.getLogger(__name__)
-
-
-def event_of(record: Record) -> tuple[EventEnvelope, DomainEvent] | None:
-    """The record's envelope and typed event; None for a type this version does not know (a
-    newer producer's), which carries nothing this version needs."""
-    envelope = EventEnvelope.model_validate_json(record.value)
-    try:
-        return envelope, parse_event(envelope)
-    except UnknownEventType:
-        return None
 
 
 async def apply_profile_event(
@@ -64,7 +51,7 @@ async def apply_profile_event(
     """Keep the profile's schema at its newest version, and follow deletions: a removed field's
     values go, a deleted profile's contacts go (with their events). The contacts are changed
     before the schema is stored, so a crash in between is mended by the redelivery."""
-    parsed = event_of(record)
+    parsed = event_of(record.value)
     if parsed is None:
         return
     envelope, event = parsed
@@ -72,13 +59,9 @@ async def apply_profile_event(
         await delete_profile_contacts(
             profile_id=event.profile_id, source="profile-deleted", contacts=contacts
         )
-        gone = ProfileSchema(event.profile_id, envelope.accountid, event.type, (), event.version)
-        await schemas.apply(gone, deleted=True)
-        return
     if isinstance(event, ProfileFieldRemoved):
         await contacts.drop_field(event.profile.id, event.field.key)
-    if isinstance(event, ProfileEvent):
-        await schemas.apply(ProfileSchema.of(event.profile), deleted=False)
+    await project_profile_event(envelope, event, schemas)
 
 
 async def apply_contact_commands(
@@ -133,7 +116,7 @@ async def follow_suppressions(record: Record, *, suppressions: SuppressionStore)
     """From contact-svc's own events, the account-wide suppression list: a contact that
     becomes unsubscribed, bounced or complained suppresses its email or phone in the account;
     a manual re-activation through the API lifts it. Newest wins, so replays change nothing."""
-    parsed = event_of(record)
+    parsed = event_of(record.value)
     if parsed is None:
         return
     event = parsed[1]
@@ -164,7 +147,7 @@ async def count_contact_events(records: Sequence[Record], *, stats: StatsStore) 
     Redelivered records and events the relay published twice count once (see `stats`)."""
     events: list[tuple[int, datetime, DomainEvent, str, int, str]] = []
     for record in records:
-        parsed = event_of(record)
+        parsed = event_of(record.value)
         if parsed is None:
             continue
         envelope, event = parsed

@@ -1,0 +1,99 @@
+"""import-svc: imports of CSV files and pasted text into profiles, exact and resumable."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from functools import partial
+
+from fastapi import FastAPI, Request, Response
+
+from contacts_shared.kafka import EventPublisher, one_at_a_time, service_consumer
+from contacts_shared.mongo import connect, ping
+from contacts_shared.profiles import MongoSchemaStore
+from contacts_shared.web import Problem, create_service_app
+from import_svc.api import router
+from import_svc.consumers import count_outcomes, follow_profiles
+from import_svc.handlers import ImportNotFound, ImportRefused, Worker
+from import_svc.repository import ImportStore
+from import_svc.settings import ImportSettings
+
+
+def create_app(settings: ImportSettings | None = None) -> FastAPI:
+    settings = settings or ImportSettings()
+
+    @asynccontextmanager
+    async def resources(app: FastAPI) -> AsyncIterator[None]:
+        client = connect(settings.mongodb_url, app_name=settings.service_name)
+        database = client[settings.mongodb_database]
+        publisher = EventPublisher(
+            settings.kafka_bootstrap_servers,
+            client_id=settings.service_name,
+            topics=[settings.topic_contacts_commands],
+            partitions=settings.topic_partitions,
+        )
+        store = ImportStore(database)
+        schemas = MongoSchemaStore(database["profile_schemas"])
+        await store.create_indexes()
+        consumers = [
+            service_consumer(
+                settings,
+                publisher,
+                settings.profile_events_group,
+                settings.topic_profiles_events,
+                one_at_a_time(partial(follow_profiles, schemas=schemas)),
+            ),
+            service_consumer(
+                settings,
+                publisher,
+                settings.results_group,
+                settings.topic_imports_results,
+                partial(count_outcomes, store=store),
+            ),
+        ]
+        stopping = asyncio.Event()
+        worker = Worker(
+            store=store,
+            schemas=schemas,
+            publisher=publisher,
+            commands_topic=settings.topic_contacts_commands,
+            region=settings.default_phone_region,
+            rows_per_checkpoint=settings.rows_per_checkpoint,
+            lease=timedelta(seconds=settings.lease_seconds),
+            poll_seconds=settings.poll_seconds,
+        )
+        app.state.store, app.state.schemas = store, schemas
+        app.state.readiness_checks.update(mongodb=lambda: ping(client), kafka=publisher.check)
+        tasks = [asyncio.create_task(worker.run(stopping), name="import-worker")] + [
+            asyncio.create_task(c.run(), name="consumer") for c in consumers
+        ]
+        try:
+            yield
+        finally:
+            stopping.set()
+            for c in consumers:
+                c.stop()
+            await asyncio.gather(*tasks)
+            await publisher.close()
+            await client.close()
+
+    app = create_service_app(
+        settings,
+        title="import-svc",
+        description="Imports of CSV files and pasted text into profiles: exact and resumable.",
+        routers=[],
+        upload_routers=[router],
+        resources=resources,
+    )
+
+    @app.exception_handler(ImportRefused)
+    async def handle_refused(request: Request, exc: ImportRefused) -> Response:
+        return Problem(exc.status, "Import refused", str(exc)).response(request.url.path)
+
+    @app.exception_handler(ImportNotFound)
+    async def handle_not_found(request: Request, exc: ImportNotFound) -> Response:
+        return Problem(404, "Not Found", str(exc)).response(request.url.path)
+
+    return app

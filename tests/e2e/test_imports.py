@@ -1,0 +1,199 @@
+"""Imports through import-svc, contact-svc and Kafka, as a user makes them: real-world CSVs
+(Windows-1252 accents, semicolons, quoted fields, `d/m/yy` dates, local phone formats, a BOM,
+pasted tab-separated text), the counts and refused rows they end with, and bad input refused
+with a clear problem."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+FIELDS = [
+    {"name": "Nombre"},
+    {"name": "Teléfono", "type": "phone"},
+    {"name": "Fecha de Nacimiento", "type": "date"},
+    {"name": "Compras", "type": "number"},
+]
+
+# As a Chilean store's spreadsheet saves it: Windows-1252, semicolons, CRLF, quoted fields.
+EXPORT = (
+    "email;Nombre;Teléfono;Fecha de Nacimiento;Compras\r\n"
+    'ana@example.cl;"Muñoz; Ana";9 8765 4321;05/07/85;3\r\n'
+    "JOSE@EXAMPLE.CL;José Pérez;+56 2 2345 6789;31/12/1990;1,5\r\n"
+    "not-an-email;Nadie;;;\r\n"
+    "\r\n"
+    "bea@example.cl;Beatriz;12;31/02/2020;x\r\n"
+    'ana@example.cl;"Ana ""la jefa"" Muñoz";;;4\r\n'
+).encode("windows-1252")
+
+
+async def finished(api: httpx.AsyncClient, url: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while True:
+        state: dict[str, Any] = (await api.get(url)).json()
+        if state["finished_at"]:
+            return state
+        assert time.monotonic() < deadline, state
+        await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+async def platform(service_process: Any, platform_env: Any, profile_known_to_contacts: Any) -> Any:
+    envs = platform_env("imports")
+    services = {
+        name: service_process(f"{name}_svc.app:create_app", envs[name])
+        for name in ("profile", "contact", "import")
+    }
+    for service in services.values():
+        service.start()
+    async with httpx.AsyncClient(
+        headers={"Authorization": "Bearer imports-key"}, timeout=30
+    ) as api:
+        profile = await profile_known_to_contacts(
+            api,
+            services["profile"].url,
+            services["contact"].url,
+            {"name": "Clientes", "fields": FIELDS},
+        )
+        yield api, services, profile
+
+
+async def test_a_spreadsheet_export_is_imported_and_every_refusal_explained(platform: Any) -> None:
+    api, services, profile = platform
+    imports = f"{services['import'].url}/v1/imports"
+    accepted = await api.post(
+        imports,
+        data={"profile_id": profile["id"], "action": "append_or_update", "reference": "Feria"},
+        files={"file": ("clientes.csv", EXPORT, "text/csv")},
+    )
+    assert accepted.status_code == 202, accepted.text
+    state = await finished(api, f"{imports}/{accepted.json()['id']}")
+    assert state["status"] == "completed_with_errors", state
+    assert state["reference"] == "Feria" and state["file_name"] == "clientes.csv"
+    counts = state["counts"]
+    assert (counts["read"], counts["refused"], counts["applied"]) == (5, 2, 3)
+    assert (counts["created"], counts["duplicate"]) == (2, 1)
+
+    contacts = f"{services['contact'].url}/v1/profiles/{profile['id']}/contacts"
+    ana = (await api.get(f"{contacts}/ana@example.cl")).json()
+    assert ana["fields"] == {
+        "email": "ana@example.cl",
+        "Nombre": 'Ana "la jefa" Muñoz',  # the last row wins
+        "Teléfono": "+56987654321",  # the empty cell of the later row cleared nothing
+        "Fecha de Nacimiento": "1985-07-05",
+        "Compras": 4,
+    }
+    jose = (await api.get(f"{contacts}/jose@example.cl")).json()
+    assert jose["fields"]["Compras"] == 1.5 and jose["fields"]["Teléfono"] == "+56223456789"
+
+    refused = (await api.get(f"{imports}/{state['id']}/refused")).text
+    rows = list(csv.reader(io.StringIO(refused)))
+    assert rows[0] == [
+        "line",
+        "problems",
+        "email",
+        "Nombre",
+        "Teléfono",
+        "Fecha de Nacimiento",
+        "Compras",
+    ]
+    assert [row[0] for row in rows[1:]] == ["4", "6"]
+    assert "email 'not-an-email'" in rows[1][1]
+    assert all(
+        name in rows[2][1] for name in ("Teléfono '12'", "Fecha de Nacimiento", "Compras 'x'")
+    )
+    assert rows[2][2:] == ["bea@example.cl", "Beatriz", "12", "31/02/2020", "x"]  # as uploaded
+
+
+async def test_pasted_text_with_a_bom_and_loose_headers_unsubscribes(platform: Any) -> None:
+    api, services, profile = platform
+    imports = f"{services['import'].url}/v1/imports"
+    first = await api.post(
+        imports,
+        data={"profile_id": profile["id"], "action": "append"},
+        files={"file": ("a.csv", "\ufeffEMAIL,nombre\nuno@x.cl,Uno\ndos@x.cl,Dos\n".encode())},
+    )
+    state = await finished(api, f"{imports}/{first.json()['id']}")
+    assert state["status"] == "completed" and state["counts"]["created"] == 2
+    assert state["notices"] == [
+        "column 'EMAIL' taken as field 'email' (case or accents differ)",
+        "column 'nombre' taken as field 'Nombre' (case or accents differ)",
+    ]
+    pasted = await api.post(
+        imports,
+        data={
+            "profile_id": profile["id"],
+            "action": "unsubscribe",
+            "text": "email\tNombre\ndos@x.cl\t\ntres@x.cl\t\n",
+        },
+    )
+    state = await finished(api, f"{imports}/{pasted.json()['id']}")
+    assert (state["counts"]["unsubscribed"], state["counts"]["not_found"]) == (1, 1)
+    contacts = f"{services['contact'].url}/v1/profiles/{profile['id']}/contacts"
+    dos = (await api.get(f"{contacts}/dos@x.cl")).json()
+    assert dos["status"] == "unsubscribed" and dos["status_source"] == f"import:{state['id']}"
+    assert dos["fields"]["Nombre"] == "Dos"  # nothing else changed
+    assert (await api.get(f"{contacts}/tres@x.cl")).status_code == 404
+
+
+async def test_a_header_that_does_not_match_fails_the_import_naming_each_column(
+    platform: Any,
+) -> None:
+    api, services, profile = platform
+    imports = f"{services['import'].url}/v1/imports"
+    response = await api.post(
+        imports,
+        data={"profile_id": profile["id"], "action": "append"},
+        files={"file": ("x.csv", b"Nombre,Color,Nombre\nAna,red,Ana\n")},
+    )
+    state = await finished(api, f"{imports}/{response.json()['id']}")
+    assert state["status"] == "failed"
+    assert {p["column"] for p in state["problems"]} == {"Color", "email", "Nombre"}
+    assert state["counts"]["applied"] == 0
+
+
+@pytest.mark.parametrize(
+    ("form", "files", "status"),
+    [
+        ({"action": "append"}, {}, 422),  # neither file nor text
+        ({"action": "append", "text": "email\na@x.cl"}, {"file": ("a.csv", b"email\n")}, 422),
+        ({"action": "replace_all", "text": "email\na@x.cl"}, {}, 422),
+        ({"action": "append"}, {"file": ("empty.csv", b"")}, 422),
+        ({"action": "append", "profile_id": "no-such-profile", "text": "email\n"}, {}, 404),
+    ],
+)
+async def test_bad_uploads_get_a_clear_problem(
+    platform: Any, form: dict[str, str], files: dict[str, Any], status: int
+) -> None:
+    api, services, profile = platform
+    response = await api.post(
+        f"{services['import'].url}/v1/imports",
+        data={"profile_id": profile["id"], **form},
+        files=files or None,
+    )
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_what_is_not_a_csv_fails_with_its_reason(platform: Any) -> None:
+    api, services, profile = platform
+    imports = f"{services['import'].url}/v1/imports"
+    for content, reason in [
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary"),
+        (b'email,Nombre\na@x.cl,"Ana\n', "never closed"),
+    ]:
+        response = await api.post(
+            imports,
+            data={"profile_id": profile["id"], "action": "append"},
+            files={"file": ("x.csv", content)},
+        )
+        state = await finished(api, f"{imports}/{response.json()['id']}")
+        assert state["status"] == "failed" and reason in state["error"], state
