@@ -130,6 +130,7 @@ def platform_env(infrastructure: Any, unique: str) -> PlatformEnv:
             "CONTACTS_TOPIC_CONTACTS_EVENTS": f"contacts.events.{tag}.{unique}",
             "CONTACTS_TOPIC_CONTACTS_COMMANDS": f"contacts.commands.{tag}.{unique}",
             "CONTACTS_TOPIC_IMPORTS_RESULTS": f"imports.results.{tag}.{unique}",
+            "CONTACTS_TOPIC_IMPORTS_EVENTS": f"imports.events.{tag}.{unique}",
             "CONTACTS_API_KEYS": f"{tag}-key=acct-{unique}",
         }
         profile_env = {**env, "CONTACTS_MONGODB_DATABASE": f"profile_svc_{tag}_{unique}"}

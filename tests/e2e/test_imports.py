@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from contacts_shared.events import EventEnvelope
+
 pytestmark = pytest.mark.integration
 
 FIELDS = [
@@ -63,11 +65,13 @@ async def platform(service_process: Any, platform_env: Any, profile_known_to_con
             services["contact"].url,
             {"name": "Clientes", "fields": FIELDS},
         )
-        yield api, services, profile
+        yield api, services, profile, envs
 
 
-async def test_a_spreadsheet_export_is_imported_and_every_refusal_explained(platform: Any) -> None:
-    api, services, profile = platform
+async def test_a_spreadsheet_export_is_imported_and_every_refusal_explained(
+    platform: Any, read_envelopes: Any
+) -> None:
+    api, services, profile, envs = platform
     imports = f"{services['import'].url}/v1/imports"
     accepted = await api.post(
         imports,
@@ -112,9 +116,20 @@ async def test_a_spreadsheet_export_is_imported_and_every_refusal_explained(plat
     )
     assert rows[2][2:] == ["bea@example.cl", "Beatriz", "12", "31/02/2020", "x"]  # as uploaded
 
+    # Its life, told on imports.events: queued, started, progress, completed with the counts.
+    def told(envelopes: list[EventEnvelope]) -> bool:
+        return any(e.type == "contacts.import.completed" for e in envelopes)
+
+    envelopes = await read_envelopes(envs["import"]["CONTACTS_TOPIC_IMPORTS_EVENTS"], until=told)
+    kinds = [e.type.removeprefix("contacts.import.") for e in envelopes if e.subject == state["id"]]
+    assert kinds[:2] == ["queued", "started"] and kinds[-1] == "completed"
+    assert set(kinds[2:-1]) <= {"progressed"}
+    last = envelopes[-1].data["import"]
+    assert last["counts"] == state["counts"] and last["status"] == "completed_with_errors"
+
 
 async def test_pasted_text_with_a_bom_and_loose_headers_unsubscribes(platform: Any) -> None:
-    api, services, profile = platform
+    api, services, profile, envs = platform
     imports = f"{services['import'].url}/v1/imports"
     first = await api.post(
         imports,
@@ -147,7 +162,7 @@ async def test_pasted_text_with_a_bom_and_loose_headers_unsubscribes(platform: A
 async def test_a_header_that_does_not_match_fails_the_import_naming_each_column(
     platform: Any,
 ) -> None:
-    api, services, profile = platform
+    api, services, profile, envs = platform
     imports = f"{services['import'].url}/v1/imports"
     response = await api.post(
         imports,
@@ -173,7 +188,7 @@ async def test_a_header_that_does_not_match_fails_the_import_naming_each_column(
 async def test_bad_uploads_get_a_clear_problem(
     platform: Any, form: dict[str, str], files: dict[str, Any], status: int
 ) -> None:
-    api, services, profile = platform
+    api, services, profile, envs = platform
     response = await api.post(
         f"{services['import'].url}/v1/imports",
         data={"profile_id": profile["id"], **form},
@@ -184,7 +199,7 @@ async def test_bad_uploads_get_a_clear_problem(
 
 
 async def test_what_is_not_a_csv_fails_with_its_reason(platform: Any) -> None:
-    api, services, profile = platform
+    api, services, profile, envs = platform
     imports = f"{services['import'].url}/v1/imports"
     for content, reason in [
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary"),

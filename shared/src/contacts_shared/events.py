@@ -223,3 +223,75 @@ class ContactDeleted(DomainEvent):
 
     def subject(self) -> str:
         return self.contact_id
+
+
+# -- import events (published by import-svc on `imports.events`, keyed by import id) -----------
+
+IMPORTS = "topic_imports_events"
+
+
+class ImportSnapshot(BaseModel):
+    """An import as it stands after a change; `version` grows with every change."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    account_id: str
+    profile_id: str
+    action: ImportAction
+    reference: str | None
+    file_name: str | None
+    size: int
+    status: str = Field(
+        description="queued, validating, running, completed, completed_with_errors, failed, "
+        "cancelled"
+    )
+    counts: dict[str, int] = Field(
+        description="read, refused, applied, and per outcome: created, updated, unchanged, "
+        "unsubscribed, duplicate, not_found, profile_gone"
+    )
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    problems: list[dict[str, str]] = Field(description="the header's problems, by column")
+    version: int
+
+
+class ImportEvent(DomainEvent):
+    job: ImportSnapshot = Field(alias="import")
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, serialize_by_alias=True)
+
+    def subject(self) -> str:
+        return self.job.id
+
+
+@register("contacts.import.queued", IMPORTS)
+class ImportQueued(ImportEvent):
+    """An upload was stored and its import waits for a worker."""
+
+
+@register("contacts.import.started", IMPORTS)
+class ImportStarted(ImportEvent):
+    """A worker began reading the import's file."""
+
+
+@register("contacts.import.progressed", IMPORTS)
+class ImportProgressed(ImportEvent):
+    """More of the import's rows have their outcome (told at most once a second)."""
+
+
+@register("contacts.import.completed", IMPORTS)
+class ImportCompleted(ImportEvent):
+    """Every row has its outcome (`completed_with_errors` when some were refused)."""
+
+
+@register("contacts.import.failed", IMPORTS)
+class ImportFailed(ImportEvent):
+    """The import stopped: its file or header cannot be used, or its profile is gone."""
+
+
+@register("contacts.import.cancelled", IMPORTS)
+class ImportCancelled(ImportEvent):
+    """The user stopped the import; rows already applied stay."""

@@ -80,7 +80,21 @@ def test_every_event_type_is_past_tense_and_documented() -> None:
         assert event_type.startswith("contacts.")
         assert cls.__doc__, cls.__name__
         assert cls.__name__.endswith(
-            ("Created", "Updated", "Deleted", "Added", "Removed", "Changed", "Imported")
+            (
+                "Created",
+                "Updated",
+                "Deleted",
+                "Added",
+                "Removed",
+                "Changed",
+                "Imported",
+                "Queued",
+                "Started",
+                "Progressed",
+                "Completed",
+                "Failed",
+                "Cancelled",
+            )
         )
 
 

@@ -18,13 +18,8 @@ from contacts_shared.commands import ImportAction
 from contacts_shared.values import DateOrder
 from contacts_shared.web import AccountId, Problem
 from import_svc import handlers
-from import_svc.repository import (
-    UPLOAD_CHUNK_BYTES,
-    ImportJob,
-    ImportStatus,
-    ImportStore,
-    ReadOptions,
-)
+from import_svc.domain import ImportJob, ImportStatus, ReadOptions
+from import_svc.repository import UPLOAD_CHUNK_BYTES, ImportStore
 
 router = APIRouter(prefix="/v1/imports", tags=["imports"])
 DELIMITER_WORDS = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
@@ -49,10 +44,9 @@ class ImportOut(BaseModel):
 
     @classmethod
     def of(cls, job: ImportJob) -> ImportOut:
-        outcomes = job.progress.outcomes
-        counted = job.progress.rows_counted
         end = job.finished_at or datetime.now(UTC)
         seconds = (end - job.started_at).total_seconds() if job.started_at else 0
+        applied = job.progress.rows_counted
         return cls(
             id=job.id,
             profile_id=job.profile_id,
@@ -61,13 +55,8 @@ class ImportOut(BaseModel):
             file_name=job.file_name,
             size=job.size,
             status=job.status,
-            counts={
-                "read": job.checkpoint.rows_read,
-                "refused": job.checkpoint.refused,
-                "applied": counted,
-                **{outcome: outcomes.get(outcome, 0) for outcome in OUTCOME_COUNTS},
-            },
-            rows_per_second=round(counted / seconds, 1) if seconds > 0 else None,
+            counts=job.counts,
+            rows_per_second=round(applied / seconds, 1) if seconds > 0 else None,
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
@@ -78,17 +67,6 @@ class ImportOut(BaseModel):
                 for column, name in job.loose_matches
             ],
         )
-
-
-OUTCOME_COUNTS = (
-    "created",
-    "updated",
-    "unchanged",
-    "unsubscribed",
-    "duplicate",
-    "not_found",
-    "profile_gone",
-)
 
 
 def _store(request: Request) -> ImportStore:

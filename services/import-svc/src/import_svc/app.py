@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request, Response
 
 from contacts_shared.kafka import EventPublisher, one_at_a_time, service_consumer
 from contacts_shared.mongo import connect, ping
+from contacts_shared.outbox import OutboxRelay
 from contacts_shared.profiles import MongoSchemaStore
 from contacts_shared.web import Problem, create_service_app
 from import_svc.api import router
@@ -31,10 +32,16 @@ def create_app(settings: ImportSettings | None = None) -> FastAPI:
         publisher = EventPublisher(
             settings.kafka_bootstrap_servers,
             client_id=settings.service_name,
-            topics=[settings.topic_contacts_commands],
+            topics=[settings.topic_contacts_commands, settings.topic_imports_events],
             partitions=settings.topic_partitions,
         )
-        store = ImportStore(database)
+        relay = OutboxRelay(
+            database["imports"],
+            publisher,
+            batch_size=settings.outbox_batch_size,
+            scan_seconds=settings.outbox_scan_seconds,
+        )
+        store = ImportStore(database, settings, events_queued=relay.notify)
         schemas = MongoSchemaStore(database["profile_schemas"])
         await store.create_indexes()
         consumers = [
@@ -66,13 +73,15 @@ def create_app(settings: ImportSettings | None = None) -> FastAPI:
         )
         app.state.store, app.state.schemas = store, schemas
         app.state.readiness_checks.update(mongodb=lambda: ping(client), kafka=publisher.check)
-        tasks = [asyncio.create_task(worker.run(stopping), name="import-worker")] + [
-            asyncio.create_task(c.run(), name="consumer") for c in consumers
-        ]
+        tasks = [
+            asyncio.create_task(worker.run(stopping), name="import-worker"),
+            asyncio.create_task(relay.run(), name="outbox-relay"),
+        ] + [asyncio.create_task(c.run(), name="consumer") for c in consumers]
         try:
             yield
         finally:
             stopping.set()
+            relay.stop()
             for c in consumers:
                 c.stop()
             await asyncio.gather(*tasks)

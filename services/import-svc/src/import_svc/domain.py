@@ -1,17 +1,37 @@
-"""An import's counts, folded exactly from contact-svc's per-row outcomes. Pure: no I/O.
+"""An import: its options, status, checkpoint and counts, and the events of its changes.
+Pure: no I/O.
 
-Rows go to contact-svc numbered per partition (0, 1, 2, ...) by the order they appear in the
-file, so a row sent twice carries the same number. Outcomes come back in that order per
-partition, possibly repeated after a redelivery; an import keeps, per partition, the highest
-number counted (the watermark) and counts only what lies beyond it (ADR 10)."""
+Counts are folded exactly from contact-svc's per-row outcomes. Rows go to contact-svc
+numbered per partition (0, 1, 2, ...) by the order they appear in the file, so a row sent
+twice carries the same number. Outcomes come back in that order per partition, possibly
+repeated after a redelivery; an import keeps, per partition, the highest number counted (the
+watermark) and counts only what lies beyond it (ADR 10)."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
 
-from contacts_shared.commands import RowOutcome
+from contacts_shared.commands import ImportAction, RowOutcome
+from contacts_shared.events import (
+    DomainEvent,
+    ImportCancelled,
+    ImportCompleted,
+    ImportFailed,
+    ImportProgressed,
+    ImportQueued,
+    ImportSnapshot,
+    ImportStarted,
+)
+from contacts_shared.values import DateOrder
+
+# ImportProgressed is told at most this often per import.
+PROGRESS_EVERY = timedelta(seconds=1)
+OUTCOME_COUNTS = tuple(outcome.value for outcome in RowOutcome)
 
 
 @dataclass
@@ -44,3 +64,182 @@ class Progress:
     def all_counted(self) -> bool:
         """Every row sent has its outcome (once sending has ended and said how many)."""
         return all(self.counted.get(p, 0) >= n for p, n in self.sent.items())
+
+
+class ImportStatus(StrEnum):
+    QUEUED = "queued"
+    VALIDATING = "validating"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    COMPLETED_WITH_ERRORS = "completed_with_errors"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (ImportStatus.QUEUED, ImportStatus.VALIDATING, ImportStatus.RUNNING)
+
+
+FINISHING_EVENTS: dict[ImportStatus, type[DomainEvent]] = {
+    ImportStatus.COMPLETED: ImportCompleted,
+    ImportStatus.COMPLETED_WITH_ERRORS: ImportCompleted,
+    ImportStatus.FAILED: ImportFailed,
+    ImportStatus.CANCELLED: ImportCancelled,
+}
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read the upload and match its columns."""
+
+    delimiter: str | None = None
+    encoding: str | None = None
+    date_order: DateOrder = DateOrder.DAY_FIRST
+    mapping: dict[str, str] = field(default_factory=dict)
+    ignore: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Rows whose commands Kafka has acknowledged: up to `line`, with what was read and
+    refused up to there, and the rows sent per partition."""
+
+    line: int = 0
+    rows_read: int = 0
+    refused: int = 0
+    sent: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class ImportJob:
+    """One import. Its writers (the worker holding the lease, the consumer of its outcomes)
+    each read it, change it, and write it back if nobody wrote in between (`version`)."""
+
+    id: str
+    account_id: str
+    profile_id: str
+    action: ImportAction
+    reference: str | None
+    file_name: str | None
+    size: int
+    upload_id: Any
+    options: ReadOptions
+    created_at: datetime
+    status: ImportStatus = ImportStatus.QUEUED
+    checkpoint: Checkpoint = field(default_factory=Checkpoint)
+    sending_done: bool = False
+    progress: Progress = field(default_factory=Progress)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+    problems: tuple[dict[str, str], ...] = ()
+    header: tuple[str, ...] = ()
+    loose_matches: tuple[tuple[str, str], ...] = ()
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
+    progress_told_at: datetime | None = None
+    version: int = 1
+    events: list[DomainEvent] = field(default_factory=list, compare=False)
+
+    @classmethod
+    def queue(cls, **details: Any) -> ImportJob:
+        job = cls(**details)
+        job.events.append(ImportQueued(job=job.snapshot()))
+        return job
+
+    def holds_lease(self, owner: str) -> bool:
+        return self.lease_owner == owner and not self.status.finished
+
+    def renew(self, until: datetime) -> None:
+        self.lease_until = until
+
+    def start(self, now: datetime) -> None:
+        """A worker begins (or, after a crash, resumes) reading the file."""
+        if self.started_at is None:
+            self.started_at = now
+            self.status = ImportStatus.VALIDATING
+            self._tell(ImportStarted)
+
+    def run(self, header: Sequence[str], loose_matches: Sequence[tuple[str, str]]) -> None:
+        """The header matched the profile: rows go out."""
+        self.header, self.loose_matches = tuple(header), tuple(loose_matches)
+        self.status = ImportStatus.RUNNING
+
+    def reach(self, checkpoint: Checkpoint, *, done: bool, now: datetime) -> None:
+        """Kafka acknowledged every row up to the checkpoint (all of them when `done`)."""
+        self.checkpoint, self.sending_done = checkpoint, done
+        self.progress.sent = dict(checkpoint.sent)
+        self.finish_if_counted(now)
+
+    def fold(
+        self, partition: int, rows: Sequence[tuple[int, int, RowOutcome]], now: datetime
+    ) -> bool:
+        """Count outcomes (see `Progress.fold`); False if all were copies."""
+        if not self.progress.fold(partition, rows):
+            return False
+        if self.progress_told_at is None or now - self.progress_told_at >= PROGRESS_EVERY:
+            self.progress_told_at = now
+            self._tell(ImportProgressed)
+        self.finish_if_counted(now)
+        return True
+
+    def finish_if_counted(self, now: datetime) -> None:
+        """Complete once sending has ended and every row sent has its outcome."""
+        if self.sending_done and self.progress.all_counted():
+            refused = self.checkpoint.refused
+            status = ImportStatus.COMPLETED_WITH_ERRORS if refused else ImportStatus.COMPLETED
+            self.finish(status, now)
+
+    def finish(
+        self,
+        status: ImportStatus,
+        now: datetime,
+        *,
+        error: str | None = None,
+        problems: Sequence[dict[str, str]] = (),
+    ) -> bool:
+        """End the import with `status`; False if it had ended already."""
+        if self.status.finished:
+            return False
+        self.status, self.finished_at = status, now
+        self.error, self.problems = error, tuple(problems)
+        self.lease_owner = self.lease_until = None
+        self._tell(FINISHING_EVENTS[status])
+        return True
+
+    @property
+    def counts(self) -> dict[str, int]:
+        outcomes = self.progress.outcomes
+        return {
+            "read": self.checkpoint.rows_read,
+            "refused": self.checkpoint.refused,
+            "applied": self.progress.rows_counted,
+            **{outcome: outcomes.get(outcome, 0) for outcome in OUTCOME_COUNTS},
+        }
+
+    def snapshot(self) -> ImportSnapshot:
+        return ImportSnapshot(
+            id=self.id,
+            account_id=self.account_id,
+            profile_id=self.profile_id,
+            action=self.action,
+            reference=self.reference,
+            file_name=self.file_name,
+            size=self.size,
+            status=self.status.value,
+            counts=self.counts,
+            created_at=self.created_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            error=self.error,
+            problems=list(self.problems),
+            version=self.version,
+        )
+
+    def _tell(self, event_type: type[DomainEvent]) -> None:
+        self.version += 1
+        self.events.append(event_type.model_validate({"import": self.snapshot()}))
+
+    def take_events(self) -> list[DomainEvent]:
+        events, self.events = self.events, []
+        return events

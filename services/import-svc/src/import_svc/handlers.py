@@ -6,26 +6,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from contacts_shared.commands import ImportAction, ImportContact, ImportRowsApplied
 from contacts_shared.kafka import EventPublisher, OutgoingMessage, partition_of
+from contacts_shared.mongo import retry_if_stale
 from contacts_shared.profiles import ProfileNotWritable, ProfileSchema, SchemaStore
 from contacts_shared.schema import ProfileType
 from contacts_shared.values import FieldProblem, ValuesInvalid, typed_values
 from import_svc.csv_rows import CsvRows, CsvUnreadable, Row
-from import_svc.domain import Progress
+from import_svc.domain import Checkpoint, ImportJob, ImportStatus, ReadOptions
 from import_svc.header import ColumnPlan, HeaderRefused, plan_columns
-from import_svc.repository import (
-    Checkpoint,
-    ImportJob,
-    ImportStatus,
-    ImportStore,
-    ReadOptions,
-    RefusedRow,
-)
+from import_svc.repository import ImportStore, RefusedRow
 
 log = logging.getLogger(__name__)
 # Rows read between renewals of the worker's lease when nothing is sent (a resumed import
@@ -73,7 +67,7 @@ async def accept_import(
     upload_id, size = await store.store_upload(file_name or "pasted text", upload)
     if size == 0:
         raise ImportRefused(422, "the upload is empty")
-    job = ImportJob(
+    job = ImportJob.queue(
         id=uuid.uuid4().hex,
         account_id=account_id,
         profile_id=profile_id,
@@ -83,11 +77,7 @@ async def accept_import(
         size=size,
         upload_id=upload_id,
         options=options,
-        status=ImportStatus.QUEUED,
         created_at=now(),
-        checkpoint=Checkpoint(),
-        sending_done=False,
-        progress=Progress(),
     )
     await store.add(job)
     return job
@@ -100,11 +90,32 @@ async def owned_import(store: ImportStore, account_id: str, import_id: str) -> I
     return job
 
 
+async def change_import(
+    store: ImportStore, import_id: str, change: Callable[[ImportJob], bool]
+) -> ImportJob | None:
+    """Read the import, apply `change`, write it back if `change` says so, again while
+    another writer got there first; the import as it ends up (None if unknown)."""
+
+    async def attempt() -> ImportJob | None:
+        job = await store.get(import_id)
+        if job is None:
+            return None
+        read_version = job.version
+        if change(job):
+            await store.save(job, expected_version=read_version)
+        return job
+
+    return await retry_if_stale(attempt)
+
+
 async def cancel_import(store: ImportStore, account_id: str, import_id: str) -> ImportJob:
     """Stop an unfinished import where it is; rows already sent stay applied."""
     await owned_import(store, account_id, import_id)
-    await store.finish(import_id, ImportStatus.CANCELLED, now())
-    return await owned_import(store, account_id, import_id)
+    job = await change_import(
+        store, import_id, lambda job: job.finish(ImportStatus.CANCELLED, now())
+    )
+    assert job is not None
+    return job
 
 
 # -- the worker ----------------------------------------------------------------------------------
@@ -247,22 +258,17 @@ class Worker:
         with their reasons, and send the valid ones after the checkpoint as commands,
         checkpointing every `rows_per_checkpoint` rows. Stops when the import is cancelled or
         taken over."""
-        store, owner, lease = self.store, self.owner, self.lease
         schema = await self.schemas.get(job.profile_id)
         if schema is None:
-            await store.finish(job.id, ImportStatus.FAILED, now(), error="the profile is gone")
+            await self._fail(job.id, "the profile is gone")
             return
-        started = job.started_at or now()
-        status = ImportStatus.VALIDATING if job.checkpoint.line == 0 else job.status
-        if not await store.hold(
-            job.id, owner, now() + lease, {"status": status.value, "started_at": started}
-        ):
+        if not await self._hold(job.id, lambda job: job.start(now())):
             return
         partitions = await self.publisher.partitions_of(self.commands_topic)
         sending = _Sending(job, schema, partitions, self.region)
         reader = CsvRows(encoding=job.options.encoding, delimiter=job.options.delimiter)
         try:
-            async for chunk in store.read_upload(job.upload_id):
+            async for chunk in self.store.read_upload(job.upload_id):
                 for row in reader.feed(chunk):
                     if not await self._take(sending, row):
                         return
@@ -273,16 +279,37 @@ class Worker:
                 if not await self._take(sending, row):
                     return
         except CsvUnreadable as exc:
-            await store.finish(job.id, ImportStatus.FAILED, now(), error=str(exc))
+            await self._fail(job.id, str(exc))
             return
         if sending.plan is None:
-            await store.finish(job.id, ImportStatus.FAILED, now(), error="the file has no header")
+            await self._fail(job.id, "the file has no header")
             return
-        if not await self._send(sending, done=True):
-            return
-        finished = await store.get(job.id)
-        if finished is not None:
-            await finish_if_counted(store, finished)
+        await self._send(sending, done=True)
+
+    async def _hold(self, import_id: str, change: Callable[[ImportJob], object]) -> bool:
+        """Apply `change` and renew the lease, if this worker still holds it (the import may
+        have been cancelled, or taken over after a stall). False: stop."""
+        held = False
+
+        def renewed(job: ImportJob) -> bool:
+            nonlocal held
+            held = job.holds_lease(self.owner)
+            if held:
+                change(job)
+                job.renew(now() + self.lease)
+            return held
+
+        await change_import(self.store, import_id, renewed)
+        return held
+
+    async def _fail(
+        self, import_id: str, error: str, problems: Sequence[dict[str, str]] = ()
+    ) -> None:
+        await change_import(
+            self.store,
+            import_id,
+            lambda job: job.finish(ImportStatus.FAILED, now(), error=error, problems=problems),
+        )
 
     async def _take(self, sending: _Sending, row: Row) -> bool:
         """Take one record; the header's problems fail the import. False: stop."""
@@ -291,27 +318,18 @@ class Worker:
             sending.take(row)
         except HeaderRefused as exc:
             problems = [{"column": p.field, "reason": p.message} for p in exc.problems]
-            await self.store.finish(
-                sending.job.id, ImportStatus.FAILED, now(), error=str(exc), problems=problems
-            )
+            await self._fail(sending.job.id, str(exc), problems)
             return False
         except ProfileNotWritable as exc:
-            await self.store.finish(sending.job.id, ImportStatus.FAILED, now(), error=str(exc))
+            await self._fail(sending.job.id, str(exc))
             return False
-        if sending.rows_read and sending.rows_read % LEASE_RENEWAL_ROWS == 0:  # a long re-read
-            return await self.store.hold(sending.job.id, self.owner, now() + self.lease, {})
         if header and sending.plan is not None:
-            loose = [list(pair) for pair in sending.plan.loose_matches]
-            return await self.store.hold(
-                sending.job.id,
-                self.owner,
-                now() + self.lease,
-                {
-                    "status": ImportStatus.RUNNING.value,
-                    "loose_matches": loose,
-                    "header": sending.header,
-                },
+            plan = sending.plan
+            return await self._hold(
+                sending.job.id, lambda job: job.run(sending.header, plan.loose_matches)
             )
+        if sending.rows_read and sending.rows_read % LEASE_RENEWAL_ROWS == 0:  # a long re-read
+            return await self._hold(sending.job.id, lambda job: None)
         return True
 
     async def _send(self, sending: _Sending, *, done: bool = False) -> bool:
@@ -322,23 +340,17 @@ class Worker:
         )
         await self.store.refuse(sending.job.id, sending.refused_rows)
         sending.commands, sending.refused_rows = [], []
-        return await self.store.checkpoint(
-            sending.job.id, self.owner, now() + self.lease, sending.checkpoint, done=done
+        checkpoint = sending.checkpoint
+        return await self._hold(
+            sending.job.id, lambda job: job.reach(checkpoint, done=done, now=now())
         )
-
-
-async def finish_if_counted(store: ImportStore, job: ImportJob) -> None:
-    """Complete the import once sending has ended and every row sent has its outcome."""
-    if job.sending_done and job.progress.all_counted():
-        status = (
-            ImportStatus.COMPLETED_WITH_ERRORS if job.checkpoint.refused else ImportStatus.COMPLETED
-        )
-        await store.finish(job.id, status, now())
 
 
 async def fold_results(applied: Sequence[ImportRowsApplied], store: ImportStore) -> None:
-    """Count contact-svc's outcomes, then complete the imports they finish."""
+    """Count contact-svc's outcomes; an import whose rows all have theirs completes."""
     for result in applied:
-        job = await store.fold(result.import_id, result.partition, result.rows)
-        if job is not None:
-            await finish_if_counted(store, job)
+
+        def fold(job: ImportJob, result: ImportRowsApplied = result) -> bool:
+            return job.fold(result.partition, result.rows, now())
+
+        await change_import(store, result.import_id, fold)

@@ -1,85 +1,43 @@
-"""import-svc storage: imports (one document each: options, status, checkpoint, counts),
-their uploads in GridFS, and the refused rows. Each import has two writers that never touch
-the same fields: the worker holding its lease (status, checkpoint) and the results consumer
-owning its partition of `imports.results` (watermarks and outcome counts)."""
+"""import-svc storage: imports (one document each, with the outbox of its events), their
+uploads in GridFS, and the refused rows. An import is written whole, only if its version is
+the one read (`save`), so its two writers, the worker holding its lease and the consumer of
+its outcomes, never undo each other's changes."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from gridfs.asynchronous import AsyncGridFSBucket
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 
-from contacts_shared.commands import ImportAction, RowOutcome
-from contacts_shared.mongo import Collection, Database, Document, ensure_indexes, update_each
+from contacts_shared.commands import ImportAction
+from contacts_shared.mongo import (
+    Collection,
+    Database,
+    Document,
+    StaleDocument,
+    ensure_indexes,
+    update_each,
+    update_if,
+)
+from contacts_shared.outbox import (
+    OUTBOX,
+    OUTBOX_INDEX,
+    EventsQueued,
+    outbox_entries,
+    outbox_update,
+)
+from contacts_shared.settings import ServiceSettings
 from contacts_shared.values import DateOrder
-from import_svc.domain import Progress
+from import_svc.domain import Checkpoint, ImportJob, ImportStatus, Progress, ReadOptions
+
+UNFINISHED = [s.value for s in ImportStatus if not s.finished]
 
 UPLOAD_CHUNK_BYTES = 1024 * 1024
-
-
-class ImportStatus(StrEnum):
-    QUEUED = "queued"
-    VALIDATING = "validating"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    COMPLETED_WITH_ERRORS = "completed_with_errors"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-UNFINISHED = [s.value for s in (ImportStatus.QUEUED, ImportStatus.VALIDATING, ImportStatus.RUNNING)]
-
-
-@dataclass(frozen=True)
-class ReadOptions:
-    """How to read the upload and match its columns."""
-
-    delimiter: str | None = None
-    encoding: str | None = None
-    date_order: DateOrder = DateOrder.DAY_FIRST
-    mapping: dict[str, str] = field(default_factory=dict)
-    ignore: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """Rows whose commands Kafka has acknowledged: up to `line`, with what was read and
-    refused up to there, and the rows sent per partition."""
-
-    line: int = 0
-    rows_read: int = 0
-    refused: int = 0
-    sent: dict[int, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ImportJob:
-    id: str
-    account_id: str
-    profile_id: str
-    action: ImportAction
-    reference: str | None
-    file_name: str | None
-    size: int
-    upload_id: Any
-    options: ReadOptions
-    status: ImportStatus
-    created_at: datetime
-    checkpoint: Checkpoint
-    sending_done: bool
-    progress: Progress
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    error: str | None = None
-    problems: tuple[dict[str, str], ...] = ()
-    header: tuple[str, ...] = ()
-    loose_matches: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -96,6 +54,7 @@ def _partitions(stored: Mapping[str, int]) -> dict[int, int]:
 def _job(document: Document) -> ImportJob:
     options = document["options"]
     checkpoint = document["checkpoint"]
+    lease = document.get("lease") or {}
     return ImportJob(
         id=document["_id"],
         account_id=document["account_id"],
@@ -132,7 +91,53 @@ def _job(document: Document) -> ImportJob:
         problems=tuple(document.get("problems") or ()),
         header=tuple(document.get("header") or ()),
         loose_matches=tuple(tuple(pair) for pair in document.get("loose_matches") or ()),
+        lease_owner=lease.get("owner"),
+        lease_until=lease.get("until"),
+        progress_told_at=document.get("progress_told_at"),
+        version=document["version"],
     )
+
+
+def _document(job: ImportJob) -> Document:
+    """The import's stored fields (the `_id` and its outbox apart)."""
+    options = job.options
+    return {
+        "account_id": job.account_id,
+        "profile_id": job.profile_id,
+        "action": job.action.value,
+        "reference": job.reference,
+        "file_name": job.file_name,
+        "size": job.size,
+        "upload_id": job.upload_id,
+        "options": {
+            "delimiter": options.delimiter,
+            "encoding": options.encoding,
+            "date_order": options.date_order.value,
+            # Column names may hold dots: kept as pairs, not as keys.
+            "mapping": [[c, f] for c, f in options.mapping.items()],
+            "ignore": list(options.ignore),
+        },
+        "status": job.status.value,
+        "created_at": job.created_at,
+        "checkpoint": {
+            "line": job.checkpoint.line,
+            "rows_read": job.checkpoint.rows_read,
+            "refused": job.checkpoint.refused,
+            "sent": _stored_partitions(job.checkpoint.sent),
+        },
+        "sending_done": job.sending_done,
+        "counted": _stored_partitions(job.progress.counted),
+        "outcomes": dict(job.progress.outcomes),
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "error": job.error,
+        "problems": list(job.problems),
+        "header": list(job.header),
+        "loose_matches": [list(pair) for pair in job.loose_matches],
+        "lease": {"owner": job.lease_owner, "until": job.lease_until} if job.lease_owner else None,
+        "progress_told_at": job.progress_told_at,
+        "version": job.version,
+    }
 
 
 def _stored_partitions(counts: Mapping[int, int]) -> dict[str, int]:
@@ -140,7 +145,11 @@ def _stored_partitions(counts: Mapping[int, int]) -> dict[str, int]:
 
 
 class ImportStore:
-    def __init__(self, database: Database) -> None:
+    def __init__(
+        self, database: Database, settings: ServiceSettings, *, events_queued: EventsQueued
+    ) -> None:
+        self._settings = settings
+        self._events_queued = events_queued
         self._imports: Collection = database["imports"]
         self._refused: Collection = database["refused_rows"]
         self._uploads = AsyncGridFSBucket(database, bucket_name="uploads")
@@ -151,6 +160,7 @@ class ImportStore:
             [
                 IndexModel([("status", ASCENDING)], name="by_status"),
                 IndexModel([("account_id", ASCENDING), ("created_at", ASCENDING)], name="newest"),
+                OUTBOX_INDEX,
             ],
         )
         # Refused rows need none: `_id` is `import id:line number`, read in that order.
@@ -169,39 +179,33 @@ class ImportStore:
         while chunk := await stream.readchunk():
             yield chunk
 
+    def _entries(self, job: ImportJob) -> list[Document]:
+        return outbox_entries(job.take_events(), account_id=job.account_id, settings=self._settings)
+
     async def add(self, job: ImportJob) -> None:
-        options = job.options
-        await self._imports.insert_one(
-            {
-                "_id": job.id,
-                "account_id": job.account_id,
-                "profile_id": job.profile_id,
-                "action": job.action.value,
-                "reference": job.reference,
-                "file_name": job.file_name,
-                "size": job.size,
-                "upload_id": job.upload_id,
-                "options": {
-                    "delimiter": options.delimiter,
-                    "encoding": options.encoding,
-                    "date_order": options.date_order.value,
-                    # Column names may hold dots: kept as pairs, not as keys.
-                    "mapping": [[c, f] for c, f in options.mapping.items()],
-                    "ignore": list(options.ignore),
-                },
-                "status": job.status.value,
-                "created_at": job.created_at,
-                "checkpoint": {"line": 0, "rows_read": 0, "refused": 0, "sent": {}},
-                "sending_done": False,
-                "counted": {},
-                "outcomes": {},
-                "lease": None,
-            }
-        )
+        entries = self._entries(job)
+        await self._imports.insert_one({"_id": job.id, **_document(job), OUTBOX: entries})
+        self._events_queued(job.id, entries)
 
     async def get(self, import_id: str) -> ImportJob | None:
-        document = await self._imports.find_one({"_id": import_id})
+        document = await self._imports.find_one({"_id": import_id}, {OUTBOX: 0})
         return _job(document) if document else None
+
+    async def save(self, job: ImportJob, *, expected_version: int) -> None:
+        """Write the import and its events if it is still at `expected_version`; else raise
+        StaleDocument (read again, change again)."""
+        job.version = max(job.version, expected_version + 1)
+        entries = self._entries(job)
+        applied = await update_if(
+            self._imports,
+            job.id,
+            {"version": expected_version},
+            {**(outbox_update(entries) if entries else {}), "$set": _document(job)},
+        )
+        if not applied:
+            raise StaleDocument(job.id)
+        if entries:
+            self._events_queued(job.id)
 
     async def claim(self, owner: str, now: datetime, lease: timedelta) -> ImportJob | None:
         """An unfinished import still being sent whose lease is free or expired, now held by
@@ -212,44 +216,12 @@ class ImportStore:
                 "sending_done": False,
                 "$or": [{"lease": None}, {"lease.until": {"$lt": now}}],
             },
-            {"$set": {"lease": {"owner": owner, "until": now + lease}}},
+            {"$set": {"lease": {"owner": owner, "until": now + lease}}, "$inc": {"version": 1}},
+            {OUTBOX: 0},
             sort=[("created_at", ASCENDING)],
             return_document=ReturnDocument.AFTER,
         )
         return _job(document) if document else None
-
-    async def hold(
-        self,
-        import_id: str,
-        owner: str,
-        until: datetime,
-        changes: Mapping[str, Any],
-    ) -> bool:
-        """Renew `owner`'s lease and write `changes`, unless the import was cancelled or
-        another worker took it over; False then (the worker stops)."""
-        result = await self._imports.update_one(
-            {"_id": import_id, "lease.owner": owner, "status": {"$in": UNFINISHED}},
-            {"$set": {"lease.until": until, **changes}},
-        )
-        return result.matched_count == 1
-
-    async def checkpoint(
-        self, import_id: str, owner: str, until: datetime, checkpoint: Checkpoint, *, done: bool
-    ) -> bool:
-        return await self.hold(
-            import_id,
-            owner,
-            until,
-            {
-                "checkpoint": {
-                    "line": checkpoint.line,
-                    "rows_read": checkpoint.rows_read,
-                    "refused": checkpoint.refused,
-                    "sent": _stored_partitions(checkpoint.sent),
-                },
-                "sending_done": done,
-            },
-        )
 
     async def refuse(self, import_id: str, rows: Sequence[RefusedRow]) -> None:
         """Record refused rows; recording one again changes nothing."""
@@ -277,33 +249,3 @@ class ImportStore:
         ids = {"$gte": f"{import_id}:", "$lt": f"{import_id};"}
         async for document in self._refused.find({"_id": ids}).sort("_id", ASCENDING):
             yield RefusedRow(document["line"], document["values"], document["problems"])
-
-    async def fold(
-        self, import_id: str, partition: int, rows: Sequence[tuple[int, int, RowOutcome]]
-    ) -> ImportJob | None:
-        """Count contact-svc's outcomes beyond the partition's watermark (this consumer alone
-        writes them); the import after, or None if it is unknown."""
-        job = await self.get(import_id)
-        if job is None:
-            return None
-        if job.progress.fold(partition, rows):
-            await self._imports.update_one(
-                {"_id": import_id},
-                {
-                    "$set": {
-                        f"counted.{partition}": job.progress.counted[partition],
-                        "outcomes": dict(job.progress.outcomes),
-                    }
-                },
-            )
-        return job
-
-    async def finish(
-        self, import_id: str, status: ImportStatus, now: datetime, **details: Any
-    ) -> bool:
-        """Set a final status once; False if the import had finished already."""
-        result = await self._imports.update_one(
-            {"_id": import_id, "status": {"$in": UNFINISHED}},
-            {"$set": {"status": status.value, "finished_at": now, "lease": None, **details}},
-        )
-        return result.modified_count == 1

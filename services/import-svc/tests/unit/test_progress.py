@@ -1,12 +1,15 @@
-"""Counting contact-svc's outcomes exactly, whatever is repeated."""
+"""An import's counts, exact whatever is repeated, and the events of its life."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contacts_shared.commands import RowOutcome
-from import_svc.domain import Progress
+from contacts_shared.commands import ImportAction, RowOutcome
+from contacts_shared.events import ImportCompleted, ImportProgressed, ImportQueued, ImportStarted
+from import_svc.domain import Checkpoint, ImportJob, ImportStatus, Progress, ReadOptions
 
 C, U = RowOutcome.CREATED, RowOutcome.UPDATED
 
@@ -69,3 +72,47 @@ def test_counts_equal_the_truth_whatever_is_redelivered(
             expected[outcome.value] = expected.get(outcome.value, 0) + 1
     assert dict(progress.outcomes) == expected
     assert progress.all_counted()
+
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def queued() -> ImportJob:
+    return ImportJob.queue(
+        id="imp1",
+        account_id="a1",
+        profile_id="p1",
+        action=ImportAction.APPEND,
+        reference="Feria",
+        file_name="x.csv",
+        size=10,
+        upload_id="u1",
+        options=ReadOptions(),
+        created_at=NOW,
+    )
+
+
+def test_an_import_tells_its_life_once_each_and_progress_at_most_once_a_second() -> None:
+    job = queued()
+    job.start(NOW)
+    job.start(NOW + timedelta(seconds=5))  # resumed after a crash: not started again
+    job.run(["email"], [])
+    job.reach(Checkpoint(line=4, rows_read=3, refused=1, sent={0: 1, 1: 1}), done=True, now=NOW)
+    assert job.fold(0, [(0, 2, C)], NOW)
+    assert not job.fold(0, [(0, 2, C)], NOW)  # a copy
+    assert job.status is ImportStatus.RUNNING
+    job.fold(1, [(0, 3, U)], NOW + timedelta(milliseconds=300))
+    assert job.status is ImportStatus.COMPLETED_WITH_ERRORS
+    assert not job.finish(ImportStatus.CANCELLED, NOW)  # already over
+    events = job.take_events()
+    assert [type(e) for e in events] == [
+        ImportQueued,
+        ImportStarted,
+        ImportProgressed,
+        ImportCompleted,
+    ]
+    versions = [e.job.version for e in events]  # type: ignore[attr-defined]
+    assert versions == sorted(set(versions))  # each told at its own, growing version
+    completed = events[-1].job  # type: ignore[attr-defined]
+    assert completed.counts["applied"] == 2 and completed.counts["refused"] == 1
+    assert completed.status == "completed_with_errors"
