@@ -4,7 +4,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_CACHE_DIR := $(CURDIR)/.local/uv-cache
 UV_HOME := $(CURDIR)/.local/uv
 UV := $(UV_HOME)/bin/uv
-PY_SOURCES := shared/src services/profile-svc/src services/contact-svc/src services/import-svc/src deploy/local/src
+PY_SOURCES := shared/src services/profile-svc/src services/contact-svc/src services/import-svc/src services/log-svc/src deploy/local/src
 PYTEST := $(UV) run --frozen pytest
 
 .PHONY: help setup run stop status test lint fmt unit integration e2e bench bench-scale catalogue clean

@@ -117,7 +117,7 @@ PlatformEnv = Callable[[str], dict[str, dict[str, str]]]
 
 @pytest.fixture
 def platform_env(infrastructure: Any, unique: str) -> PlatformEnv:
-    """Settings of a profile-svc, a contact-svc and an import-svc of a test's own, by service,
+    """Settings of a profile-svc, contact-svc, import-svc and log-svc of a test's own, by service,
     given a tag: topics, databases and consumer groups named after `unique`, and the API key
     `<tag>-key` of account `acct-<unique>`."""
 
@@ -149,7 +149,17 @@ def platform_env(infrastructure: Any, unique: str) -> PlatformEnv:
             "CONTACTS_RESULTS_GROUP": f"results-{unique}",
             "CONTACTS_POLL_SECONDS": "0.2",
         }
-        return {"profile": profile_env, "contact": contact_env, "import": import_env}
+        log_env = {
+            **env,
+            "CONTACTS_MONGODB_DATABASE": f"log_svc_{tag}_{unique}",
+            "CONTACTS_IMPORTS_EVENTS_GROUP": f"log-{unique}",
+        }
+        return {
+            "profile": profile_env,
+            "contact": contact_env,
+            "import": import_env,
+            "log": log_env,
+        }
 
     return settings
 

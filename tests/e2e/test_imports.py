@@ -69,9 +69,11 @@ async def platform(service_process: Any, platform_env: Any, profile_known_to_con
 
 
 async def test_a_spreadsheet_export_is_imported_and_every_refusal_explained(
-    platform: Any, read_envelopes: Any
+    platform: Any, read_envelopes: Any, service_process: Any
 ) -> None:
     api, services, profile, envs = platform
+    log_svc = service_process("log_svc.app:create_app", envs["log"])
+    log_svc.start()
     imports = f"{services['import'].url}/v1/imports"
     accepted = await api.post(
         imports,
@@ -126,6 +128,18 @@ async def test_a_spreadsheet_export_is_imported_and_every_refusal_explained(
     assert set(kinds[2:-1]) <= {"progressed"}
     last = envelopes[-1].data["import"]
     assert last["counts"] == state["counts"] and last["status"] == "completed_with_errors"
+
+    # ... and kept in the import log.
+    logged = f"{log_svc.url}/v1/logs/imports/{state['id']}"
+    deadline = time.monotonic() + 30
+    while (log := (await api.get(logged)).json()).get("status") != "completed_with_errors":
+        assert time.monotonic() < deadline, log
+        await asyncio.sleep(0.2)
+    assert log["counts"] == state["counts"] and log["reference"] == "Feria"
+    listed = (
+        await api.get(f"{log_svc.url}/v1/logs/imports", params={"profile_id": profile["id"]})
+    ).json()
+    assert [item["id"] for item in listed["items"]] == [state["id"]]
 
 
 async def test_pasted_text_with_a_bom_and_loose_headers_unsubscribes(platform: Any) -> None:

@@ -28,6 +28,7 @@ SERVICES = [
     ("profile-svc", "profile_svc.app:create_app", "CONTACTS_PROFILE_SVC_PORT", 8101),
     ("contact-svc", "contact_svc.app:create_app", "CONTACTS_CONTACT_SVC_PORT", 8102),
     ("import-svc", "import_svc.app:create_app", "CONTACTS_IMPORT_SVC_PORT", 8103),
+    ("log-svc", "log_svc.app:create_app", "CONTACTS_LOG_SVC_PORT", 8105),
 ]
 LOCAL_API_KEY = "local-dev-key"
 LOCAL_ACCOUNT = "local-account"

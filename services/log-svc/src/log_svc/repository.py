@@ -1,0 +1,74 @@
+"""log-svc storage: the import log, one document per import holding its newest snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+from contacts_shared.events import ImportSnapshot
+from contacts_shared.mongo import Collection, Document, ensure_indexes, replace_if_newer
+
+
+class ImportLog:
+    def __init__(self, collection: Collection) -> None:
+        self._collection = collection
+
+    async def create_indexes(self) -> None:
+        await ensure_indexes(
+            self._collection,
+            [IndexModel([("account_id", ASCENDING), ("created_at", DESCENDING)], name="newest")],
+        )
+
+    async def record(self, snapshot: ImportSnapshot) -> bool:
+        """Keep the snapshot unless a newer one is there (events may come again, or late)."""
+        document = snapshot.model_dump(mode="python")
+        del document["id"]
+        return await replace_if_newer(
+            self._collection, snapshot.id, {"version": {"$lt": snapshot.version}}, document
+        )
+
+    async def get(self, import_id: str) -> ImportSnapshot | None:
+        document = await self._collection.find_one({"_id": import_id})
+        return _snapshot(document) if document else None
+
+    async def page(
+        self,
+        account_id: str,
+        *,
+        profile_id: str | None,
+        statuses: Sequence[str],
+        since: datetime | None,
+        until: datetime | None,
+        before: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[ImportSnapshot]:
+        """The account's imports, newest first, after the cursor `before` (created, id)."""
+        query: Document = {"account_id": account_id}
+        if profile_id:
+            query["profile_id"] = profile_id
+        if statuses:
+            query["status"] = {"$in": list(statuses)}
+        created: dict[str, Any] = {}
+        if since:
+            created["$gte"] = since
+        if until:
+            created["$lt"] = until
+        if created:
+            query["created_at"] = created
+        if before is not None:
+            at, import_id = before
+            query["$or"] = [
+                {"created_at": {"$lt": at}},
+                {"created_at": at, "_id": {"$lt": import_id}},
+            ]
+        cursor = self._collection.find(query).sort(
+            [("created_at", DESCENDING), ("_id", DESCENDING)]
+        )
+        return [_snapshot(document) async for document in cursor.limit(limit)]
+
+
+def _snapshot(document: Document) -> ImportSnapshot:
+    return ImportSnapshot.model_validate({**document, "id": document["_id"]})
