@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import sys
 import time
 from typing import Any
 
@@ -226,3 +227,39 @@ async def test_what_is_not_a_csv_fails_with_its_reason(platform: Any) -> None:
         )
         state = await finished(api, f"{imports}/{response.json()['id']}")
         assert state["status"] == "failed" and reason in state["error"], state
+
+
+async def test_the_command_line_client_follows_an_import_to_its_end(
+    platform: Any, tmp_path: Any
+) -> None:
+    api, services, profile, envs = platform
+    export = tmp_path / "clientes.csv"
+    export.write_bytes(EXPORT)
+    command = [
+        sys.executable,
+        "-m",
+        "import_svc.cli",
+        "import",
+        str(export),
+        "--profile",
+        profile["id"],
+        "--reference",
+        "desde la terminal",
+        "--url",
+        services["import"].url,
+        "--api-key",
+        "imports-key",
+    ]
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    output = (await asyncio.wait_for(process.communicate(), timeout=60))[0].decode()
+    assert process.returncode == 0, output
+    assert "completed_with_errors" in output and "created 2, duplicate 1" in output
+    assert "2 rows refused" in output and "/refused" in output
+
+    missing = await asyncio.create_subprocess_exec(
+        *command[:6], "no-such-profile", *command[7:], stdout=asyncio.subprocess.PIPE
+    )
+    output = (await missing.communicate())[0].decode()
+    assert missing.returncode == 2 and "404" in output
