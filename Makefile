@@ -7,13 +7,13 @@ UV := $(UV_HOME)/bin/uv
 PY_SOURCES := shared/src services/profile-svc/src services/contact-svc/src services/import-svc/src services/log-svc/src deploy/local/src
 PYTEST := $(UV) run --frozen pytest
 
-.PHONY: help setup run stop status test lint fmt unit integration e2e bench bench-scale catalogue clean
+.PHONY: help setup run stop status test lint fmt unit integration e2e bench bench-scale bench-import catalogue clean
 
 help:
 	@echo "make run    start Kafka, the local MongoDB server and every service (installs on first use)"
 	@echo "make stop   stop what 'make run' started"
 	@echo "make test   lint, then unit, integration and end-to-end tests on the real stack"
-	@echo "make lint | fmt | unit | integration | e2e | bench | bench-scale | catalogue | status"
+	@echo "make lint | fmt | unit | integration | e2e | bench | bench-scale | bench-import | catalogue | status"
 
 # uv itself, pinned, in a private virtualenv so the machine's Python stays untouched.
 $(UV):
@@ -62,6 +62,12 @@ bench: setup
 SCALE_CONTACTS ?= 1000000
 bench-scale: setup
 	$(UV) run --frozen python bench/contacts_at_scale.py --contacts-count $(SCALE_CONTACTS)
+
+# A CSV import of IMPORT_ROWS rows, twice (empty profile, then full); IMPORT_ROWS=100000 for
+# a quicker look.
+IMPORT_ROWS ?= 1000000
+bench-import: setup
+	$(UV) run --frozen python bench/import_csv.py --rows $(IMPORT_ROWS)
 
 catalogue: setup
 	$(UV) run --frozen python -m contacts_shared.catalogue > docs/events.md

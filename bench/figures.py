@@ -1,8 +1,17 @@
-"""Figures the benches print: percentiles of latencies."""
+"""Figures the benches print: percentiles of latencies, and the raw write rate of the same
+documents straight into the same server, the baseline a pipeline is compared with."""
 
 from __future__ import annotations
 
 import statistics
+import time
+from collections.abc import AsyncIterable, Sequence
+from typing import Any
+
+from pymongo import UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+
+Documents = AsyncCollection[dict[str, Any]]
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -13,3 +22,42 @@ def percentile(values: list[float], fraction: float) -> float:
 def p50_p99(latencies_ms: list[float]) -> str:
     p50, p99 = statistics.median(latencies_ms), percentile(latencies_ms, 0.99)
     return f"p50 {p50:9.2f} ms   p99 {p99:9.2f} ms"
+
+
+async def bulk_upsert_rate(
+    collection: Documents, chunks: AsyncIterable[Sequence[dict[str, Any]]]
+) -> float:
+    """Documents a second, upserted by `_id` in unordered bulks (one per chunk): only the
+    writes are timed, not the reading of the chunks."""
+    written, seconds = 0, 0.0
+    async for chunk in chunks:
+        started = time.perf_counter()
+        await collection.bulk_write(
+            [UpdateOne({"_id": d["_id"]}, {"$set": d}, upsert=True) for d in chunk],
+            ordered=False,
+        )
+        seconds += time.perf_counter() - started
+        written += len(chunk)
+    return written / seconds
+
+
+async def indexed_like(source: Documents, target: Documents) -> Documents:
+    """`target` with the indexes `source` has (the contacts' listing indexes, say)."""
+    for name, index in (await source.index_information()).items():
+        if name != "_id_":
+            await target.create_index(index["key"], name=name)
+    return target
+
+
+async def stored_documents(
+    collection: Documents, query: dict[str, Any], size: int = 1000
+) -> AsyncIterable[list[dict[str, Any]]]:
+    """The documents matching `query`, in chunks of `size`, as they are stored."""
+    chunk: list[dict[str, Any]] = []
+    async for document in collection.find(query, {"outbox": 0}):
+        chunk.append(document)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

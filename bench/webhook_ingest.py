@@ -15,13 +15,14 @@ import json
 import statistics
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer
-from figures import percentile
-from pymongo import AsyncMongoClient, UpdateOne
-from pymongo.asynchronous.collection import AsyncCollection
+from figures import bulk_upsert_rate, indexed_like, percentile, stored_documents
+from pymongo import AsyncMongoClient
 
 from contact_svc.webhooks import signature
 from contacts_shared.settings import ServiceSettings
@@ -141,12 +142,10 @@ async def main(args: argparse.Namespace) -> None:
     # (search terms and creation order included) into a collection indexed like its contacts,
     # which is the work the database must do for these contacts whatever the pipeline; and,
     # for comparison with earlier runs, minimal documents into a collection with no index.
-    stored = [d async for d in contacts.find({"profile_id": profile["id"]})]
-    indexed = client["bench"][f"indexed_{run}"]
-    for name, index in (await contacts.index_information()).items():
-        if name != "_id_":
-            await indexed.create_index(index["key"], name=name)
-    indexed_rate = await bulk_upsert_rate(indexed, stored)
+    indexed = await indexed_like(contacts, client["bench"][f"indexed_{run}"])
+    indexed_rate = await bulk_upsert_rate(
+        indexed, stored_documents(contacts, {"profile_id": profile["id"]})
+    )
     now = datetime.now(UTC)
     minimal = [
         {
@@ -161,7 +160,7 @@ async def main(args: argparse.Namespace) -> None:
         }
         for k in accepted_at
     ]
-    bare_rate = await bulk_upsert_rate(client["bench"][f"bare_{run}"], minimal)
+    bare_rate = await bulk_upsert_rate(client["bench"][f"bare_{run}"], chunked(minimal))
     await client.drop_database("bench")
     await contacts.delete_many({"profile_id": profile["id"]})  # keep the dev database small
     await client.close()
@@ -201,20 +200,9 @@ async def main(args: argparse.Namespace) -> None:
     print(f"ratio end-to-end / raw, minimal documents  {e2e_rate / bare_rate:6.2f}")
 
 
-async def bulk_upsert_rate(
-    collection: AsyncCollection[dict[str, object]], documents: list[dict[str, object]]
-) -> float:
-    """Documents a second, upserted by `_id` in unordered bulks of 1,000."""
-    started = time.perf_counter()
+async def chunked(documents: list[dict[str, Any]]) -> AsyncIterator[list[dict[str, Any]]]:
     for offset in range(0, len(documents), 1000):
-        await collection.bulk_write(
-            [
-                UpdateOne({"_id": d["_id"]}, {"$set": d}, upsert=True)
-                for d in documents[offset : offset + 1000]
-            ],
-            ordered=False,
-        )
-    return len(documents) / (time.perf_counter() - started)
+        yield documents[offset : offset + 1000]
 
 
 if __name__ == "__main__":
