@@ -263,3 +263,32 @@ async def test_the_command_line_client_follows_an_import_to_its_end(
     )
     output = (await missing.communicate())[0].decode()
     assert missing.returncode == 2 and "404" in output
+
+
+async def test_an_overwrite_leaves_exactly_the_imported_contacts(platform: Any) -> None:
+    api, services, profile, envs = platform
+    imports = f"{services['import'].url}/v1/imports"
+
+    async def imported(action: str, csv_text: str) -> dict[str, Any]:
+        response = await api.post(
+            imports,
+            data={"profile_id": profile["id"], "action": action},
+            files={"file": ("x.csv", csv_text.encode())},
+        )
+        assert response.status_code == 202, response.text
+        return await finished(api, f"{imports}/{response.json()['id']}")
+
+    await imported("append", "email,Nombre\na@x.cl,A\nb@x.cl,B\nc@x.cl,C\n")
+    state = await imported("overwrite", "email,Nombre\nb@x.cl,B\nd@x.cl,D\nnot-an-email,E\n")
+    assert state["status"] == "completed_with_errors", state
+    counts = state["counts"]
+    assert (counts["unchanged"], counts["created"], counts["deleted"]) == (1, 1, 2)
+
+    contacts = f"{services['contact'].url}/v1/profiles/{profile['id']}/contacts"
+    listed = (await api.get(contacts)).json()["items"]
+    assert sorted(item["key"] for item in listed) == ["b@x.cl", "d@x.cl"]
+    stats_url = f"{services['contact'].url}/v1/profiles/{profile['id']}/stats"
+    deadline = time.monotonic() + 30
+    while (stats := (await api.get(stats_url)).json())["total"] != 2:
+        assert time.monotonic() < deadline, stats  # the deletions' events were counted
+        await asyncio.sleep(0.2)

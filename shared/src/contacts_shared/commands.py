@@ -69,8 +69,32 @@ class ImportContact(ContactCommandBase):
         return f"import:{self.import_id}"
 
 
-ContactCommand = Annotated[UpsertContact | ImportContact, Field(discriminator="type")]
-CONTACT_COMMAND: TypeAdapter[UpsertContact | ImportContact] = TypeAdapter(ContactCommand)
+class PurgeForImport(BaseModel):
+    """After an overwrite's last row: delete the profile's contacts its rows did not write
+    (on `contacts.commands`, keyed by profile id). Applying it again deletes nothing more."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: Literal["contacts.command.purge_for_import"] = "contacts.command.purge_for_import"
+    import_id: str
+    account_id: str
+    profile_id: str
+
+    @property
+    def partition_key(self) -> str:
+        return self.profile_id
+
+    @property
+    def source(self) -> str:
+        return f"import:{self.import_id}"
+
+
+ContactCommand = Annotated[
+    UpsertContact | ImportContact | PurgeForImport, Field(discriminator="type")
+]
+CONTACT_COMMAND: TypeAdapter[UpsertContact | ImportContact | PurgeForImport] = TypeAdapter(
+    ContactCommand
+)
 
 
 class ImportRowsApplied(BaseModel):
@@ -84,3 +108,18 @@ class ImportRowsApplied(BaseModel):
     import_id: str
     partition: int
     rows: list[tuple[int, int, RowOutcome]]
+
+
+class ImportPurged(BaseModel):
+    """An overwrite's purge is done: `deleted` contacts of the profile were deleted by it (all
+    its runs together, so a redelivered purge reports the same)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: Literal["imports.result.purged"] = "imports.result.purged"
+    import_id: str
+    deleted: int
+
+
+ImportResult = Annotated[ImportRowsApplied | ImportPurged, Field(discriminator="type")]
+IMPORT_RESULT: TypeAdapter[ImportRowsApplied | ImportPurged] = TypeAdapter(ImportResult)

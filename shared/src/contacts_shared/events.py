@@ -248,7 +248,7 @@ class ImportSnapshot(BaseModel):
     )
     counts: dict[str, int] = Field(
         description="read, refused, applied, and per outcome: created, updated, unchanged, "
-        "unsubscribed, duplicate, not_found, profile_gone"
+        "unsubscribed, duplicate, not_found, profile_gone; deleted (by an overwrite)"
     )
     created_at: datetime
     started_at: datetime | None

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from pydantic import BaseModel
 from pymongo import ASCENDING, IndexModel
 
 from contacts_shared.events import DomainEvent, to_envelope
@@ -47,6 +49,17 @@ def outbox_entries(
             }
         )
     return entries
+
+
+def command_entry(command: BaseModel, *, topic: str, key: str) -> Document:
+    """An outbox entry that sends a command, not an event: a change that must be followed by
+    a command (an overwrite's purge) queues it in the same write, so it cannot be lost."""
+    return {
+        "id": uuid.uuid4().hex,
+        "topic": topic,
+        "key": key,
+        "envelope": command.model_dump(mode="json"),
+    }
 
 
 class EventsQueued(Protocol):

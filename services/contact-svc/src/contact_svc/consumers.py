@@ -17,13 +17,16 @@ from contact_svc.handlers import (
     apply_import_rows,
     apply_upserts,
     delete_profile_contacts,
+    purge_for_import,
 )
 from contact_svc.repository import ContactRepository, StatsStore, SuppressionStore
 from contact_svc.stats import CountedMark, counted
 from contacts_shared.commands import (
     CONTACT_COMMAND,
     ImportContact,
+    ImportPurged,
     ImportRowsApplied,
+    PurgeForImport,
     UpsertContact,
 )
 from contacts_shared.events import (
@@ -82,6 +85,7 @@ async def apply_contact_commands(
     queued = QueuedDocuments()
     queueing = contacts.queueing_to(queued)
     outcomes: ImportOutcomes = {}
+    purged: list[ImportPurged] = []
     # Runs of one kind in arrival order, so each contact's commands apply in order.
     for _, run in groupby(commands, key=type):
         batch = list(run)
@@ -97,19 +101,19 @@ async def apply_contact_commands(
             await apply_import_rows(imports, schemas=schemas, contacts=queueing)
         ).items():
             outcomes.setdefault(import_id, []).extend(rows)
+        for purge in (c for c in batch if isinstance(c, PurgeForImport)):
+            deleted = await purge_for_import(purge, schemas=schemas, contacts=queueing)
+            purged.append(ImportPurged(import_id=purge.import_id, deleted=deleted))
     await relay.publish_now(queued)
-    if outcomes:
-        partition = records[0].partition
-        await publisher.publish(
-            OutgoingMessage(
-                results_topic,
-                import_id,
-                ImportRowsApplied(import_id=import_id, partition=partition, rows=rows)
-                .model_dump_json()
-                .encode(),
-            )
-            for import_id, rows in outcomes.items()
-        )
+    partition = records[0].partition
+    results: list[ImportRowsApplied | ImportPurged] = [
+        ImportRowsApplied(import_id=import_id, partition=partition, rows=rows)
+        for import_id, rows in outcomes.items()
+    ]
+    await publisher.publish(
+        OutgoingMessage(results_topic, result.import_id, result.model_dump_json().encode())
+        for result in results + purged
+    )
 
 
 async def follow_suppressions(record: Record, *, suppressions: SuppressionStore) -> None:

@@ -37,7 +37,7 @@ from contact_svc.webhooks import (
     record_fields,
     verify,
 )
-from contacts_shared.commands import ImportContact, RowOutcome, UpsertContact
+from contacts_shared.commands import ImportContact, PurgeForImport, RowOutcome, UpsertContact
 from contacts_shared.kafka import EventPublisher, OutgoingMessage
 from contacts_shared.mongo import StaleDocument, bson_now, retry_if_stale
 from contacts_shared.profiles import ProfileSchema, SchemaStore
@@ -717,6 +717,45 @@ async def _import_one(
         return outcomes
 
     return await retry_if_stale(change)
+
+
+async def purge_for_import(
+    command: PurgeForImport, *, schemas: SchemaStore, contacts: ContactRepository
+) -> int:
+    """Delete, with their events, the profile's contacts that no row of the overwrite wrote;
+    the number this purge has deleted in all its runs, so a redelivery reports the same."""
+    schema = await schemas.get(command.profile_id)
+    if schema is None or schema.account_id != command.account_id:
+        return 0
+    after: PagePosition | None = None
+    while page := await contacts.find_page(
+        command.profile_id,
+        status=None,
+        key_prefix=None,
+        field_equals=None,
+        after=after,
+        limit=DELETION_BATCH,
+    ):
+        for contact in page:
+            await _purge_one(command, contact, contacts)
+        after = PagePosition(page[-1].key)
+    return await contacts.count_deleted_by(command.profile_id, command.source)
+
+
+async def _purge_one(command: PurgeForImport, read: Contact, contacts: ContactRepository) -> None:
+    first: Contact | None = read
+
+    async def change() -> None:
+        nonlocal first
+        live = first or (await contacts.find(command.profile_id, read.key))[0]
+        first = None  # a retry reads again
+        if live is None or (live.imported and live.imported.import_id == command.import_id):
+            return  # gone meanwhile, or written by the import's rows: kept
+        expected = live.version
+        live.delete(source=command.source, now=bson_now())
+        await contacts.save(live, expected_version=expected)
+
+    await retry_if_stale(change)
 
 
 # -- reactions to profile changes ----------------------------------------------------------------

@@ -78,6 +78,8 @@ class ContactRepository(Protocol):
         self, contact: Contact, *, expected_version: int, unevented: bool = False
     ) -> None: ...
 
+    async def count_deleted_by(self, profile_id: str, source: str) -> int: ...
+
     async def find_page(
         self,
         profile_id: str,
@@ -323,6 +325,12 @@ class MongoContactRepository:
 
     async def suppressions_of(self, account_id: str, keys: Sequence[str]) -> dict[str, Suppression]:
         return await self._suppressions.get_many(account_id, keys)
+
+    async def count_deleted_by(self, profile_id: str, source: str) -> int:
+        """The profile's contacts whose deletion came from `source` (and that stay deleted)."""
+        return await self._collection.count_documents(
+            {"_id": profile_range(profile_id), DELETED: True, "source": source}
+        )
 
     async def drop_field(self, profile_id: str, field_key: str) -> None:
         """Remove a deleted field's values from every contact of the profile (idempotent)."""

@@ -1,11 +1,11 @@
 """Kafka entry points of import-svc: its projection of profile schemas, and contact-svc's
-outcomes of import rows."""
+outcomes of import rows and purges."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from contacts_shared.commands import ImportRowsApplied
+from contacts_shared.commands import IMPORT_RESULT
 from contacts_shared.events import event_of
 from contacts_shared.kafka import Record
 from contacts_shared.profiles import SchemaStore, project_profile_event
@@ -23,6 +23,5 @@ async def follow_profiles(record: Record, *, schemas: SchemaStore) -> None:
 async def count_outcomes(records: Sequence[Record], *, store: ImportStore) -> None:
     """Fold a partition's batch of outcomes into the imports they belong to."""
     await fold_results(
-        [ImportRowsApplied.model_validate_json(record.value or b"") for record in records],
-        store,
+        [IMPORT_RESULT.validate_json(record.value or b"") for record in records], store
     )

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from contacts_shared.commands import ImportAction, RowOutcome
+from contacts_shared.commands import ImportAction, PurgeForImport, RowOutcome
 from contacts_shared.events import (
     DomainEvent,
     ImportCancelled,
@@ -138,8 +138,11 @@ class ImportJob:
     lease_owner: str | None = None
     lease_until: datetime | None = None
     progress_told_at: datetime | None = None
+    purge_requested: bool = False  # an overwrite's purge was queued
+    deleted: int | None = None  # what the purge deleted, once it reported
     version: int = 1
     events: list[DomainEvent] = field(default_factory=list, compare=False)
+    commands: list[PurgeForImport] = field(default_factory=list, compare=False)
 
     @classmethod
     def queue(cls, **details: Any) -> ImportJob:
@@ -184,11 +187,30 @@ class ImportJob:
         return True
 
     def finish_if_counted(self, now: datetime) -> None:
-        """Complete once sending has ended and every row sent has its outcome."""
-        if self.sending_done and self.progress.all_counted():
-            refused = self.checkpoint.refused
-            status = ImportStatus.COMPLETED_WITH_ERRORS if refused else ImportStatus.COMPLETED
-            self.finish(status, now)
+        """Complete once sending has ended and every row sent has its outcome; an overwrite
+        first has the profile's other contacts deleted, and completes when that is done."""
+        if not (self.sending_done and self.progress.all_counted()) or self.status.finished:
+            return
+        if self.action is ImportAction.OVERWRITE and self.deleted is None:
+            if not self.purge_requested:
+                self.purge_requested = True
+                self.commands.append(
+                    PurgeForImport(
+                        import_id=self.id, account_id=self.account_id, profile_id=self.profile_id
+                    )
+                )
+            return
+        refused = self.checkpoint.refused
+        status = ImportStatus.COMPLETED_WITH_ERRORS if refused else ImportStatus.COMPLETED
+        self.finish(status, now)
+
+    def purged(self, deleted: int, now: datetime) -> bool:
+        """The overwrite's purge is done; False if that was known already."""
+        if self.deleted is not None:
+            return False
+        self.deleted = deleted
+        self.finish_if_counted(now)
+        return True
 
     def finish(
         self,
@@ -215,6 +237,7 @@ class ImportJob:
             "refused": self.checkpoint.refused,
             "applied": self.progress.rows_counted,
             **{outcome: outcomes.get(outcome, 0) for outcome in OUTCOME_COUNTS},
+            "deleted": self.deleted or 0,
         }
 
     def snapshot(self) -> ImportSnapshot:
@@ -243,3 +266,7 @@ class ImportJob:
     def take_events(self) -> list[DomainEvent]:
         events, self.events = self.events, []
         return events
+
+    def take_commands(self) -> list[PurgeForImport]:
+        commands, self.commands = self.commands, []
+        return commands

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from contacts_shared.commands import ImportAction, ImportContact, ImportRowsApplied
+from contacts_shared.commands import ImportAction, ImportContact, ImportPurged, ImportRowsApplied
 from contacts_shared.kafka import EventPublisher, OutgoingMessage, partition_of
 from contacts_shared.mongo import retry_if_stale
 from contacts_shared.profiles import ProfileNotWritable, ProfileSchema, SchemaStore
@@ -62,8 +62,6 @@ async def accept_import(
         raise ImportRefused(404, f"profile {profile_id} is not known to import-svc")
     if schema.type is ProfileType.VIRTUAL:
         raise ImportRefused(409, "a virtual profile holds no contacts of its own to import")
-    if action is ImportAction.OVERWRITE:
-        raise ImportRefused(422, "overwrite is not available yet; use append_or_update")
     upload_id, size = await store.store_upload(file_name or "pasted text", upload)
     if size == 0:
         raise ImportRefused(422, "the upload is empty")
@@ -346,11 +344,15 @@ class Worker:
         )
 
 
-async def fold_results(applied: Sequence[ImportRowsApplied], store: ImportStore) -> None:
-    """Count contact-svc's outcomes; an import whose rows all have theirs completes."""
-    for result in applied:
+async def fold_results(
+    results: Sequence[ImportRowsApplied | ImportPurged], store: ImportStore
+) -> None:
+    """Count contact-svc's outcomes and purges; an import with all of them completes."""
+    for result in results:
 
-        def fold(job: ImportJob, result: ImportRowsApplied = result) -> bool:
+        def fold(job: ImportJob, result: ImportRowsApplied | ImportPurged = result) -> bool:
+            if isinstance(result, ImportPurged):
+                return job.purged(result.deleted, now())
             return job.fold(result.partition, result.rows, now())
 
         await change_import(store, result.import_id, fold)

@@ -28,6 +28,7 @@ from contacts_shared.outbox import (
     OUTBOX,
     OUTBOX_INDEX,
     EventsQueued,
+    command_entry,
     outbox_entries,
     outbox_update,
 )
@@ -94,6 +95,8 @@ def _job(document: Document) -> ImportJob:
         lease_owner=lease.get("owner"),
         lease_until=lease.get("until"),
         progress_told_at=document.get("progress_told_at"),
+        purge_requested=document.get("purge_requested", False),
+        deleted=document.get("deleted"),
         version=document["version"],
     )
 
@@ -136,6 +139,8 @@ def _document(job: ImportJob) -> Document:
         "loose_matches": [list(pair) for pair in job.loose_matches],
         "lease": {"owner": job.lease_owner, "until": job.lease_until} if job.lease_owner else None,
         "progress_told_at": job.progress_told_at,
+        "purge_requested": job.purge_requested,
+        "deleted": job.deleted,
         "version": job.version,
     }
 
@@ -180,7 +185,13 @@ class ImportStore:
             yield chunk
 
     def _entries(self, job: ImportJob) -> list[Document]:
-        return outbox_entries(job.take_events(), account_id=job.account_id, settings=self._settings)
+        """The outbox entries of the job's events, and of the commands it must send."""
+        events = outbox_entries(
+            job.take_events(), account_id=job.account_id, settings=self._settings
+        )
+        topic = self._settings.topic_contacts_commands
+        commands = [command_entry(c, topic=topic, key=c.partition_key) for c in job.take_commands()]
+        return events + commands
 
     async def add(self, job: ImportJob) -> None:
         entries = self._entries(job)

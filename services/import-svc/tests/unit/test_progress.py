@@ -116,3 +116,18 @@ def test_an_import_tells_its_life_once_each_and_progress_at_most_once_a_second()
     completed = events[-1].job  # type: ignore[attr-defined]
     assert completed.counts["applied"] == 2 and completed.counts["refused"] == 1
     assert completed.status == "completed_with_errors"
+
+
+def test_an_overwrite_completes_only_once_its_purge_is_done() -> None:
+    job = queued()
+    job.action = ImportAction.OVERWRITE
+    job.start(NOW)
+    job.reach(Checkpoint(line=2, rows_read=1, sent={0: 1}), done=True, now=NOW)
+    job.fold(0, [(0, 2, C)], NOW)
+    assert job.status is ImportStatus.VALIDATING and job.purge_requested
+    [purge] = job.take_commands()
+    assert (purge.import_id, purge.profile_id) == ("imp1", "p1")
+    job.fold(0, [(0, 2, C)], NOW)  # a copy: no second purge
+    assert not job.take_commands()
+    assert job.purged(7, NOW) and not job.purged(7, NOW)
+    assert job.status is ImportStatus.COMPLETED and job.counts["deleted"] == 7
