@@ -292,3 +292,29 @@ async def test_an_overwrite_leaves_exactly_the_imported_contacts(platform: Any) 
     while (stats := (await api.get(stats_url)).json())["total"] != 2:
         assert time.monotonic() < deadline, stats  # the deletions' events were counted
         await asyncio.sleep(0.2)
+
+
+async def test_a_virtual_profile_cannot_be_imported_into(platform: Any) -> None:
+    api, services, profile, envs = platform
+    virtual = (
+        await api.post(
+            f"{services['profile'].url}/v1/profiles",
+            json={
+                "name": "Segmento",
+                "type": "virtual",
+                "base_profile_id": profile["id"],
+                "rules": {"all": [{"field": "Nombre", "op": "is_not_empty"}]},
+            },
+        )
+    ).json()
+    deadline = time.monotonic() + 30
+    while True:  # 404 until import-svc has learnt of the profile from its events
+        response = await api.post(
+            f"{services['import'].url}/v1/imports",
+            data={"profile_id": virtual["id"], "action": "append", "text": "email\na@x.cl\n"},
+        )
+        if response.status_code != 404 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert response.status_code == 409, response.text
+    assert "virtual" in response.json()["detail"]
