@@ -142,6 +142,18 @@ async def test_a_spreadsheet_export_is_imported_and_every_refusal_explained(
     ).json()
     assert [item["id"] for item in listed["items"]] == [state["id"]]
 
+    # Each contact's audit trail names what changed it: the import's row, then the API.
+    await api.patch(f"{contacts}/ana@example.cl", json={"status": "unsubscribed"})
+    trail_url = f"{log_svc.url}/v1/logs/contacts/{profile['id']}/ana@example.cl"
+    while len(trail := (await api.get(trail_url)).json()["items"]) < 2:
+        assert time.monotonic() < deadline, trail
+        await asyncio.sleep(0.2)
+    assert [(e["change"], e["source"]) for e in trail] == [
+        ("created", f"import:{state['id']}"),
+        ("status_changed", "api"),
+    ]
+    assert trail[0]["line"] == 7 and trail[1]["previous_status"] == "active"
+
 
 async def test_pasted_text_with_a_bom_and_loose_headers_unsubscribes(platform: Any) -> None:
     api, services, profile, envs = platform

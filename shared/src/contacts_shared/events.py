@@ -220,6 +220,9 @@ class ContactDeleted(DomainEvent):
     version: int
     status: ContactStatus = Field(description="its status when deleted")
     created_at: datetime = Field(description="when it was added, so per-day counts can follow")
+    source: str | None = Field(
+        default=None, description="what deleted it (api, import:<id>, profile-deleted)"
+    )
 
     def subject(self) -> str:
         return self.contact_id

@@ -218,6 +218,7 @@ class Contact:
                 version=self.version,
                 status=self.status,
                 created_at=self.created_at,
+                source=source,
             )
         )
 

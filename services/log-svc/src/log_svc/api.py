@@ -9,11 +9,11 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from contacts_shared.events import ImportSnapshot
 from contacts_shared.web import AccountId, Problem
-from log_svc.repository import ImportLog
+from log_svc.repository import AuditTrail, ImportLog
 
 router = APIRouter(prefix="/v1/logs", tags=["logs"])
 STATUSES = (
@@ -103,3 +103,41 @@ async def get_import(import_id: str, account_id: AccountId, request: Request) ->
     if snapshot is None or snapshot.account_id != account_id:
         raise Problem(404, "Not Found", f"import {import_id} is not in the log")
     return ImportLogOut.of(snapshot)
+
+
+class AuditEntry(BaseModel):
+    version: int
+    at: datetime
+    change: str = Field(description="created, updated, status_changed or deleted")
+    source: str | None = Field(description="api, webhook:<source>, import:<id>, ...")
+    status: str
+    fields: list[str] = Field(default_factory=list, description="the field keys it changed")
+    previous_status: str | None = None
+    status_reason: str | None = None
+    import_id: str | None = None
+    line: int | None = None
+
+
+class AuditTrailPage(BaseModel):
+    items: list[AuditEntry]
+    next_after_version: int | None
+
+
+@router.get("/contacts/{profile_id}/{key}")
+async def contact_trail(
+    profile_id: str,
+    key: str,
+    account_id: AccountId,
+    request: Request,
+    after_version: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> AuditTrailPage:
+    """What changed a contact, oldest first: when, how, and by which source."""
+    trail: AuditTrail = request.app.state.audit_trail
+    contact_id = f"{profile_id}:{key.strip().lower()}"
+    entries = await trail.of_contact(contact_id, after_version, limit + 1)
+    if entries and entries[0]["account_id"] != account_id:
+        entries = []  # another account's contact: as if unknown
+    more = len(entries) > limit
+    items = [AuditEntry.model_validate(e) for e in entries[:limit]]
+    return AuditTrailPage(items=items, next_after_version=items[-1].version if more else None)

@@ -1,4 +1,4 @@
-"""log-svc: the import log (and, to come, the audit trail), kept from the events."""
+"""log-svc: the import log and the contacts' audit trail, kept from the events."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from contacts_shared.kafka import EventPublisher, one_at_a_time, service_consume
 from contacts_shared.mongo import connect, ping
 from contacts_shared.web import create_service_app
 from log_svc.api import router
-from log_svc.consumers import record_import_event
-from log_svc.repository import ImportLog
+from log_svc.consumers import record_contact_events, record_import_event
+from log_svc.repository import AuditTrail, ImportLog
 from log_svc.settings import LogSettings
 
 
@@ -28,33 +28,45 @@ def create_app(settings: LogSettings | None = None) -> FastAPI:
         publisher = EventPublisher(
             settings.kafka_bootstrap_servers,
             client_id=settings.service_name,
-            topics=[settings.topic_imports_events],
+            topics=[settings.topic_imports_events, settings.topic_contacts_events],
             partitions=settings.topic_partitions,
         )
-        import_log = ImportLog(client[settings.mongodb_database]["import_logs"])
+        database = client[settings.mongodb_database]
+        import_log = ImportLog(database["import_logs"])
+        audit_trail = AuditTrail(database["audit_trail"])
         await import_log.create_indexes()
-        consumer = service_consumer(
-            settings,
-            publisher,
-            settings.imports_events_group,
-            settings.topic_imports_events,
-            one_at_a_time(partial(record_import_event, log=import_log)),
-        )
-        app.state.import_log = import_log
+        consumers = [
+            service_consumer(
+                settings,
+                publisher,
+                settings.imports_events_group,
+                settings.topic_imports_events,
+                one_at_a_time(partial(record_import_event, log=import_log)),
+            ),
+            service_consumer(
+                settings,
+                publisher,
+                settings.contacts_events_group,
+                settings.topic_contacts_events,
+                partial(record_contact_events, trail=audit_trail),
+            ),
+        ]
+        app.state.import_log, app.state.audit_trail = import_log, audit_trail
         app.state.readiness_checks.update(mongodb=lambda: ping(client), kafka=publisher.check)
-        task = asyncio.create_task(consumer.run(), name="import-events")
+        tasks = [asyncio.create_task(c.run(), name="consumer") for c in consumers]
         try:
             yield
         finally:
-            consumer.stop()
-            await task
+            for c in consumers:
+                c.stop()
+            await asyncio.gather(*tasks)
             await publisher.close()
             await client.close()
 
     return create_service_app(
         settings,
         title="log-svc",
-        description="Import logs: status, counts, timing of every import.",
+        description="Import logs (status, counts, timing) and each contact's audit trail.",
         routers=[router],
         resources=resources,
     )

@@ -1,4 +1,5 @@
-"""log-svc storage: the import log, one document per import holding its newest snapshot."""
+"""log-svc storage: the import log (one document per import, its newest snapshot) and the
+contacts' audit trail (one document per contact version)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from contacts_shared.events import ImportSnapshot
-from contacts_shared.mongo import Collection, Document, ensure_indexes, replace_if_newer
+from contacts_shared.mongo import (
+    Collection,
+    Document,
+    ensure_indexes,
+    replace_if_newer,
+    update_each,
+)
+from log_svc.audit import trail_range
 
 
 class ImportLog:
@@ -72,3 +80,18 @@ class ImportLog:
 
 def _snapshot(document: Document) -> ImportSnapshot:
     return ImportSnapshot.model_validate({**document, "id": document["_id"]})
+
+
+class AuditTrail:
+    """One entry per contact version (`audit.audit_entry`)."""
+
+    def __init__(self, collection: Collection) -> None:
+        self._collection = collection
+
+    async def record(self, entries: Sequence[Document]) -> None:
+        """Write the entries; one written again stays the same."""
+        await update_each(self._collection, [(e["_id"], {"$set": e}) for e in entries], upsert=True)
+
+    async def of_contact(self, contact_id: str, after_version: int, limit: int) -> list[Document]:
+        cursor = self._collection.find({"_id": trail_range(contact_id, after_version)})
+        return [d async for d in cursor.sort("_id", ASCENDING).limit(limit)]

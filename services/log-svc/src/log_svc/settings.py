@@ -9,3 +9,4 @@ class LogSettings(ServiceSettings):
     service_name: str = "log-svc"
     mongodb_database: str = "log_svc"
     imports_events_group: str = "log-svc.imports"
+    contacts_events_group: str = "log-svc.contacts"

@@ -1,0 +1,80 @@
+"""A contact's audit trail: what changed it, when, and by which source, one entry per version,
+from contact-svc's events. Pure: no I/O."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from contacts_shared.events import (
+    ContactCreated,
+    ContactDeleted,
+    ContactImported,
+    ContactStatusChanged,
+    ContactUpdated,
+    DomainEvent,
+)
+
+# Between the contact id and the version: no email or phone holds it, so one contact's
+# entries are one `_id` range.
+SEPARATOR = "\x1f"
+PAST_SEPARATOR = chr(ord(SEPARATOR) + 1)
+
+
+def audit_entry(event: DomainEvent, at: datetime) -> dict[str, Any] | None:
+    """The trail's entry for a contact event (None for other events); `_id` is the contact
+    and its version, so an event delivered twice writes the same entry."""
+    if isinstance(event, ContactDeleted):
+        contact_id, version = event.contact_id, event.version
+        entry: dict[str, Any] = {
+            "account_id": event.account_id,
+            "change": "deleted",
+            "source": event.source,
+            "status": event.status.value,
+        }
+    elif isinstance(
+        event, ContactCreated | ContactUpdated | ContactStatusChanged | ContactImported
+    ):
+        contact = event.contact
+        contact_id, version = contact.id, contact.version
+        entry = {
+            "account_id": contact.account_id,
+            "source": contact.source,
+            "status": contact.status.value,
+        }
+        if isinstance(event, ContactCreated):
+            entry |= {"change": "created", "fields": sorted(contact.fields)}
+        elif isinstance(event, ContactUpdated):
+            entry |= {"change": "updated", "fields": list(event.changed)}
+        elif isinstance(event, ContactStatusChanged):
+            entry |= {
+                "change": "status_changed",
+                "fields": ["status"],
+                "previous_status": event.previous_status.value,
+                "status_reason": contact.status_reason,
+            }
+        else:
+            entry |= {
+                "change": "created" if event.created else "updated",
+                "fields": list(event.changed),
+                "import_id": event.import_id,
+                "line": event.line,
+                "previous_status": event.previous_status.value if event.previous_status else None,
+            }
+    else:
+        return None
+    return {
+        "_id": f"{contact_id}{SEPARATOR}{version:012d}",
+        "contact_id": contact_id,
+        "version": version,
+        "at": at,
+        **entry,
+    }
+
+
+def trail_range(contact_id: str, after_version: int = 0) -> dict[str, str]:
+    """The `_id` range of a contact's entries after `after_version`, in version order."""
+    return {
+        "$gt": f"{contact_id}{SEPARATOR}{after_version:012d}",
+        "$lt": f"{contact_id}{PAST_SEPARATOR}",
+    }
