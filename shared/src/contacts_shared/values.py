@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
@@ -192,12 +192,52 @@ def typed_values(
     named at once. `None` (or an empty string) clears an optional field. Unless `partial`,
     required fields must be present."""
     problems: list[FieldProblem] = []
-    converted: dict[str, Any] = {}
+    pairs: list[tuple[FieldSpec, object]] = []
     for name, raw in given.items():
         spec = field_named(fields, name)
         if spec is None:
             problems.append(FieldProblem(name, "no such field in this profile"))
-            continue
+        else:
+            pairs.append((spec, raw))
+    converted = _convert_each(pairs, problems, default_region, date_order)
+    if not partial:
+        problems += [
+            FieldProblem(spec.name, "is required")
+            for spec in fields
+            if spec.required
+            and not spec.identity
+            and spec.key not in converted
+            and not any(p.field == spec.name for p in problems)
+        ]
+    if problems:
+        raise ValuesInvalid(problems)
+    return converted
+
+
+def values_of(
+    pairs: Iterable[tuple[FieldSpec, object]],
+    *,
+    default_region: str,
+    date_order: DateOrder = DateOrder.DAY_FIRST,
+) -> dict[str, Any]:
+    """`typed_values` (partial) for values already matched to their fields, as an import's
+    columns are once, not once a row."""
+    problems: list[FieldProblem] = []
+    converted = _convert_each(pairs, problems, default_region, date_order)
+    if problems:
+        raise ValuesInvalid(problems)
+    return converted
+
+
+def _convert_each(
+    pairs: Iterable[tuple[FieldSpec, object]],
+    problems: list[FieldProblem],
+    default_region: str,
+    date_order: DateOrder,
+) -> dict[str, Any]:
+    """Values by field key; each problem added to `problems`."""
+    converted: dict[str, Any] = {}
+    for spec, raw in pairs:
         if spec.identity:
             problems.append(FieldProblem(spec.name, "identifies the contact and cannot change"))
             continue
@@ -211,15 +251,4 @@ def typed_values(
             converted[spec.key] = convert(spec, raw, default_region, date_order)
         except ValueError as exc:
             problems.append(FieldProblem(spec.name, str(exc)))
-    if not partial:
-        problems += [
-            FieldProblem(spec.name, "is required")
-            for spec in fields
-            if spec.required
-            and not spec.identity
-            and spec.key not in converted
-            and not any(p.field == spec.name for p in problems)
-        ]
-    if problems:
-        raise ValuesInvalid(problems)
     return converted

@@ -15,7 +15,7 @@ from contacts_shared.kafka import EventPublisher, OutgoingMessage, partition_of
 from contacts_shared.mongo import retry_if_stale
 from contacts_shared.profiles import ProfileNotWritable, ProfileSchema, SchemaStore
 from contacts_shared.schema import ProfileType
-from contacts_shared.values import FieldProblem, ValuesInvalid, typed_values
+from contacts_shared.values import FieldProblem, ValuesInvalid, values_of
 from import_svc.csv_rows import CsvRows, CsvUnreadable, Row
 from import_svc.domain import Checkpoint, ImportJob, ImportStatus, ReadOptions
 from import_svc.header import ColumnPlan, HeaderRefused, plan_columns
@@ -178,12 +178,9 @@ class _Sending:
             raise ValuesInvalid([FieldProblem(identity.name, "is required")])
         key = self.schema.identity_key(raw_key, self.region)
         # An empty cell leaves the contact's value as it is: imports add and change, not clear.
-        given = {name: value for name, value in raw_values.items() if value.strip()}
-        values = typed_values(
-            self.schema.fields,
-            given,
+        values = values_of(
+            ((spec, value) for spec, value in raw_values if value.strip()),
             default_region=self.region,
-            partial=True,
             date_order=self.job.options.date_order,
         )
         return ImportContact(

@@ -27,14 +27,14 @@ class ColumnPlan:
     identity_column: int
     loose_matches: tuple[tuple[str, str], ...]  # (column, field name)
 
-    def values(self, row: Sequence[str]) -> tuple[str, dict[str, str]]:
-        """The row's raw identity and its other values by field name."""
+    def values(self, row: Sequence[str]) -> tuple[str, list[tuple[FieldSpec, str]]]:
+        """The row's raw identity, and its other values with the field each fills."""
         identity = row[self.identity_column]
-        values = {
-            spec.name: value
+        values = [
+            (spec, value)
             for spec, value in zip(self.fields, row, strict=False)
             if spec is not None and not spec.identity
-        }
+        ]
         return identity, values
 
 

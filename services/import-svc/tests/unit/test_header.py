@@ -27,7 +27,10 @@ def test_columns_written_as_the_field_names_fill_those_fields_in_any_order() -> 
     plan = plan_columns(["Ciudad", "email", "Nombre"], FIELDS)
     assert [s.key if s else None for s in plan.fields] == ["ciudad", "email", "nombre"]
     assert plan.identity_column == 1 and plan.loose_matches == ()
-    assert plan.values(["Lima", "a@x.co", "Ana"]) == ("a@x.co", {"Ciudad": "Lima", "Nombre": "Ana"})
+    assert plan.values(["Lima", "a@x.co", "Ana"]) == (
+        "a@x.co",
+        [(FIELDS[2], "Lima"), (FIELDS[1], "Ana")],
+    )
 
 
 def test_case_and_accent_differences_match_and_are_reported() -> None:
@@ -48,7 +51,7 @@ def test_a_mapping_and_ignored_columns() -> None:
         ignore=["Notas internas"],
     )
     assert [s.key if s else None for s in plan.fields] == ["email", "nombre", None]
-    assert plan.values(["a@x.co", "Ana", "vip!"]) == ("a@x.co", {"Nombre": "Ana"})
+    assert plan.values(["a@x.co", "Ana", "vip!"]) == ("a@x.co", [(FIELDS[1], "Ana")])
 
 
 def test_everything_wrong_is_named_at_once() -> None:
