@@ -9,6 +9,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 
+def contact_partition_key(profile_id: str, key: str) -> str:
+    """The Kafka key of every command (and event) about one contact."""
+    return f"{profile_id}:{key}"
+
+
 class ContactCommandBase(BaseModel):
     """A change to one contact, on `contacts.commands` keyed `profile_id:key`, so that one
     writer applies each contact's commands in order, whatever sent them."""
@@ -22,7 +27,7 @@ class ContactCommandBase(BaseModel):
 
     @property
     def partition_key(self) -> str:
-        return f"{self.profile_id}:{self.key}"
+        return contact_partition_key(self.profile_id, self.key)
 
 
 class UpsertContact(ContactCommandBase):

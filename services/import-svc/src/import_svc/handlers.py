@@ -9,8 +9,15 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from contacts_shared.commands import ImportAction, ImportContact, ImportPurged, ImportRowsApplied
+from contacts_shared.commands import (
+    ImportAction,
+    ImportContact,
+    ImportPurged,
+    ImportRowsApplied,
+    contact_partition_key,
+)
 from contacts_shared.kafka import EventPublisher, OutgoingMessage, partition_of
 from contacts_shared.mongo import retry_if_stale
 from contacts_shared.profiles import ProfileNotWritable, ProfileSchema, SchemaStore
@@ -151,19 +158,31 @@ class _Sending:
         self.line = row.line
         resent = row.line <= self.job.checkpoint.line  # before the checkpoint: sent already
         try:
-            command = self._command(self.plan, row)
+            key, values = self._checked(self.plan, row)
         except ValuesInvalid as exc:
             self.refused += 1
             if not resent:
                 self.refused_rows.append(RefusedRow(row.line, row.values, self._problems(exc, row)))
             return
-        partition = partition_of(command.partition_key, self.partitions)
+        partition = partition_of(contact_partition_key(self.job.profile_id, key), self.partitions)
         sequence = self.sequences.get(partition, 0)
         self.sequences[partition] = sequence + 1
         if not resent:
-            self.commands.append(command.model_copy(update={"sequence": sequence}))
+            self.commands.append(
+                ImportContact(
+                    import_id=self.job.id,
+                    account_id=self.job.account_id,
+                    profile_id=self.job.profile_id,
+                    key=key,
+                    values=values,
+                    action=self.job.action,
+                    line=row.line,
+                    sequence=sequence,
+                )
+            )
 
-    def _command(self, plan: ColumnPlan, row: Row) -> ImportContact:
+    def _checked(self, plan: ColumnPlan, row: Row) -> tuple[str, dict[str, Any]]:
+        """The row's contact key and typed values; ValuesInvalid names what is wrong."""
         if len(row.values) > len(plan.fields):
             raise ValuesInvalid(
                 [
@@ -183,16 +202,7 @@ class _Sending:
             default_region=self.region,
             date_order=self.job.options.date_order,
         )
-        return ImportContact(
-            import_id=self.job.id,
-            account_id=self.job.account_id,
-            profile_id=self.job.profile_id,
-            key=key,
-            values=values,
-            action=self.job.action,
-            line=row.line,
-            sequence=0,
-        )
+        return key, values
 
     def _problems(self, exc: ValuesInvalid, row: Row) -> list[dict[str, str]]:
         """Each problem with the column it came from and the value found there."""
