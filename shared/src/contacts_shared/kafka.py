@@ -307,7 +307,12 @@ class SupervisedConsumer:
                 auto_offset_reset="earliest",
             )
             try:
-                await ensure_topics(self._bootstrap_servers, self._topics, self._partitions)
+                # The dead-letter topics too: a broker that does not create topics on first
+                # use would otherwise fail the very write that parks a bad record.
+                dead_letters = [topic + self._dead_letter_suffix for topic in self._topics]
+                await ensure_topics(
+                    self._bootstrap_servers, [*self._topics, *dead_letters], self._partitions
+                )
                 await consumer.start()
                 self._runner = ConsumerRunner(
                     consumer,

@@ -9,8 +9,15 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient
 
-from contacts_shared.kafka import ConsumerRunner, EventPublisher, OutgoingMessage, one_at_a_time
+from contacts_shared.kafka import (
+    ConsumerRunner,
+    EventPublisher,
+    OutgoingMessage,
+    SupervisedConsumer,
+    one_at_a_time,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +100,36 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_offsets_are_commit
     await second.stop()
     await publisher.close()
     assert again == [b"four"]
+
+
+async def test_a_supervised_consumer_creates_its_topics_and_their_dead_letter_topics(
+    infrastructure: Any, unique: str
+) -> None:
+    bootstrap = infrastructure.kafka_bootstrap_servers
+    topic = f"supervised.{unique}"
+    publisher = EventPublisher(bootstrap, client_id="test", topics=[], partitions=1)
+
+    async def handle(records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        return None
+
+    supervised = SupervisedConsumer(
+        bootstrap,
+        group_id=f"group-{unique}",
+        topics=[topic],
+        publisher=publisher,
+        handler=handle,
+        partitions=2,
+    )
+    task = asyncio.create_task(supervised.run())
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        while not {topic, f"{topic}.dlq"} <= set(await admin.list_topics()):
+            assert asyncio.get_running_loop().time() < deadline, "topics never created"
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+        supervised.stop()
+        await asyncio.wait_for(task, timeout=10)
+        await publisher.close()
