@@ -2,9 +2,17 @@
 SHELL := /bin/bash
 export UV_PYTHON_DOWNLOADS := never
 export UV_CACHE_DIR := $(CURDIR)/.local/uv-cache
+# Machines without GitHub build DocumentDB's pinned sources from the team's offline mirror
+# beside the repo, when it is there (as .ci/run does); a value given in the environment wins.
+MIRROR := $(abspath $(CURDIR)/../shared/vendor/local-server)
+ifeq ($(origin CONTACTS_STACK_SOURCES_MIRROR),undefined)
+ifneq ($(wildcard $(MIRROR)),)
+export CONTACTS_STACK_SOURCES_MIRROR := $(MIRROR)
+endif
+endif
 UV_HOME := $(CURDIR)/.local/uv
 UV := $(UV_HOME)/bin/uv
-PY_SOURCES := shared/src services/profile-svc/src services/contact-svc/src services/import-svc/src services/log-svc/src deploy/local/src
+PY_SOURCES := shared/src services/profile-svc/src services/contact-svc/src services/import-svc/src services/log-svc/src services/segment-svc/src deploy/local/src
 PYTEST := $(UV) run --frozen pytest
 
 .PHONY: help setup run stop status test lint fmt unit integration e2e bench bench-scale bench-import catalogue clean

@@ -20,10 +20,15 @@ import pytest
 from contact_svc.webhooks import signature
 from contacts_devstack.processes import free_port
 
+# A service's `factory` names its ASGI app factory (`module:function`, run by uvicorn); a
+# stream worker's names its module (`segment_svc.worker`), run with the port in `port_setting`.
+WORKER_PORT_SETTINGS = {"segment_svc.worker": "CONTACTS_SEGMENT_WORKER_PORT"}
+
 
 @dataclass
 class ServiceProcess:
-    """One uvicorn process of a service; its output goes to a log file for failure reports."""
+    """One process of a service (uvicorn) or of a stream worker; its output goes to a log file
+    for failure reports."""
 
     factory: str
     env: dict[str, str]
@@ -36,30 +41,37 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            self.factory,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-        ]
+        env = dict(self.env)
+        if self.factory in WORKER_PORT_SETTINGS:
+            command = [sys.executable, "-m", self.factory]
+            env[WORKER_PORT_SETTINGS[self.factory]] = str(self.port)
+            health = "/"
+        else:
+            command = [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                self.factory,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ]
+            health = "/healthz"
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                command, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT
+                command, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
             )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log_path.read_text()[-3000:]
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}{health}", timeout=1).status_code == 200:
                     return
             except httpx.TransportError:
                 time.sleep(0.1)
-        raise TimeoutError(f"{self.factory} did not answer /healthz:\n{self.log_path.read_text()}")
+        raise TimeoutError(f"{self.factory} did not answer {health}:\n{self.log_path.read_text()}")
 
     def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -117,9 +129,9 @@ PlatformEnv = Callable[[str], dict[str, dict[str, str]]]
 
 @pytest.fixture
 def platform_env(infrastructure: Any, unique: str) -> PlatformEnv:
-    """Settings of a profile-svc, contact-svc, import-svc and log-svc of a test's own, by service,
-    given a tag: topics, databases and consumer groups named after `unique`, and the API key
-    `<tag>-key` of account `acct-<unique>`."""
+    """Settings of a profile-svc, contact-svc, import-svc, log-svc and segment-svc (its API and
+    its worker) of a test's own, by service, given a tag: topics, databases and consumer groups
+    named after `unique`, and the API key `<tag>-key` of account `acct-<unique>`."""
 
     def settings(tag: str) -> dict[str, dict[str, str]]:
         env = {
@@ -131,6 +143,7 @@ def platform_env(infrastructure: Any, unique: str) -> PlatformEnv:
             "CONTACTS_TOPIC_CONTACTS_COMMANDS": f"contacts.commands.{tag}.{unique}",
             "CONTACTS_TOPIC_IMPORTS_RESULTS": f"imports.results.{tag}.{unique}",
             "CONTACTS_TOPIC_IMPORTS_EVENTS": f"imports.events.{tag}.{unique}",
+            "CONTACTS_TOPIC_SEGMENTS_EVENTS": f"segments.events.{tag}.{unique}",
             "CONTACTS_API_KEYS": f"{tag}-key=acct-{unique}",
         }
         profile_env = {**env, "CONTACTS_MONGODB_DATABASE": f"profile_svc_{tag}_{unique}"}
@@ -154,11 +167,18 @@ def platform_env(infrastructure: Any, unique: str) -> PlatformEnv:
             "CONTACTS_MONGODB_DATABASE": f"log_svc_{tag}_{unique}",
             "CONTACTS_IMPORTS_EVENTS_GROUP": f"log-{unique}",
         }
+        segment_env = {
+            **env,
+            "CONTACTS_MONGODB_DATABASE": f"segment_svc_{tag}_{unique}",
+            "CONTACTS_SEGMENT_WORKER_ID": f"segments-{tag}-{unique}",
+            "CONTACTS_REBUILD_POLL_SECONDS": "0.2",
+        }
         return {
             "profile": profile_env,
             "contact": contact_env,
             "import": import_env,
             "log": log_env,
+            "segment": segment_env,
         }
 
     return settings

@@ -298,3 +298,57 @@ class ImportFailed(ImportEvent):
 @register("contacts.import.cancelled", IMPORTS)
 class ImportCancelled(ImportEvent):
     """The user stopped the import; rows already applied stay."""
+
+
+# -- segment events (published by segment-svc on `segments.events`) ---------------------------
+
+SEGMENTS = "topic_segments_events"
+
+
+class MembershipEvent(DomainEvent):
+    """Keyed by the contact (`profile_id:key` of its base profile), so one contact's membership
+    events stay in order; `contact_version` is the contact version that caused the change."""
+
+    segment_id: str = Field(description="the virtual profile's id")
+    base_profile_id: str
+    contact_id: str
+    key: str
+    contact_version: int
+    status: ContactStatus = Field(description="the contact's status at that version")
+
+    def subject(self) -> str:
+        return self.contact_id
+
+
+@register("contacts.segment.contact_entered", SEGMENTS)
+class ContactEnteredSegment(MembershipEvent):
+    """A contact now matches a virtual profile's rules."""
+
+    since: datetime
+
+
+@register("contacts.segment.contact_left", SEGMENTS)
+class ContactLeftSegment(MembershipEvent):
+    """A contact no longer matches a virtual profile's rules, was deleted, or the virtual
+    profile was deleted (`reason`: rules, contact_deleted, segment_deleted)."""
+
+    reason: Literal["rules", "contact_deleted", "segment_deleted"]
+
+
+@register("contacts.segment.rebuilt", SEGMENTS)
+class SegmentRebuilt(DomainEvent):
+    """A virtual profile's membership was evaluated again over its whole base profile (rules
+    created or changed, a field they read removed, or a new day for relative-date rules)."""
+
+    segment_id: str
+    base_profile_id: str
+    rules_version: int
+    reason: str
+    checked: int = Field(description="contacts of the base profile evaluated")
+    members: int
+    entered: int
+    left: int
+    seconds: float
+
+    def subject(self) -> str:
+        return self.segment_id

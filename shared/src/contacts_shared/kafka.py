@@ -153,56 +153,37 @@ def one_at_a_time(handler: RecordHandler) -> BatchHandler:
     return handle
 
 
-class ConsumerRunner:
-    """Feeds each partition's batch of records to a handler, the partitions' batches at once,
-    and commits their offsets only once they are handled.
+class GuardedHandler:
+    """Runs a batch handler so that no record is skipped silently.
 
     A batch whose handler keeps failing is retried `max_attempts` times with backoff, then its
     records are handled one by one, each retried the same way and then published to
     `<topic><dead_letter_suffix>` with the error in its headers, so one poison message never
-    blocks its partition and is never silently dropped. Handlers must be idempotent: after a
+    blocks its partition and is never silently dropped. While a backing server is away
+    (`outage`) the handler is retried until it is back. Handlers must be idempotent: after a
     crash, or a failed batch, records are delivered again.
     """
 
     def __init__(
         self,
-        consumer: AIOKafkaConsumer,
         publisher: EventPublisher,
         handler: BatchHandler,
         *,
         dead_letter_suffix: str = ".dlq",
         max_attempts: int = 3,
         retry_backoff_seconds: float = 0.2,
-        batch_size: int = 500,
         outage: Outage = never,
     ) -> None:
-        self._consumer = consumer
-        self._outage = outage
         self._publisher = publisher
         self._handler = handler
         self._dead_letter_suffix = dead_letter_suffix
         self._max_attempts = max_attempts
         self._retry_backoff_seconds = retry_backoff_seconds
-        self._batch_size = batch_size
-        self._stopping = asyncio.Event()
+        self._outage = outage
+        self.stopping = asyncio.Event()
+        self.dead_lettered = 0
 
-    def stop(self) -> None:
-        """Finish the batch in hand, commit, and return from `run`."""
-        self._stopping.set()
-
-    async def run(self) -> None:
-        while not self._stopping.is_set():
-            batches = await self._consumer.getmany(timeout_ms=500, max_records=self._batch_size)
-            if not batches:
-                continue
-            # Partitions are independent (one aggregate's records share one): their batches are
-            # handled side by side, so one's round trips overlap another's.
-            await asyncio.gather(*(self._handle(records) for records in batches.values()))
-            await self._consumer.commit(
-                {partition: records[-1].offset + 1 for partition, records in batches.items()}
-            )
-
-    async def _handle(self, records: Sequence[Record]) -> None:
+    async def handle(self, records: Sequence[Record]) -> None:
         if await self._attempt(records) is not None:
             for record in records:
                 if (error := await self._attempt([record])) is not None:
@@ -210,8 +191,8 @@ class ConsumerRunner:
 
     async def _attempt(self, records: Sequence[Record]) -> Exception | None:
         """Handle the records, retrying with backoff; the last error if every attempt failed.
-        While a backing server is away (`outage`) the handler is retried until it is back,
-        without counting attempts: the records are fine and must not be dead-lettered."""
+        While a backing server is away the attempts are not counted: the records are fine
+        and must not be dead-lettered."""
         error: Exception | None = None
         attempt, outage_pause = 1, self._retry_backoff_seconds
         while attempt <= self._max_attempts:
@@ -227,7 +208,7 @@ class ConsumerRunner:
                     "error": repr(exc),
                 }
                 if self._outage(exc):
-                    if self._stopping.is_set():
+                    if self.stopping.is_set():
                         raise  # uncommitted: the next owner of the partition handles them
                     log.warning("a backing server is away, waiting for it", extra=position)
                     await asyncio.sleep(outage_pause)
@@ -265,6 +246,52 @@ class ConsumerRunner:
         )
         key = record.key.decode() if record.key is not None else ""
         await self._publisher.publish([OutgoingMessage(topic, key, record.value or b"", headers)])
+        self.dead_lettered += 1
+
+
+class ConsumerRunner:
+    """Feeds each partition's batch of records to a handler (guarded: retried, then
+    dead-lettered), the partitions' batches at once, and commits their offsets only once they
+    are handled."""
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        publisher: EventPublisher,
+        handler: BatchHandler,
+        *,
+        dead_letter_suffix: str = ".dlq",
+        max_attempts: int = 3,
+        retry_backoff_seconds: float = 0.2,
+        batch_size: int = 500,
+        outage: Outage = never,
+    ) -> None:
+        self._consumer = consumer
+        self._guard = GuardedHandler(
+            publisher,
+            handler,
+            dead_letter_suffix=dead_letter_suffix,
+            max_attempts=max_attempts,
+            retry_backoff_seconds=retry_backoff_seconds,
+            outage=outage,
+        )
+        self._batch_size = batch_size
+
+    def stop(self) -> None:
+        """Finish the batch in hand, commit, and return from `run`."""
+        self._guard.stopping.set()
+
+    async def run(self) -> None:
+        while not self._guard.stopping.is_set():
+            batches = await self._consumer.getmany(timeout_ms=500, max_records=self._batch_size)
+            if not batches:
+                continue
+            # Partitions are independent (one aggregate's records share one): their batches are
+            # handled side by side, so one's round trips overlap another's.
+            await asyncio.gather(*(self._guard.handle(records) for records in batches.values()))
+            await self._consumer.commit(
+                {partition: records[-1].offset + 1 for partition, records in batches.items()}
+            )
 
 
 class SupervisedConsumer:

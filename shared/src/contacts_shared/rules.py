@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -200,14 +200,17 @@ def find_rule_problems(rules: RuleGroup, fields: Iterable[FieldSpec]) -> list[Ru
     return problems
 
 
-def referenced_fields(rules: RuleGroup) -> set[str]:
-    """Case-folded names of every field the rules read."""
-    names: set[str] = set()
+def conditions(rules: RuleGroup) -> Iterator[Condition]:
+    """Every condition of the tree, at any depth."""
     stack: list[Condition | RuleGroup] = [rules]
     while stack:
         node = stack.pop()
         if isinstance(node, RuleGroup):
             stack.extend(node.children)
         else:
-            names.add(node.field.casefold())
-    return names
+            yield node
+
+
+def referenced_fields(rules: RuleGroup) -> set[str]:
+    """Case-folded names of every field the rules read."""
+    return {condition.field.casefold() for condition in conditions(rules)}

@@ -28,8 +28,11 @@ SERVICES = [
     ("profile-svc", "profile_svc.app:create_app", "CONTACTS_PROFILE_SVC_PORT", 8101),
     ("contact-svc", "contact_svc.app:create_app", "CONTACTS_CONTACT_SVC_PORT", 8102),
     ("import-svc", "import_svc.app:create_app", "CONTACTS_IMPORT_SVC_PORT", 8103),
+    ("segment-svc", "segment_svc.app:create_app", "CONTACTS_SEGMENT_SVC_PORT", 8104),
     ("log-svc", "log_svc.app:create_app", "CONTACTS_LOG_SVC_PORT", 8105),
 ]
+# Stream workers (not HTTP APIs): (name, module, port setting, default port of its web server).
+WORKERS = [("segment-worker", "segment_svc.worker", "CONTACTS_SEGMENT_WORKER_PORT", 8114)]
 LOCAL_API_KEY = "local-dev-key"
 LOCAL_ACCOUNT = "local-account"
 
@@ -41,7 +44,7 @@ def service_processes(cfg: StackConfig) -> list[Process]:
             "CONTACTS_API_KEYS", f"{LOCAL_API_KEY}={LOCAL_ACCOUNT}"
         ),
     }
-    return [
+    apis = [
         Process(
             name,
             port,
@@ -63,6 +66,18 @@ def service_processes(cfg: StackConfig) -> list[Process]:
         for name, factory, port_var, default in SERVICES
         for port in [int(os.environ.get(port_var, default))]
     ]
+    workers = [
+        Process(
+            name,
+            port,
+            [sys.executable, "-m", module],
+            env={**env, port_var: str(port)},
+            start_timeout=60.0,
+        )
+        for name, module, port_var, default in WORKERS
+        for port in [int(os.environ.get(port_var, default))]
+    ]
+    return apis + workers
 
 
 def up(cfg: StackConfig, with_services: bool) -> None:
@@ -75,9 +90,11 @@ def up(cfg: StackConfig, with_services: bool) -> None:
     )
     if not with_services:
         return
+    apis = {name for name, *_ in SERVICES}
     for proc in service_processes(cfg):
         start_process(cfg, proc)
-        print(f"{proc.name:<12}http://{cfg.host}:{proc.port}/docs")
+        what = "/docs" if proc.name in apis else "  (stream worker, liveness)"
+        print(f"{proc.name:<15}http://{cfg.host}:{proc.port}{what}")
     if "CONTACTS_API_KEYS" not in os.environ:
         print(f"API key   {LOCAL_API_KEY}  (account {LOCAL_ACCOUNT})")
         print(
@@ -87,7 +104,7 @@ def up(cfg: StackConfig, with_services: bool) -> None:
 
 
 def down(cfg: StackConfig) -> None:
-    for name, *_ in reversed(SERVICES):
+    for name, *_ in reversed(SERVICES + WORKERS):
         stop_process(cfg, name)
     stop_infrastructure(cfg)
 
@@ -102,7 +119,7 @@ def status(cfg: StackConfig) -> None:
     for name, port in rows:
         pid = read_pid(cfg, name)
         state = "listening" if port_open(cfg.host, port) else "down"
-        print(f"{name:<12}{cfg.host}:{port:<6} {state:<10} pid {pid or '-'}")
+        print(f"{name:<15}{cfg.host}:{port:<6} {state:<10} pid {pid or '-'}")
 
 
 def main(argv: list[str] | None = None) -> None:

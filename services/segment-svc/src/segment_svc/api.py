@@ -1,0 +1,249 @@
+"""HTTP routes of segment-svc: members of virtual profiles, their statistics, rebuild status,
+and previews of rules before they are saved. Reads only segment-svc's own collections."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from contacts_shared.mongo import Document, bson_now
+from contacts_shared.rules import RuleGroup, find_rule_problems
+from contacts_shared.web import AccountId, Problem
+from segment_svc.evaluate import Segment
+from segment_svc.membership import state_of
+from segment_svc.resources import Resources
+
+router = APIRouter(prefix="/v1", tags=["segments"])
+PREVIEW_SAMPLE = 20
+
+
+def _resources(request: Request) -> Resources:
+    resources: Resources = request.app.state.resources
+    return resources
+
+
+async def _segment(request: Request, account_id: str, virtual_id: str) -> Document:
+    document = await _resources(request).segments.get(virtual_id)
+    if document is None or document["account_id"] != account_id or document.get("deleted"):
+        raise Problem(404, "Not Found", f"virtual profile {virtual_id} not found")
+    return document
+
+
+class MemberOut(BaseModel):
+    key: str
+    since: datetime
+    status: str
+    fields: dict[str, Any] = Field(description="values by field key, as the base profile has them")
+
+
+class MemberPage(BaseModel):
+    items: list[MemberOut]
+    next_cursor: str | None
+
+
+@router.get("/profiles/{virtual_id}/members")
+async def list_members(
+    virtual_id: str,
+    account_id: AccountId,
+    request: Request,
+    cursor: Annotated[str | None, Query(max_length=400, description="next_cursor")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> MemberPage:
+    """The virtual profile's members in key order, with their values."""
+    await _segment(request, account_id, virtual_id)
+    resources = _resources(request)
+    page = await resources.members.page(virtual_id, cursor, limit + 1)
+    more = len(page) > limit
+    page = page[:limit]
+    contacts = await resources.projection.load([m["contact_id"] for m in page])
+    items = [
+        MemberOut(
+            key=m["key"],
+            since=m["since"],
+            status=m["status"],
+            fields=contacts.get(m["contact_id"], {}).get("fields", {}),
+        )
+        for m in page
+    ]
+    return MemberPage(items=items, next_cursor=page[-1]["key"] if more and page else None)
+
+
+class MemberCount(BaseModel):
+    count: int
+
+
+@router.get("/profiles/{virtual_id}/members:count")
+async def count_members(virtual_id: str, account_id: AccountId, request: Request) -> MemberCount:
+    await _segment(request, account_id, virtual_id)
+    counts = await _resources(request).members.counts(virtual_id)
+    return MemberCount(count=sum(counts.values()))
+
+
+class SegmentStats(BaseModel):
+    total: int
+    by_status: dict[str, int]
+
+
+@router.get("/profiles/{virtual_id}/stats")
+async def segment_stats(virtual_id: str, account_id: AccountId, request: Request) -> SegmentStats:
+    """Members in all and per status, as a regular profile's statistics are served."""
+    await _segment(request, account_id, virtual_id)
+    counts = await _resources(request).members.counts(virtual_id)
+    return SegmentStats(total=sum(counts.values()), by_status=counts)
+
+
+class Membership(BaseModel):
+    key: str
+    member: bool
+    since: datetime | None
+
+
+@router.get("/profiles/{virtual_id}/members/{key}")
+async def membership(
+    virtual_id: str, key: str, account_id: AccountId, request: Request
+) -> Membership:
+    """Whether the contact is a member, and since when."""
+    await _segment(request, account_id, virtual_id)
+    member = await _resources(request).members.get(virtual_id, key)
+    return Membership(key=key, member=member is not None, since=(member or {}).get("since"))
+
+
+@router.get("/profiles/{virtual_id}/members:export")
+async def export_members(
+    virtual_id: str, account_id: AccountId, request: Request
+) -> StreamingResponse:
+    """Every member as CSV (key, status, since, then the base profile's fields), streamed."""
+    document = await _segment(request, account_id, virtual_id)
+    resources = _resources(request)
+    segment = await resources.segments.segment(document)
+
+    async def rows() -> AsyncIterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        fields = [spec for spec in segment.base_fields if not spec.identity]
+        writer.writerow(["key", "status", "since", *(spec.name for spec in fields)])
+        batch: list[Document] = []
+        async for member in resources.members.stream(virtual_id):
+            batch.append(member)
+            if len(batch) == 500:
+                yield _csv_rows(batch, await _values(resources, batch), fields, writer, buffer)
+                batch = []
+        yield _csv_rows(batch, await _values(resources, batch), fields, writer, buffer)
+
+    return StreamingResponse(
+        rows(),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{virtual_id}-members.csv"'},
+    )
+
+
+async def _values(resources: Resources, members: list[Document]) -> dict[str, Document]:
+    return await resources.projection.load([m["contact_id"] for m in members])
+
+
+def _csv_rows(
+    members: list[Document],
+    contacts: dict[str, Document],
+    fields: list[Any],
+    writer: Any,
+    buffer: io.StringIO,
+) -> str:
+    for member in members:
+        values = contacts.get(member["contact_id"], {}).get("fields", {})
+        writer.writerow(
+            [
+                member["key"],
+                member["status"],
+                member["since"].isoformat(),
+                *(values.get(spec.key, "") for spec in fields),
+            ]
+        )
+    text = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    return text
+
+
+class SegmentOut(BaseModel):
+    id: str
+    base_profile_id: str
+    rules_version: int
+    missing_fields: list[str] = Field(
+        description="fields the rules name that the base profile no longer has: conditions on "
+        "them hold for no contact"
+    )
+    rebuild: dict[str, Any] = Field(description="pending, progress, and the last one's outcome")
+
+
+@router.get("/segments/{virtual_id}")
+async def segment_status(virtual_id: str, account_id: AccountId, request: Request) -> SegmentOut:
+    """How segment-svc holds a virtual profile: rebuild progress and problems of its rules."""
+    document = await _segment(request, account_id, virtual_id)
+    segment = await _resources(request).segments.segment(document)
+    rebuild = document.get("rebuild") or {}
+    return SegmentOut(
+        id=segment.id,
+        base_profile_id=segment.base_profile_id,
+        rules_version=segment.rules_version,
+        missing_fields=segment.missing_fields(),
+        rebuild={k: rebuild.get(k) for k in ("pending", "reason", "progress", "last")},
+    )
+
+
+class PreviewIn(BaseModel):
+    base_profile_id: str = Field(min_length=1, max_length=100)
+    rules: RuleGroup
+
+
+class PreviewOut(BaseModel):
+    count: int
+    checked: int
+    sample: list[MemberOut]
+
+
+@router.post("/segments:preview")
+async def preview(body: PreviewIn, account_id: AccountId, request: Request) -> PreviewOut:
+    """Try rules on a regular profile before saving them: how many contacts match, and 20."""
+    resources = _resources(request)
+    schema = await resources.schemas.get(body.base_profile_id)
+    if schema is None or schema.account_id != account_id:
+        raise Problem(404, "Not Found", f"profile {body.base_profile_id} not found")
+    problems = find_rule_problems(body.rules, schema.fields)
+    if problems:
+        raise Problem(
+            422,
+            "Invalid rules",
+            "; ".join(f"{p.path}: {p.message}" for p in problems),
+            [{"field": p.path, "message": p.message} for p in problems],
+        )
+    segment = Segment("preview", account_id, body.base_profile_id, body.rules, 0, schema.fields)
+    today = bson_now().date()
+    count = checked = 0
+    sample: list[MemberOut] = []
+    after: str | None = None
+    while page := await resources.projection.page(body.base_profile_id, after, 1000):
+        after = page[-1]["_id"]
+        for document in page:
+            state = state_of(document)
+            if state.view is None:
+                continue
+            checked += 1
+            if segment.admits(state.view, today):
+                count += 1
+                if len(sample) < PREVIEW_SAMPLE:
+                    sample.append(
+                        MemberOut(
+                            key=state.key,
+                            since=state.view.updated_at,
+                            status=state.status.value,
+                            fields=dict(state.view.fields),
+                        )
+                    )
+    return PreviewOut(count=count, checked=checked, sample=sample)

@@ -1,0 +1,225 @@
+"""What segment-svc does with its events: project contacts and evaluate their memberships,
+keep the virtual profiles' rules, and rebuild a segment over its whole base profile."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from contacts_shared.events import (
+    ContactDeleted,
+    ContactEvent,
+    DomainEvent,
+    EventEnvelope,
+    ProfileDeleted,
+    ProfileEvent,
+    ProfileFieldAdded,
+    ProfileFieldRemoved,
+    SegmentRebuilt,
+    event_of,
+    to_envelope,
+)
+from contacts_shared.kafka import EventPublisher, OutgoingMessage, Record
+from contacts_shared.mongo import Document, bson_now
+from contacts_shared.profiles import MongoSchemaStore, project_profile_event
+from contacts_shared.schema import ProfileType
+from segment_svc.evaluate import Segment
+from segment_svc.membership import (
+    ContactState,
+    contact_state,
+    contact_writes,
+    newest_states,
+    segment_writes,
+)
+from segment_svc.store import ContactProjection, MembershipRelay, SegmentStore
+
+log = logging.getLogger(__name__)
+
+
+class Segmenter:
+    """Keeps the contact projection and every segment's membership current."""
+
+    def __init__(
+        self,
+        segments: SegmentStore,
+        projection: ContactProjection,
+        relay: MembershipRelay,
+        *,
+        topic: str,
+    ) -> None:
+        self._segments = segments
+        self._projection = projection
+        self._relay = relay
+        self._topic = topic
+
+    async def apply_contact_records(self, records: Sequence[Record]) -> None:
+        """A partition's batch of contact events: each contact's newest state, evaluated
+        against its profile's segments. Versions at or below the projected one change
+        nothing, so redelivery and replays are harmless."""
+        states = []
+        for record in records:
+            parsed = event_of(record.value)
+            if parsed is None or not isinstance(parsed[1], ContactEvent | ContactDeleted):
+                continue
+            state = contact_state(parsed[1], parsed[0].accountid)
+            if state is not None:
+                states.append(state)
+        await self.apply_states(list(newest_states(states).values()))
+
+    async def apply_states(self, states: Sequence[ContactState]) -> None:
+        pending = {state.contact_id: state for state in states}
+        while pending:
+            # Documents first, then the segments: a rules change stored after these documents
+            # were read is seen by its rebuild, which reads them after this write or loses
+            # its race with it and reads again.
+            held = await self._projection.load(list(pending))
+            segments = await self._segments.of_profiles(
+                sorted({s.profile_id for s in pending.values()})
+            )
+            writes = contact_writes(
+                pending.values(), held, segments, now=bson_now(), topic=self._topic
+            )
+            lost = await self._relay.write(writes)
+            pending = {i: pending[i] for i in lost}
+
+
+class ProfileProjector:
+    """Profile events: base profiles' fields (what rules read) and virtual profiles' rules."""
+
+    def __init__(self, schemas: MongoSchemaStore, segments: SegmentStore) -> None:
+        self._schemas = schemas
+        self._segments = segments
+
+    async def apply_record(self, record: Record) -> None:
+        parsed = event_of(record.value)
+        if parsed is not None:
+            await self.apply(*parsed)
+
+    async def apply(self, envelope: EventEnvelope, event: DomainEvent) -> None:
+        await project_profile_event(envelope, event, self._schemas)
+        if isinstance(event, ProfileDeleted):
+            if event.type is ProfileType.VIRTUAL:
+                await self._segments.delete(event.profile_id, event.version)
+        elif isinstance(event, ProfileEvent) and event.profile.type is ProfileType.VIRTUAL:
+            await self._segments.apply_virtual(event.profile)
+        elif isinstance(event, ProfileFieldRemoved | ProfileFieldAdded):
+            # Rules naming a field that went (or came back) hold for other contacts now.
+            await self._segments.request_rebuild(
+                event.profile.id, event.field.name, f"field_{type(event).__name__[12:].lower()}"
+            )
+
+
+class Rebuilder:
+    """Evaluates one segment over every contact of its base profile, in `_id` order, with its
+    progress checkpointed so another worker (or this one, restarted) carries it on."""
+
+    def __init__(
+        self,
+        segments: SegmentStore,
+        projection: ContactProjection,
+        relay: MembershipRelay,
+        publisher: EventPublisher,
+        *,
+        topic: str,
+        owner: str,
+        page_size: int = 500,
+        lease: timedelta = timedelta(seconds=30),
+    ) -> None:
+        self._segments = segments
+        self._projection = projection
+        self._relay = relay
+        self._publisher = publisher
+        self._topic = topic
+        self._owner = owner
+        self._page_size = page_size
+        self._lease = lease
+
+    async def run_one(self) -> bool:
+        """Rebuild one pending segment, if any; whether there was one."""
+        claimed = await self._segments.claim_rebuild(self._owner, self._lease)
+        if claimed is None:
+            return False
+        await self._rebuild(claimed)
+        return True
+
+    async def _rebuild(self, document: Document) -> None:
+        started = time.monotonic()
+        segment = await self._segments.segment(document)
+        deleted = bool(document.get("deleted"))
+        request = document["rebuild"]["request"]
+        progress: dict[str, Any] = document["rebuild"].get("progress") or {}
+        if progress.get("request") != request:
+            progress = {"request": request, "after": None, "checked": 0, "entered": 0, "left": 0}
+        while True:
+            page = await self._projection.page(
+                segment.base_profile_id, progress["after"], self._page_size
+            )
+            if not page:
+                break
+            entered, left = await self._evaluate_page(segment, page, deleted)
+            progress["after"] = page[-1]["_id"]
+            progress["checked"] += len(page)
+            progress["entered"] += entered
+            progress["left"] += left
+            held = await self._segments.checkpoint(
+                segment.id, self._owner, self._lease, {"progress": progress}
+            )
+            if held is None:
+                return  # another worker took the rebuild over (our lease ran out)
+            if held["rebuild"]["request"] != request and not held.get("deleted"):
+                # The rules changed again: start over with the new ones.
+                return await self._rebuild(held)
+        members = sum((await self._relay.members.counts(segment.id)).values())
+        outcome = {
+            "request": request,
+            "reason": document["rebuild"].get("reason"),
+            "rules_version": segment.rules_version,
+            "checked": progress["checked"],
+            "members": members,
+            "entered": progress["entered"],
+            "left": progress["left"],
+            "seconds": round(time.monotonic() - started, 3),
+            "finished_at": bson_now(),
+        }
+        await self._publish_rebuilt(segment, outcome)
+        await self._segments.finish_rebuild(
+            segment.id, self._owner, request, outcome, evaluated_on=bson_now().date().isoformat()
+        )
+
+    async def _evaluate_page(
+        self, segment: Segment, page: list[Document], deleted: bool
+    ) -> tuple[int, int]:
+        """Evaluate the segment for each contact of the page; (entered, left)."""
+        entered = left = 0
+        documents = {d["_id"]: d for d in page}
+        while documents:
+            writes = segment_writes(
+                segment, documents.values(), deleted=deleted, now=bson_now(), topic=self._topic
+            )
+            lost = await self._relay.write(writes)
+            for _, fields, entries in writes:
+                if fields["_id"] not in lost:
+                    entered += sum(1 for e in entries if e.get("kind") == "entered")
+                    left += sum(1 for e in entries if e.get("kind") == "left")
+            documents = await self._projection.load(sorted(lost))
+        return entered, left
+
+    async def _publish_rebuilt(self, segment: Segment, outcome: dict[str, Any]) -> None:
+        event = SegmentRebuilt(
+            segment_id=segment.id,
+            base_profile_id=segment.base_profile_id,
+            rules_version=segment.rules_version,
+            reason=str(outcome["reason"]),
+            checked=outcome["checked"],
+            members=outcome["members"],
+            entered=outcome["entered"],
+            left=outcome["left"],
+            seconds=outcome["seconds"],
+        )
+        envelope = to_envelope(event, account_id=segment.account_id, source="/segment-svc")
+        await self._publisher.publish(
+            [OutgoingMessage(self._topic, envelope.subject, envelope.model_dump_json().encode())]
+        )

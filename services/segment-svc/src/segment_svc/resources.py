@@ -1,0 +1,54 @@
+"""segment-svc's connections and stores, made once per process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from contacts_shared.kafka import EventPublisher
+from contacts_shared.mongo import MongoClient, connect
+from contacts_shared.profiles import MongoSchemaStore
+from segment_svc.settings import SegmentSettings
+from segment_svc.store import ContactProjection, Members, MembershipRelay, SegmentStore
+
+
+@dataclass
+class Resources:
+    client: MongoClient
+    publisher: EventPublisher
+    schemas: MongoSchemaStore
+    segments: SegmentStore
+    projection: ContactProjection
+    members: Members
+    relay: MembershipRelay
+
+    @classmethod
+    def open(cls, settings: SegmentSettings) -> Resources:
+        client = connect(settings.mongodb_url, app_name=settings.service_name)
+        database = client[settings.mongodb_database]
+        publisher = EventPublisher(
+            settings.kafka_bootstrap_servers,
+            client_id=settings.service_name,
+            topics=[settings.topic_segments_events],
+            partitions=settings.topic_partitions,
+        )
+        schemas = MongoSchemaStore(database["schemas"])
+        projection = ContactProjection(database["contacts"])
+        members = Members(database["members"])
+        return cls(
+            client,
+            publisher,
+            schemas,
+            SegmentStore(database["segments"], schemas),
+            projection,
+            members,
+            MembershipRelay(projection, members, publisher),
+        )
+
+    async def create_indexes(self) -> None:
+        await self.segments.create_indexes()
+        await self.projection.create_indexes()
+        await self.members.create_indexes()
+
+    async def close(self) -> None:
+        await self.publisher.close()
+        await self.client.close()

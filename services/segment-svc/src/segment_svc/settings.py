@@ -1,0 +1,26 @@
+"""segment-svc settings (CONTACTS_* environment variables)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from contacts_shared.settings import ServiceSettings
+
+
+class SegmentSettings(ServiceSettings):
+    service_name: str = "segment-svc"
+    mongodb_database: str = "segment_svc"
+    # The faust app's id: its consumer group, and the prefix of the topics faust keeps.
+    segment_worker_id: str = "segment-svc"
+    # The worker's own web server (faust's): liveness for orchestrators, nothing else.
+    segment_worker_host: str = "127.0.0.1"
+    segment_worker_port: int = 8114
+    # Contact events taken per batch, and how long a batch waits to fill.
+    segment_batch_events: int = Field(default=1000, ge=1)
+    segment_batch_seconds: float = Field(default=0.02, gt=0)
+    # How long a worker that died without a goodbye keeps its partitions from the others.
+    segment_session_timeout_seconds: float = Field(default=10.0, ge=6.0)
+    # How often the worker looks for a rebuild to run and for a new UTC day.
+    rebuild_poll_seconds: float = Field(default=1.0, gt=0)
+    # Outbox entries older than this are relayed by the scan (their writer crashed).
+    outbox_left_behind_seconds: float = Field(default=30.0, gt=0)

@@ -1,0 +1,439 @@
+"""segment-svc's MongoDB collections: the virtual profiles it keeps (`segments`), its projection
+of the contacts rules read with their memberships (`contacts`), and the members of each
+segment as the API lists them (`members`)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel, InsertOne, ReturnDocument, UpdateOne
+from pymongo.errors import BulkWriteError
+
+from contacts_shared.kafka import EventPublisher, OutgoingMessage
+from contacts_shared.mongo import (
+    Collection,
+    Document,
+    bson_now,
+    ensure_indexes,
+    find_by_ids,
+    update_each,
+)
+from contacts_shared.outbox import OUTBOX, PENDING_FILTER
+from contacts_shared.profiles import MongoSchemaStore
+from contacts_shared.rules import RuleGroup, conditions
+from contacts_shared.schema import ContactStatus, ProfileSnapshot
+from contacts_shared.values import name_key
+from segment_svc.evaluate import RELATIVE_DATE_OPS, Segment
+from segment_svc.membership import ContactState
+
+DUPLICATE_KEY = 11000
+
+
+def contact_range(profile_id: str) -> Document:
+    """The `_id` range of a profile's contacts (`profile_id:key`)."""
+    return {"$gt": f"{profile_id}:", "$lt": f"{profile_id};"}
+
+
+class SegmentStore:
+    """Virtual profiles as segment-svc knows them from profile events, with their rebuild state:
+    `rebuild.request` grows with every request (rules changed, a field they read came or went,
+    a new day for relative-date rules); a rebuild is done when it finished the latest request."""
+
+    def __init__(self, collection: Collection, schemas: MongoSchemaStore) -> None:
+        self._collection = collection
+        self._schemas = schemas
+
+    async def create_indexes(self) -> None:
+        await ensure_indexes(
+            self._collection,
+            [
+                IndexModel([("base_profile_id", ASCENDING)], name="by_base"),
+                IndexModel([("rebuild.pending", ASCENDING)], name="rebuild_pending"),
+            ],
+        )
+
+    async def apply_virtual(self, profile: ProfileSnapshot) -> None:
+        """Keep a virtual profile's newest rules; a change of rules asks for a rebuild. Older
+        or repeated events change nothing (one writer: the profile events' consumer)."""
+        held = await self._collection.find_one({"_id": profile.id})
+        if held is not None and held["version"] >= profile.version:
+            return
+        rules_changed = held is None or held["rules"] != profile.rules
+        update: Document = {
+            "$set": {
+                "account_id": profile.account_id,
+                "base_profile_id": profile.base_profile_id,
+                "rules": profile.rules,
+                "version": profile.version,
+                "deleted": False,
+                "relative_dates": any(
+                    c.op in RELATIVE_DATE_OPS
+                    for c in conditions(RuleGroup.model_validate(profile.rules))
+                ),
+                **({"rules_version": profile.version} if rules_changed else {}),
+            }
+        }
+        if rules_changed:
+            update["$set"]["rebuild.pending"] = True
+            update["$set"]["rebuild.reason"] = "rules_changed" if held else "created"
+            update["$inc"] = {"rebuild.request": 1}
+        await self._collection.update_one({"_id": profile.id}, update, upsert=True)
+
+    async def delete(self, segment_id: str, version: int) -> None:
+        """A deleted virtual profile: its members leave (by a rebuild that admits nobody)."""
+        await self._collection.update_one(
+            {"_id": segment_id, "version": {"$lt": version}},
+            {
+                "$set": {
+                    "deleted": True,
+                    "version": version,
+                    "rebuild.pending": True,
+                    "rebuild.reason": "segment_deleted",
+                },
+                "$inc": {"rebuild.request": 1},
+            },
+        )
+
+    async def request_rebuild(self, base_profile_id: str, field_name: str, reason: str) -> None:
+        """Rebuild the segments of a base profile whose rules name `field_name`."""
+        wanted = name_key(field_name)
+        async for document in self._collection.find(
+            {"base_profile_id": base_profile_id, "deleted": False}
+        ):
+            rules = RuleGroup.model_validate(document["rules"])
+            if any(name_key(c.field) == wanted for c in conditions(rules)):
+                await self._collection.update_one(
+                    {"_id": document["_id"]},
+                    {
+                        "$set": {"rebuild.pending": True, "rebuild.reason": reason},
+                        "$inc": {"rebuild.request": 1},
+                    },
+                )
+
+    async def segment(self, document: Document) -> Segment:
+        schema = await self._schemas.get(document["base_profile_id"])
+        return Segment(
+            id=document["_id"],
+            account_id=document["account_id"],
+            base_profile_id=document["base_profile_id"],
+            rules=RuleGroup.model_validate(document["rules"]),
+            rules_version=document["rules_version"],
+            base_fields=schema.fields if schema is not None else (),
+        )
+
+    async def of_profiles(self, base_profile_ids: Sequence[str]) -> dict[str, list[Segment]]:
+        """The live segments over each of these base profiles."""
+        found: dict[str, list[Segment]] = {base: [] for base in base_profile_ids}
+        async for document in self._collection.find(
+            {"base_profile_id": {"$in": list(base_profile_ids)}, "deleted": False}
+        ):
+            found[document["base_profile_id"]].append(await self.segment(document))
+        return found
+
+    async def rules_versions(self, base_profile_ids: Sequence[str]) -> dict[str, int]:
+        """Each live segment's rules version, to tell whether rules changed meanwhile."""
+        cursor = self._collection.find(
+            {"base_profile_id": {"$in": list(base_profile_ids)}, "deleted": False},
+            {"rules_version": 1},
+        )
+        return {d["_id"]: d["rules_version"] async for d in cursor}
+
+    async def get(self, segment_id: str) -> Document | None:
+        return await self._collection.find_one({"_id": segment_id})
+
+    async def claim_rebuild(self, owner: str, lease: timedelta) -> Document | None:
+        """Take a pending rebuild nobody holds (or whose holder's lease ran out)."""
+        now = bson_now()
+        return await self._collection.find_one_and_update(
+            {
+                "rebuild.pending": True,
+                "$or": [{"rebuild.lease_until": None}, {"rebuild.lease_until": {"$lt": now}}],
+            },
+            {"$set": {"rebuild.owner": owner, "rebuild.lease_until": now + lease}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def checkpoint(
+        self, segment_id: str, owner: str, lease: timedelta, progress: Mapping[str, Any]
+    ) -> Document | None:
+        """Record a rebuild's progress and extend its lease; None if another took it over."""
+        return await self._collection.find_one_and_update(
+            {"_id": segment_id, "rebuild.owner": owner},
+            {
+                "$set": {
+                    "rebuild.lease_until": bson_now() + lease,
+                    **{f"rebuild.{k}": v for k, v in progress.items()},
+                }
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def finish_rebuild(
+        self,
+        segment_id: str,
+        owner: str,
+        request: int,
+        outcome: Mapping[str, Any],
+        *,
+        evaluated_on: str,
+    ) -> None:
+        """The rebuild of `request` is done; a request made meanwhile keeps it pending."""
+        await self._collection.update_one(
+            {"_id": segment_id, "rebuild.owner": owner},
+            {
+                "$set": {
+                    "evaluated_on": evaluated_on,
+                    "rebuild.pending": False,
+                    "rebuild.last": dict(outcome),
+                    "rebuild.lease_until": None,
+                    "rebuild.progress": None,
+                }
+            },
+        )
+        await self._collection.update_one(
+            {"_id": segment_id, "rebuild.request": {"$gt": request}},
+            {"$set": {"rebuild.pending": True}},
+        )
+
+    async def request_new_day_rebuilds(self, today: str) -> int:
+        """Ask for a rebuild of each segment with relative-date rules last evaluated before
+        `today` (UTC): their members change with the date alone. How many."""
+        result = await self._collection.update_many(
+            {
+                "deleted": False,
+                "relative_dates": True,
+                "evaluated_on": {"$lt": today},
+                "rebuild.pending": False,
+            },
+            {
+                "$set": {"rebuild.pending": True, "rebuild.reason": "new_day"},
+                "$inc": {"rebuild.request": 1},
+            },
+        )
+        return result.modified_count
+
+
+@dataclass(frozen=True)
+class ProjectedContact:
+    """A contact as projected, with its memberships, and the write that replaces it."""
+
+    state: ContactState
+    members: Mapping[str, Any]
+    entries: list[Document]
+
+
+class ContactProjection:
+    """Each contact's newest state and memberships, one document per contact (`_id` = contact
+    id). Writers (the contact events' consumer, rebuilds) read a document, then write it only
+    if its `rev` is unchanged; a lost race is read again and evaluated again."""
+
+    def __init__(self, collection: Collection) -> None:
+        self._collection = collection
+
+    @property
+    def collection(self) -> Collection:
+        return self._collection
+
+    async def create_indexes(self) -> None:
+        await ensure_indexes(
+            self._collection,
+            [IndexModel([(f"{OUTBOX}.id", ASCENDING)], name="outbox_pending", sparse=True)],
+        )
+
+    async def load(self, ids: Sequence[str]) -> dict[str, Document]:
+        return {d["_id"]: d for d in await find_by_ids(self._collection, ids)}
+
+    async def write(
+        self, writes: Sequence[tuple[Document | None, Document, list[Document]]]
+    ) -> list[str]:
+        """Write each `(held, new fields, outbox entries)`: an insert where nothing was held,
+        else an update conditional on the held `rev`. Returns the ids whose write lost a race."""
+        token = uuid.uuid4().hex
+        now = bson_now()
+        operations: list[InsertOne[Document] | UpdateOne] = []
+        for held, fields, entries in writes:
+            # Each entry carries the rev its write gives the document: member records follow
+            # the newest rev whatever order relays apply them in.
+            rev = 1 if held is None else held["rev"] + 1
+            for entry in entries:
+                entry["rev"] = rev
+            stamp = {"token": token, "written_at": now}
+            if held is None:
+                operations.append(InsertOne({**fields, **stamp, "rev": 1, OUTBOX: entries}))
+            else:
+                update: Document = {"$set": {**fields, **stamp}, "$inc": {"rev": 1}}
+                if entries:
+                    update["$push"] = {OUTBOX: {"$each": entries}}
+                operations.append(UpdateOne({"_id": held["_id"], "rev": held["rev"]}, update))
+        if not operations:
+            return []
+        try:
+            result = await self._collection.bulk_write(operations, ordered=False)
+            if result.inserted_count + result.matched_count == len(operations):
+                return []
+        except BulkWriteError as exc:
+            if any(e["code"] != DUPLICATE_KEY for e in exc.details["writeErrors"]):
+                raise
+        ids = [fields["_id"] for _, fields, _ in writes]
+        written = await find_by_ids(self._collection, ids, {"token": 1})
+        done = {d["_id"] for d in written if d.get("token") == token}
+        return [i for i in ids if i not in done]
+
+    async def page(self, profile_id: str, after: str | None, limit: int) -> list[Document]:
+        """The next contacts of a profile in `_id` order (a rebuild's walk)."""
+        bounds = contact_range(profile_id)
+        if after is not None:
+            bounds = {**bounds, "$gt": after}
+        cursor = self._collection.find({"_id": bounds}, limit=limit).sort("_id").hint("_id_")
+        return [d async for d in cursor]
+
+    async def pending(self, older_than: datetime, limit: int) -> list[Document]:
+        """Documents whose outbox entries were left behind (a crash between write and relay)."""
+        cursor = self._collection.find(
+            {**PENDING_FILTER, "written_at": {"$lt": older_than}}, {OUTBOX: 1}, limit=limit
+        )
+        return [d async for d in cursor]
+
+    async def settle(self, published: Mapping[str, list[Document]]) -> None:
+        await update_each(
+            self._collection,
+            [(i, {"$pullAll": {OUTBOX: entries}}) for i, entries in published.items()],
+        )
+
+
+class Members:
+    """Each segment's members (`_id` = `segment_id|key`, so a segment's members are one `_id`
+    range in key order). A member who left stays as a tombstone for a while, so a late copy of
+    an older entry (two relays racing) cannot bring it back: writes are ordered by the contact
+    document's `rev` that made them."""
+
+    TOMBSTONE_TTL = timedelta(minutes=10)
+
+    def __init__(self, collection: Collection) -> None:
+        self._collection = collection
+
+    async def create_indexes(self) -> None:
+        await ensure_indexes(
+            self._collection,
+            [
+                IndexModel([("segment_id", ASCENDING), ("status", ASCENDING)], name="by_status"),
+                IndexModel([("left_at", ASCENDING)], name="tombstones", sparse=True),
+            ],
+        )
+
+    async def apply(self, entries: Sequence[Document]) -> None:
+        """Apply member changes in one bulk write, each only over older ones (by `rev`)."""
+        operations = []
+        for entry in entries:
+            rev = entry["rev"]
+            member = entry["member"]
+            _id = f"{entry['segment_id']}|{entry['key']}"
+            values = {
+                "rev": rev,
+                "segment_id": entry["segment_id"],
+                "key": entry["key"],
+                "contact_id": entry["contact_id"],
+            }
+            change: Document = (
+                {"$set": {**values, **member, "in": True}, "$unset": {"left_at": ""}}
+                if member is not None
+                else {"$set": {**values, "in": False, "left_at": bson_now()}}
+            )
+            operations.append(UpdateOne({"_id": _id, "rev": {"$lt": rev}}, change, upsert=True))
+        if not operations:
+            return
+        try:
+            await self._collection.bulk_write(operations, ordered=False)
+        except BulkWriteError as exc:
+            # A member record already at a newer rev makes the upsert collide: it stays.
+            if any(e["code"] != DUPLICATE_KEY for e in exc.details["writeErrors"]):
+                raise
+
+    async def forget_tombstones(self) -> int:
+        result = await self._collection.delete_many(
+            {"left_at": {"$lt": bson_now() - self.TOMBSTONE_TTL}}
+        )
+        return result.deleted_count
+
+    def _range(self, segment_id: str, after: str | None) -> Document:
+        low = f"{segment_id}|{after}" if after is not None else f"{segment_id}|"
+        return {"_id": {"$gt": low, "$lt": f"{segment_id}}}"}, "in": True}
+
+    async def page(self, segment_id: str, after: str | None, limit: int) -> list[Document]:
+        cursor = (
+            self._collection.find(self._range(segment_id, after), limit=limit)
+            .sort("_id")
+            .hint("_id_")
+        )
+        return [d async for d in cursor]
+
+    async def stream(self, segment_id: str, batch: int = 1000) -> AsyncIterator[Document]:
+        after: str | None = None
+        while page := await self.page(segment_id, after, batch):
+            for member in page:
+                yield member
+            after = page[-1]["key"]
+
+    async def get(self, segment_id: str, key: str) -> Document | None:
+        return await self._collection.find_one({"_id": f"{segment_id}|{key}", "in": True})
+
+    async def counts(self, segment_id: str) -> dict[str, int]:
+        """Members per status."""
+        counts = {status.value: 0 for status in ContactStatus}
+        pipeline: list[Document] = [
+            {"$match": {"segment_id": segment_id, "in": True}},
+            {"$group": {"_id": "$status", "n": {"$sum": 1}}},
+        ]
+        async for row in await self._collection.aggregate(pipeline):
+            counts[row["_id"]] = row["n"]
+        return counts
+
+
+class MembershipRelay:
+    """Publishes membership events and writes member records from outbox entries, then removes
+    exactly those entries from the contacts' documents."""
+
+    def __init__(
+        self, projection: ContactProjection, members: Members, publisher: EventPublisher
+    ) -> None:
+        self._projection = projection
+        self.members = members
+        self._publisher = publisher
+
+    async def write(
+        self, writes: Sequence[tuple[Document | None, Document, list[Document]]]
+    ) -> set[str]:
+        """Write contacts' documents with their entries (`ContactProjection.write`), then
+        relay the entries of those written; the ids whose write lost a race."""
+        lost = set(await self._projection.write(writes))
+        await self.relay(
+            {fields["_id"]: entries for _, fields, entries in writes if fields["_id"] not in lost}
+        )
+        return lost
+
+    async def relay(self, written: Mapping[str, list[Document]]) -> None:
+        """`written`: contact id -> the outbox entries its write queued, in order."""
+        queued = {i: entries for i, entries in written.items() if entries}
+        if not queued:
+            return
+        await self.members.apply([entry for entries in queued.values() for entry in entries])
+        await self._publisher.publish(
+            OutgoingMessage(
+                entry["topic"], entry["contact_id"], json.dumps(entry["envelope"]).encode()
+            )
+            for entries in queued.values()
+            for entry in entries
+            if "envelope" in entry
+        )
+        await self._projection.settle(queued)
+
+    async def relay_left_behind(self, older_than: timedelta, limit: int = 500) -> int:
+        """Relay entries a crashed process left in documents; how many documents."""
+        documents = await self._projection.pending(bson_now() - older_than, limit)
+        await self.relay({d["_id"]: d[OUTBOX] for d in documents})
+        return len(documents)

@@ -1,0 +1,200 @@
+"""segment-svc's stream worker: a faust-streaming app whose agents consume profile and contact
+events and keep every virtual profile's membership current; its timers run rebuilds, the
+daily re-evaluation of relative-date rules, and the relay of events a crash left behind.
+
+Run it with `segment-worker` (one process per replica; replicas share the partitions)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import tempfile
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import faust
+from aiokafka import ConsumerRecord
+
+from contacts_shared.kafka import (
+    GuardedHandler,
+    Record,
+    backing_server_away,
+    ensure_topics,
+    one_at_a_time,
+)
+from contacts_shared.logs import configure_logging
+from contacts_shared.mongo import bson_now
+from segment_svc.handlers import ProfileProjector, Rebuilder, Segmenter
+from segment_svc.resources import Resources
+from segment_svc.settings import SegmentSettings
+
+log = logging.getLogger(__name__)
+
+
+def record_of(event: Any) -> Record:
+    """A faust event's message as the shared handlers take records (aiokafka's)."""
+    message = event.message
+    headers = message.headers or ()
+    if isinstance(headers, dict):
+        headers = headers.items()
+    return ConsumerRecord(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp=int(message.timestamp * 1000),
+        timestamp_type=message.timestamp_type,
+        key=message.key,
+        value=message.value,
+        checksum=None,
+        serialized_key_size=message.serialized_key_size,
+        serialized_value_size=message.serialized_value_size,
+        headers=tuple(headers),
+    )
+
+
+def by_partition(events: Sequence[Any]) -> list[list[Record]]:
+    """A batch's records per partition, each in offset order."""
+    partitions: dict[tuple[str, int], list[Record]] = defaultdict(list)
+    for event in events:
+        record = record_of(event)
+        partitions[(record.topic, record.partition)].append(record)
+    return list(partitions.values())
+
+
+def create_worker(settings: SegmentSettings | None = None) -> faust.App:
+    settings = settings or SegmentSettings()
+    # faust wants a data folder even with no local tables; keep it out of the work tree.
+    datadir = Path(tempfile.gettempdir()) / "segment-worker" / settings.segment_worker_id
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.segment_worker_id,
+        broker=f"kafka://{settings.kafka_bootstrap_servers}",
+        autodiscover=False,
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.topic_partitions,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        # A worker that died without leaving its group holds its partitions this long.
+        broker_session_timeout=settings.segment_session_timeout_seconds,
+        broker_heartbeat_interval=settings.segment_session_timeout_seconds / 4,
+        producer_acks=-1,
+        web_enabled=True,
+        web_bind=settings.segment_worker_host,
+        web_host=settings.segment_worker_host,
+        web_port=settings.segment_worker_port,
+        datadir=datadir,
+    )
+    resources = Resources.open(settings)
+    topic = settings.topic_segments_events
+    segmenter = Segmenter(resources.segments, resources.projection, resources.relay, topic=topic)
+    projector = ProfileProjector(resources.schemas, resources.segments)
+    rebuilder = Rebuilder(
+        resources.segments,
+        resources.projection,
+        resources.relay,
+        resources.publisher,
+        topic=topic,
+        owner=f"{socket.gethostname()}:{id(app)}",
+    )
+
+    def guarded(handler: Any) -> GuardedHandler:
+        return GuardedHandler(
+            resources.publisher,
+            handler,
+            dead_letter_suffix=settings.dead_letter_suffix,
+            outage=backing_server_away,
+        )
+
+    contact_guard = guarded(segmenter.apply_contact_records)
+    profile_guard = guarded(one_at_a_time(projector.apply_record))
+
+    # Concurrency 1: each agent handles its records in order, and acknowledges a batch (so
+    # its offsets may be committed) only once the batch is handled: faust's `take_events`
+    # acks after the loop body returns. The guard never lets an error escape (that would ack
+    # the batch unhandled): it retries, waits out outages, and dead-letters a poison record.
+    @app.agent(app.topic(settings.topic_contacts_events), concurrency=1)
+    async def contact_events(stream: Any) -> AsyncIterator[None]:
+        async for events in stream.take_events(
+            settings.segment_batch_events, within=settings.segment_batch_seconds
+        ):
+            for records in by_partition(events):
+                await contact_guard.handle(records)
+            yield None
+
+    @app.agent(app.topic(settings.topic_profiles_events), concurrency=1)
+    async def profile_events(stream: Any) -> AsyncIterator[None]:
+        async for events in stream.take_events(100, within=settings.segment_batch_seconds):
+            for records in by_partition(events):
+                await profile_guard.handle(records)
+            yield None
+
+    async def relay_at_start() -> None:
+        # Entries a crashed predecessor left: no need to wait for them to age.
+        await _logged(resources.relay.relay_left_behind(timedelta(0)), "relay at start")
+
+    async def rebuilds() -> None:
+        await _logged(
+            resources.segments.request_new_day_rebuilds(bson_now().date().isoformat()),
+            "new day",
+        )
+        while await _logged(rebuilder.run_one(), "rebuild"):
+            pass
+
+    async def left_behind() -> None:
+        age = timedelta(seconds=settings.outbox_left_behind_seconds)
+        await _logged(resources.relay.relay_left_behind(age), "relay left behind")
+        await _logged(resources.members.forget_tombstones(), "tombstones")
+
+    app.task(relay_at_start)
+    app.timer(interval=settings.rebuild_poll_seconds)(rebuilds)
+    app.timer(interval=settings.outbox_scan_seconds)(left_behind)
+
+    return app
+
+
+async def _logged(work: Any, what: str) -> Any:
+    """A timer's work: an error is logged and tried again at the next tick, never fatal."""
+    try:
+        return await work
+    except Exception:  # noqa: BLE001 - the next tick retries; a timer must not stop the worker
+        log.exception("%s failed; retrying at the next tick", what)
+        return False
+
+
+async def prepare(settings: SegmentSettings) -> None:
+    """Topics and indexes, before the worker subscribes."""
+    await ensure_topics(
+        settings.kafka_bootstrap_servers,
+        [
+            settings.topic_profiles_events,
+            settings.topic_contacts_events,
+            settings.topic_segments_events,
+            settings.topic_profiles_events + settings.dead_letter_suffix,
+            settings.topic_contacts_events + settings.dead_letter_suffix,
+        ],
+        settings.topic_partitions,
+    )
+    resources = Resources.open(settings)
+    try:
+        await resources.create_indexes()
+    finally:
+        await resources.close()
+
+
+def main() -> None:
+    settings = SegmentSettings()
+    configure_logging(settings.service_name, settings.log_level)
+    asyncio.run(prepare(settings))
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    worker = faust.Worker(create_worker(settings), loglevel=settings.log_level.lower())
+    worker.execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()
