@@ -4,6 +4,7 @@ segment as the API lists them (`members`)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -24,7 +25,7 @@ from contacts_shared.mongo import (
     update_each,
 )
 from contacts_shared.outbox import OUTBOX, PENDING_FILTER
-from contacts_shared.profiles import MongoSchemaStore
+from contacts_shared.profiles import MongoSchemaStore, ProfileSchema
 from contacts_shared.rules import RuleGroup, conditions
 from contacts_shared.schema import ContactStatus, ProfileSnapshot
 from contacts_shared.values import name_key
@@ -115,8 +116,10 @@ class SegmentStore:
                     },
                 )
 
-    async def segment(self, document: Document) -> Segment:
-        schema = await self._schemas.get(document["base_profile_id"])
+    async def segment(self, document: Document, schema: ProfileSchema | None = None) -> Segment:
+        """The segment a stored virtual profile is, over its base profile's `schema` (read
+        when not given)."""
+        schema = schema or await self._schemas.get(document["base_profile_id"])
         return Segment(
             id=document["_id"],
             account_id=document["account_id"],
@@ -129,10 +132,14 @@ class SegmentStore:
     async def of_profiles(self, base_profile_ids: Sequence[str]) -> dict[str, list[Segment]]:
         """The live segments over each of these base profiles."""
         found: dict[str, list[Segment]] = {base: [] for base in base_profile_ids}
+        schemas: dict[str, ProfileSchema | None] = {}
         async for document in self._collection.find(
             {"base_profile_id": {"$in": list(base_profile_ids)}, "deleted": False}
         ):
-            found[document["base_profile_id"]].append(await self.segment(document))
+            base = document["base_profile_id"]
+            if base not in schemas:
+                schemas[base] = await self._schemas.get(base)
+            found[base].append(await self.segment(document, schemas[base]))
         return found
 
     async def rules_versions(self, base_profile_ids: Sequence[str]) -> dict[str, int]:
@@ -421,14 +428,17 @@ class MembershipRelay:
         queued = {i: entries for i, entries in written.items() if entries}
         if not queued:
             return
-        await self.members.apply([entry for entries in queued.values() for entry in entries])
-        await self._publisher.publish(
-            OutgoingMessage(
-                entry["topic"], entry["contact_id"], json.dumps(entry["envelope"]).encode()
-            )
-            for entries in queued.values()
-            for entry in entries
-            if "envelope" in entry
+        # Member records and events are independent of each other; both precede the removal.
+        await asyncio.gather(
+            self.members.apply([entry for entries in queued.values() for entry in entries]),
+            self._publisher.publish(
+                OutgoingMessage(
+                    entry["topic"], entry["contact_id"], json.dumps(entry["envelope"]).encode()
+                )
+                for entries in queued.values()
+                for entry in entries
+                if "envelope" in entry
+            ),
         )
         await self._projection.settle(queued)
 

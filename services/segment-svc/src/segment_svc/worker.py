@@ -123,8 +123,9 @@ def create_worker(settings: SegmentSettings | None = None) -> faust.App:
         async for events in stream.take_events(
             settings.segment_batch_events, within=settings.segment_batch_seconds
         ):
-            for records in by_partition(events):
-                await contact_guard.handle(records)
+            # Contacts are independent of one another and each one's events are folded by
+            # version: the partitions' records are handled together, in one set of round trips.
+            await contact_guard.handle([record for part in by_partition(events) for record in part])
             yield None
 
     @app.agent(app.topic(settings.topic_profiles_events), concurrency=1)
