@@ -315,6 +315,10 @@ class MembershipEvent(DomainEvent):
     key: str
     contact_version: int
     status: ContactStatus = Field(description="the contact's status at that version")
+    sequence: int = Field(
+        description="grows with each change of the contact's memberships: orders them; an "
+        "event published again after a crash carries its first sequence (and id)"
+    )
 
     def subject(self) -> str:
         return self.contact_id

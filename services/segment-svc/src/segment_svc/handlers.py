@@ -26,6 +26,7 @@ from contacts_shared.kafka import EventPublisher, OutgoingMessage, Record
 from contacts_shared.mongo import Document, bson_now
 from contacts_shared.profiles import MongoSchemaStore, project_profile_event
 from contacts_shared.schema import ProfileType
+from segment_svc.counts import fold, membership_changes
 from segment_svc.evaluate import Segment
 from segment_svc.membership import (
     ContactState,
@@ -34,7 +35,7 @@ from segment_svc.membership import (
     newest_states,
     segment_writes,
 )
-from segment_svc.store import ContactProjection, MembershipRelay, SegmentStore
+from segment_svc.store import ContactProjection, MemberCounts, MembershipRelay, SegmentStore
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,23 @@ class Segmenter:
             )
             lost = await self._relay.write(writes)
             pending = {i: pending[i] for i in lost}
+
+
+class MemberCounter:
+    """Folds membership events into member counts (`segment_svc.counts`)."""
+
+    def __init__(self, counts: MemberCounts) -> None:
+        self._counts = counts
+
+    async def apply_records(self, records: Sequence[Record]) -> None:
+        """One partition's batch of `segments.events`, in offset order."""
+        changes = membership_changes(records)
+        if not changes:
+            return
+        partition = records[0].partition
+        marks = await self._counts.marks_of(sorted({(c.segment_id, c.contact_id) for c in changes}))
+        counted_to = await self._counts.counted_to(partition, {c.segment_id for c in changes})
+        await self._counts.record(fold(partition, changes, marks, counted_to, records[-1].offset))
 
 
 class ProfileProjector:

@@ -93,36 +93,39 @@ def evaluate_memberships(
     held: Mapping[str, Member],
     segments: Sequence[Segment],
     *,
+    rev: int,
     now: datetime,
     topic: str,
     gone: Sequence[Segment] = (),
 ) -> MembershipChange:
     """Evaluate every segment of the contact's profile against its new state; members of the
-    `gone` (deleted) segments leave them. Memberships of segments not given stay as held."""
+    `gone` (deleted) segments leave them. Memberships of segments not given stay as held.
+    `rev` is the one the contact's document will have once written: each entry carries it, so
+    member records and counts follow the newest whatever order copies arrive in."""
     members = dict(held)
     entries: list[Document] = []
     today = now.date()
     for segment in gone:
         if segment.id in members:
             del members[segment.id]
-            entries.append(left_entry(segment, state, "segment_deleted", topic))
+            entries.append(left_entry(segment, state, "segment_deleted", rev, topic))
     for segment in segments:
         was = held.get(segment.id)
         now_in = state.view is not None and segment.admits(state.view, today)
         if now_in and was is None:
             members[segment.id] = Member(now, state.status)
-            entries.append(entered_entry(segment, state, now, topic))
+            entries.append(entered_entry(segment, state, now, rev, topic))
         elif not now_in and was is not None:
             del members[segment.id]
             reason: LeftReason = "rules" if state.view is not None else "contact_deleted"
-            entries.append(left_entry(segment, state, reason, topic))
+            entries.append(left_entry(segment, state, reason, rev, topic))
         elif now_in and was is not None and was.status is not state.status:
             members[segment.id] = Member(was.since, state.status)
-            entries.append(member_entry(segment.id, state, members[segment.id]))
+            entries.append(member_entry(segment.id, state, members[segment.id], rev))
     return MembershipChange(members, entries)
 
 
-def _fields(segment: Segment, state: ContactState) -> dict[str, Any]:
+def _fields(segment: Segment, state: ContactState, rev: int) -> dict[str, Any]:
     return {
         "segment_id": segment.id,
         "base_profile_id": segment.base_profile_id,
@@ -130,11 +133,14 @@ def _fields(segment: Segment, state: ContactState) -> dict[str, Any]:
         "key": state.key,
         "contact_version": state.version,
         "status": state.status,
+        "sequence": rev,
     }
 
 
-def entered_entry(segment: Segment, state: ContactState, since: datetime, topic: str) -> Document:
-    event = ContactEnteredSegment(**_fields(segment, state), since=since)
+def entered_entry(
+    segment: Segment, state: ContactState, since: datetime, rev: int, topic: str
+) -> Document:
+    event = ContactEnteredSegment(**_fields(segment, state, rev), since=since)
     return {
         **_event_entry(event, segment, topic),
         "kind": "entered",
@@ -142,16 +148,19 @@ def entered_entry(segment: Segment, state: ContactState, since: datetime, topic:
     }
 
 
-def left_entry(segment: Segment, state: ContactState, reason: LeftReason, topic: str) -> Document:
-    event = ContactLeftSegment(**_fields(segment, state), reason=reason)
+def left_entry(
+    segment: Segment, state: ContactState, reason: LeftReason, rev: int, topic: str
+) -> Document:
+    event = ContactLeftSegment(**_fields(segment, state, rev), reason=reason)
     return {**_event_entry(event, segment, topic), "kind": "left", "member": None}
 
 
-def member_entry(segment_id: str, state: ContactState, member: Member) -> Document:
+def member_entry(segment_id: str, state: ContactState, member: Member, rev: int) -> Document:
     """A member's status changed: its member record follows; no event (it stays a member)."""
     return {
         "id": uuid.uuid4().hex,
         "kind": "status",
+        "rev": rev,
         "segment_id": segment_id,
         "contact_id": state.contact_id,
         "key": state.key,
@@ -186,6 +195,7 @@ def _event_entry(event: MembershipEvent, segment: Segment, topic: str) -> Docume
         "segment_id": event.segment_id,
         "contact_id": event.contact_id,
         "key": event.key,
+        "rev": event.sequence,
         "topic": topic,
         "envelope": envelope.model_dump(mode="json"),
     }
@@ -254,7 +264,12 @@ def contact_writes(
         if document is not None and document["version"] >= state.version:
             continue
         change = evaluate_memberships(
-            state, members_of(document), segments.get(state.profile_id, ()), now=now, topic=topic
+            state,
+            members_of(document),
+            segments.get(state.profile_id, ()),
+            rev=1 if document is None else document["rev"] + 1,
+            now=now,
+            topic=topic,
         )
         writes.append((document, projected(state, change.members), change.entries))
     return writes
@@ -272,6 +287,7 @@ def segment_writes(
             state,
             members_of(document),
             [] if deleted else [segment],
+            rev=document["rev"] + 1,
             now=now,
             topic=topic,
             gone=[segment] if deleted else [],

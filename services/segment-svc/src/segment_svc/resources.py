@@ -8,7 +8,13 @@ from contacts_shared.kafka import EventPublisher
 from contacts_shared.mongo import MongoClient, connect
 from contacts_shared.profiles import MongoSchemaStore
 from segment_svc.settings import SegmentSettings
-from segment_svc.store import ContactProjection, Members, MembershipRelay, SegmentStore
+from segment_svc.store import (
+    ContactProjection,
+    MemberCounts,
+    Members,
+    MembershipRelay,
+    SegmentStore,
+)
 
 
 @dataclass
@@ -20,6 +26,7 @@ class Resources:
     projection: ContactProjection
     members: Members
     relay: MembershipRelay
+    counts: MemberCounts
 
     @classmethod
     def open(cls, settings: SegmentSettings) -> Resources:
@@ -42,6 +49,7 @@ class Resources:
             projection,
             members,
             MembershipRelay(projection, members, publisher),
+            MemberCounts(database["member_marks"], database["member_shares"]),
         )
 
     async def create_indexes(self) -> None:

@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel, InsertOne, ReturnDocument, UpdateOne
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from contacts_shared.kafka import EventPublisher, OutgoingMessage
 from contacts_shared.mongo import (
@@ -29,6 +29,7 @@ from contacts_shared.profiles import MongoSchemaStore, ProfileSchema
 from contacts_shared.rules import RuleGroup, conditions
 from contacts_shared.schema import ContactStatus, ProfileSnapshot
 from contacts_shared.values import name_key
+from segment_svc.counts import Fold, Mark
 from segment_svc.evaluate import RELATIVE_DATE_OPS, Segment
 from segment_svc.membership import ContactState
 
@@ -264,11 +265,6 @@ class ContactProjection:
         now = bson_now()
         operations: list[InsertOne[Document] | UpdateOne] = []
         for held, fields, entries in writes:
-            # Each entry carries the rev its write gives the document: member records follow
-            # the newest rev whatever order relays apply them in.
-            rev = 1 if held is None else held["rev"] + 1
-            for entry in entries:
-                entry["rev"] = rev
             stamp = {"token": token, "written_at": now}
             if held is None:
                 operations.append(InsertOne({**fields, **stamp, "rev": 1, OUTBOX: entries}))
@@ -399,6 +395,69 @@ class Members:
         async for row in await self._collection.aggregate(pipeline):
             counts[row["_id"]] = row["n"]
         return counts
+
+
+class MemberCounts:
+    """Member counts folded from `segments.events` (`segment_svc.counts`): `member_marks`
+    (`_id` = `segment_id|contact_id`) and `member_shares` (`_id` = `segment_id|partition`)."""
+
+    def __init__(self, marks: Collection, shares: Collection) -> None:
+        self._marks = marks
+        self._shares = shares
+
+    async def marks_of(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Mark]:
+        found = await find_by_ids(self._marks, [f"{s}|{c}" for s, c in keys])
+        return {
+            (d["segment_id"], d["contact_id"]): Mark(d["member"], d["sequence"], d["offset"])
+            for d in found
+        }
+
+    async def counted_to(self, partition: int, segment_ids: Iterable[str]) -> dict[str, int]:
+        """The offset each segment's share of `partition` has counted to."""
+        found = await find_by_ids(self._shares, [f"{s}|{partition}" for s in segment_ids])
+        return {d["segment_id"]: d["offset"] for d in found}
+
+    async def record(self, counted: Fold) -> None:
+        """Marks first, then each segment's share, each only once up to the batch's offset."""
+        await update_each(
+            self._marks,
+            [
+                (
+                    f"{segment_id}|{contact_id}",
+                    {
+                        "$set": {
+                            "segment_id": segment_id,
+                            "contact_id": contact_id,
+                            "member": mark.member,
+                            "sequence": mark.sequence,
+                            "offset": mark.offset,
+                        }
+                    },
+                )
+                for (segment_id, contact_id), mark in counted.marks.items()
+            ],
+            upsert=True,
+        )
+        for segment_id, delta in counted.deltas.items():
+            if delta == 0:
+                continue
+            try:
+                await self._shares.update_one(
+                    {"_id": f"{segment_id}|{counted.partition}", "offset": {"$lt": counted.offset}},
+                    {
+                        "$inc": {"members": delta},
+                        "$set": {"segment_id": segment_id, "offset": counted.offset},
+                    },
+                    upsert=True,
+                )
+            except DuplicateKeyError:
+                pass  # this share already counted up to here: a redelivered batch
+
+    async def total(self, segment_id: str) -> int:
+        cursor = self._shares.find(
+            {"_id": {"$gt": f"{segment_id}|", "$lt": f"{segment_id}}}"}}, {"members": 1}
+        )
+        return sum([d["members"] async for d in cursor])
 
 
 class MembershipRelay:

@@ -28,7 +28,7 @@ from contacts_shared.kafka import (
 )
 from contacts_shared.logs import configure_logging
 from contacts_shared.mongo import bson_now
-from segment_svc.handlers import ProfileProjector, Rebuilder, Segmenter
+from segment_svc.handlers import MemberCounter, ProfileProjector, Rebuilder, Segmenter
 from segment_svc.resources import Resources
 from segment_svc.settings import SegmentSettings
 
@@ -111,7 +111,9 @@ def create_worker(settings: SegmentSettings | None = None) -> faust.App:
             outage=backing_server_away,
         )
 
+    counter = MemberCounter(resources.counts)
     contact_guard = guarded(segmenter.apply_contact_records)
+    count_guard = guarded(counter.apply_records)
     profile_guard = guarded(one_at_a_time(projector.apply_record))
 
     # Concurrency 1: each agent handles its records in order, and acknowledges a batch (so
@@ -126,6 +128,14 @@ def create_worker(settings: SegmentSettings | None = None) -> faust.App:
             # Contacts are independent of one another and each one's events are folded by
             # version: the partitions' records are handled together, in one set of round trips.
             await contact_guard.handle([record for part in by_partition(events) for record in part])
+            yield None
+
+    @app.agent(app.topic(settings.topic_segments_events), concurrency=1)
+    async def membership_events(stream: Any) -> AsyncIterator[None]:
+        # Counts are kept per partition: each partition's records are folded on their own.
+        async for events in stream.take_events(2000, within=settings.segment_batch_seconds):
+            for records in by_partition(events):
+                await count_guard.handle(records)
             yield None
 
     @app.agent(app.topic(settings.topic_profiles_events), concurrency=1)
@@ -178,6 +188,7 @@ async def prepare(settings: SegmentSettings) -> None:
             settings.topic_segments_events,
             settings.topic_profiles_events + settings.dead_letter_suffix,
             settings.topic_contacts_events + settings.dead_letter_suffix,
+            settings.topic_segments_events + settings.dead_letter_suffix,
         ],
         settings.topic_partitions,
     )

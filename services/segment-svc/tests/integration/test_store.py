@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from contacts_shared.rules import RuleGroup
-from contacts_shared.schema import ContactStatus, FieldSpec, FieldType
+from contacts_shared.schema import ContactStatus, FieldSpec, FieldType, ProfileSnapshot, ProfileType
+from segment_svc.counts import Change, fold
 from segment_svc.evaluate import ContactView, Segment
 from segment_svc.membership import ContactState, contact_writes
 from segment_svc.resources import Resources
@@ -119,3 +120,81 @@ async def test_entries_left_behind_are_relayed_once_and_removed(
     envelopes = await read_envelopes(topic, until=lambda e: len(e) >= 5)
     assert sorted(e.data["key"] for e in envelopes) == members
     assert all(e.type == "contacts.segment.contact_entered" for e in envelopes)
+
+
+def virtual(rules: dict[str, Any], version: int) -> ProfileSnapshot:
+    return ProfileSnapshot(
+        id="v9",
+        account_id="acct",
+        name="Recent",
+        description="",
+        type=ProfileType.VIRTUAL,
+        fields=(),
+        base_profile_id="p1",
+        rules=rules,
+        version=version,
+        created_at=NOW,
+        updated_at=NOW,
+    )
+
+
+async def test_rebuilds_are_asked_for_by_rules_fields_and_new_days(resources: Resources) -> None:
+    segments = resources.segments
+    recent = {"all": [{"field": "Joined", "op": "within_last_days", "value": 7}]}
+    await segments.apply_virtual(virtual(recent, 1))
+    claimed = await segments.claim_rebuild("w1", timedelta(seconds=30))
+    assert claimed is not None and claimed["rebuild"]["reason"] == "created"
+    assert await segments.claim_rebuild("w2", timedelta(seconds=30)) is None  # leased
+    await segments.finish_rebuild("v9", "w1", 1, {"members": 0}, evaluated_on="2026-11-28")
+    assert (await segments.get("v9") or {})["rebuild"]["pending"] is False
+
+    # A repeated or older event changes nothing; a rename keeps the rules: no rebuild.
+    await segments.apply_virtual(virtual(recent, 1))
+    await segments.apply_virtual(virtual(recent, 2))
+    assert (await segments.get("v9") or {})["rebuild"]["pending"] is False
+
+    # A new UTC day: relative-date rules are evaluated again, once.
+    assert await segments.request_new_day_rebuilds("2026-11-29") == 1
+    assert await segments.request_new_day_rebuilds("2026-11-29") == 0
+    claimed = await segments.claim_rebuild("w1", timedelta(seconds=30))
+    assert claimed is not None and claimed["rebuild"]["reason"] == "new_day"
+    # A rules change while that rebuild runs keeps the segment pending after it.
+    await segments.apply_virtual(virtual({"all": [{"field": "Age", "op": "gt", "value": 3}]}, 3))
+    await segments.finish_rebuild("v9", "w1", 2, {"members": 0}, evaluated_on="2026-11-29")
+    document = await segments.get("v9") or {}
+    assert document["rebuild"]["pending"] is True and document["relative_dates"] is False
+
+    # A field the rules read removed from the base profile: rebuilt; other fields: not.
+    await segments.finish_rebuild("v9", "w1", 3, {"members": 0}, evaluated_on="2026-11-29")
+    await segments.request_rebuild("p1", "City", "field_removed")
+    assert (await segments.get("v9") or {})["rebuild"]["pending"] is False
+    await segments.request_rebuild("p1", "age", "field_removed")
+    assert (await segments.get("v9") or {})["rebuild"]["reason"] == "field_removed"
+
+
+async def test_member_counts_count_each_change_once(resources: Resources) -> None:
+    counts = resources.counts
+
+    async def record(partition: int, changes: list[Change]) -> None:
+        marks = await counts.marks_of([(c.segment_id, c.contact_id) for c in changes])
+        counted_to = await counts.counted_to(partition, {c.segment_id for c in changes})
+        await counts.record(fold(partition, changes, marks, counted_to, changes[-1].offset))
+
+    batch = [Change("v5", f"c{i}", True, 1, i) for i in range(5)]
+    await record(2, batch[:3])
+    await record(2, batch)  # redelivered after a crash, with more: the share's offset holds
+    assert await counts.total("v5") == 5
+    # Two are published again after a crash, one contact leaves, then its entry comes again.
+    await record(
+        2,
+        [
+            Change("v5", "c0", True, 1, 7),
+            Change("v5", "c1", True, 1, 8),
+            Change("v5", "c2", False, 2, 9),
+            Change("v5", "c2", True, 1, 10),
+        ],
+    )
+    # Another partition's share adds up with this one.
+    await record(4, [Change("v5", "c9", True, 1, 3)])
+    assert await counts.total("v5") == 5
+    assert await counts.total("v6") == 0
