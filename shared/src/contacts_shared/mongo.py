@@ -39,6 +39,7 @@ BACKEND_AWAY = (
     "connection refused",
     "terminating connection",
     "unexpected EOF",
+    "connection reset by peer",
 )
 
 

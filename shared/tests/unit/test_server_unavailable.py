@@ -23,6 +23,8 @@ def internal_error(message: str) -> OperationFailure:
         "failed to connect to `user=postgres database=postgres`: dial error: connection refused",
         "FATAL: terminating connection due to administrator command (SQLSTATE 57P01)",
         "conn closed",
+        "(documentdb.(*Pool).Acquire): read tcp 127.0.0.1:50114->127.0.0.1:44749: read: "
+        "connection reset by peer",
     ],
 )
 def test_ferretdb_without_its_postgresql_is_an_outage(message: str) -> None:
