@@ -3,8 +3,10 @@ keep the virtual profiles' rules, and rebuild a segment over its whole base prof
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -144,6 +146,7 @@ class Rebuilder:
         topic: str,
         owner: str,
         page_size: int = 500,
+        pages_in_flight: int = 4,
         lease: timedelta = timedelta(seconds=30),
     ) -> None:
         self._segments = segments
@@ -153,6 +156,7 @@ class Rebuilder:
         self._topic = topic
         self._owner = owner
         self._page_size = page_size
+        self._pages_in_flight = pages_in_flight
         self._lease = lease
 
     async def run_one(self) -> bool:
@@ -171,25 +175,38 @@ class Rebuilder:
         progress: dict[str, Any] = document["rebuild"].get("progress") or {}
         if progress.get("request") != request:
             progress = {"request": request, "after": None, "checked": 0, "entered": 0, "left": 0}
-        while True:
-            page = await self._projection.page(
-                segment.base_profile_id, progress["after"], self._page_size
-            )
-            if not page:
-                break
-            entered, left = await self._evaluate_page(segment, page, deleted)
-            progress["after"] = page[-1]["_id"]
-            progress["checked"] += len(page)
-            progress["entered"] += entered
-            progress["left"] += left
-            held = await self._segments.checkpoint(
-                segment.id, self._owner, self._lease, {"progress": progress}
-            )
-            if held is None:
-                return  # another worker took the rebuild over (our lease ran out)
-            if held["rebuild"]["request"] != request and not held.get("deleted"):
-                # The rules changed again: start over with the new ones.
-                return await self._rebuild(held)
+        # Pages are read in order and evaluated a few at a time (their contacts are distinct,
+        # and every write is conditional): the server's round trips overlap. Progress is
+        # checkpointed in page order, so a resumed rebuild skips only pages done.
+        window: deque[tuple[str, int, asyncio.Task[tuple[int, int]]]] = deque()
+        after = progress["after"]
+        try:
+            while True:
+                page = await self._projection.page(segment.base_profile_id, after, self._page_size)
+                if page:
+                    after = page[-1]["_id"]
+                    task = asyncio.create_task(self._evaluate_page(segment, page, deleted))
+                    window.append((after, len(page), task))
+                while window and (len(window) >= self._pages_in_flight or not page):
+                    last_id, checked, oldest = window.popleft()
+                    entered, left = await oldest
+                    progress["after"] = last_id
+                    progress["checked"] += checked
+                    progress["entered"] += entered
+                    progress["left"] += left
+                    held = await self._segments.checkpoint(
+                        segment.id, self._owner, self._lease, {"progress": progress}
+                    )
+                    if held is None:
+                        return  # another worker took the rebuild over (our lease ran out)
+                    if held["rebuild"]["request"] != request and not held.get("deleted"):
+                        # The rules changed again: start over with the new ones.
+                        return await self._rebuild(held)
+                if not page:
+                    break
+        finally:
+            for _, _, task in window:
+                task.cancel()
         members = sum((await self._relay.members.counts(segment.id)).values())
         outcome = {
             "request": request,

@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
+from contacts_shared.profiles import ProfileSchema
 from contacts_shared.rules import RuleGroup
 from contacts_shared.schema import ContactStatus, FieldSpec, FieldType, ProfileSnapshot, ProfileType
 from segment_svc.counts import Change, fold
 from segment_svc.evaluate import ContactView, Segment
+from segment_svc.handlers import Rebuilder
 from segment_svc.membership import ContactState, contact_writes
 from segment_svc.resources import Resources
 from segment_svc.settings import SegmentSettings
@@ -21,6 +23,7 @@ from segment_svc.settings import SegmentSettings
 pytestmark = pytest.mark.integration
 
 NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
+ENTERED = "contacts.segment.contact_entered"
 FIELDS = (
     FieldSpec(name="email", key="email", type=FieldType.EMAIL, required=True, identity=True),
     FieldSpec(name="City", key="city", type=FieldType.TEXT),
@@ -198,3 +201,45 @@ async def test_member_counts_count_each_change_once(resources: Resources) -> Non
     await record(4, [Change("v5", "c9", True, 1, 3)])
     assert await counts.total("v5") == 5
     assert await counts.total("v6") == 0
+
+
+async def test_a_rebuild_walks_every_page_with_pages_in_flight(
+    resources: Resources, topic: str, read_envelopes: Any
+) -> None:
+    await resources.schemas.apply(
+        ProfileSchema("p1", "acct", ProfileType.REGULAR, FIELDS, 1), deleted=False
+    )
+    cities = ("Lima", "Quito", "Lima", "Cusco")
+    states = [state(f"r{i:03d}@x.com", 1, cities[i % 4]) for i in range(61)]
+    # Projected before the segment existed: no memberships yet.
+    assert (
+        await resources.projection.write(contact_writes(states, {}, {}, now=NOW, topic=topic)) == []
+    )
+    await resources.segments.apply_virtual(
+        virtual({"all": [{"field": "City", "op": "equals", "value": "lima"}]}, 1)
+    )
+    rebuilder = Rebuilder(
+        resources.segments,
+        resources.projection,
+        resources.relay,
+        resources.publisher,
+        topic=topic,
+        owner="w1",
+        page_size=7,
+        pages_in_flight=3,
+    )
+    assert await rebuilder.run_one() is True
+    assert await rebuilder.run_one() is False
+    expected = [s.key for s in states if s.view is not None and s.view.fields["city"] == "Lima"]
+    assert [m["key"] async for m in resources.members.stream("v9")] == expected
+    document = await resources.segments.get("v9") or {}
+    assert document["rebuild"]["pending"] is False
+    last = document["rebuild"]["last"]
+    assert (last["checked"], last["members"], last["entered"], last["left"]) == (61, 31, 31, 0)
+
+    def rebuilt(envelopes: list[Any]) -> bool:
+        return any(e.type == "contacts.segment.rebuilt" for e in envelopes)
+
+    envelopes = await read_envelopes(topic, until=rebuilt)
+    entered = sorted(e.data["key"] for e in envelopes if e.type == ENTERED)
+    assert entered == expected
