@@ -187,8 +187,18 @@ async def test_members_follow_contact_changes_and_rules_changes(
         await api.get(f"{platform.segment_url}/v1/profiles/{active_adults}/members/bea@x.com")
     ).json()
     assert outsider == {"key": "bea@x.com", "member": False, "since": None}
-    stats = (await api.get(f"{platform.segment_url}/v1/profiles/{santiago}/stats")).json()
-    assert stats["total"] == 3 and stats["by_status"]["unsubscribed"] == 1
+    stats = await eventually(
+        lambda: api.get(f"{platform.segment_url}/v1/profiles/{santiago}/stats"),
+        lambda r: r.json()["by_status"]["unsubscribed"] == 1,
+    )
+    assert stats.json()["total"] == 3
+    assert stats.json()["by_status"] == {
+        "active": 2,
+        "unsubscribed": 1,
+        "bounced": 0,
+        "complained": 0,
+        "blocked": 0,
+    }
     count = await eventually(
         lambda: api.get(f"{platform.segment_url}/v1/profiles/{santiago}/members:count"),
         lambda r: r.json() == {"count": 3},

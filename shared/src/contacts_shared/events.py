@@ -339,6 +339,14 @@ class ContactLeftSegment(MembershipEvent):
     reason: Literal["rules", "contact_deleted", "segment_deleted"]
 
 
+@register("contacts.segment.member_status_changed", SEGMENTS)
+class SegmentMemberStatusChanged(MembershipEvent):
+    """A member's status changed (unsubscribed, bounced, ...) and it is still a member; per-status
+    counts of the segment follow it."""
+
+    previous_status: ContactStatus
+
+
 @register("contacts.segment.rebuilt", SEGMENTS)
 class SegmentRebuilt(DomainEvent):
     """A virtual profile's membership was evaluated again over its whole base profile (rules

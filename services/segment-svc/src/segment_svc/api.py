@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from contacts_shared.mongo import Document, bson_now
 from contacts_shared.rules import RuleGroup, find_rule_problems
 from contacts_shared.web import AccountId, Problem
+from segment_svc.counts import TOTAL
 from segment_svc.evaluate import Segment
 from segment_svc.membership import state_of
 from segment_svc.resources import Resources
@@ -83,7 +84,8 @@ class MemberCount(BaseModel):
 async def count_members(virtual_id: str, account_id: AccountId, request: Request) -> MemberCount:
     """Members, folded from the membership events: a moment behind the members list."""
     await _segment(request, account_id, virtual_id)
-    return MemberCount(count=await _resources(request).counts.total(virtual_id))
+    counts = await _resources(request).counts.counts(virtual_id)
+    return MemberCount(count=counts.pop(TOTAL))
 
 
 class SegmentStats(BaseModel):
@@ -93,10 +95,11 @@ class SegmentStats(BaseModel):
 
 @router.get("/profiles/{virtual_id}/stats")
 async def segment_stats(virtual_id: str, account_id: AccountId, request: Request) -> SegmentStats:
-    """Members in all and per status, as a regular profile's statistics are served."""
+    """Members in all and per status, as a regular profile's statistics are served: folded
+    from the membership events, a moment behind the members list."""
     await _segment(request, account_id, virtual_id)
-    counts = await _resources(request).members.counts(virtual_id)
-    return SegmentStats(total=sum(counts.values()), by_status=counts)
+    counts = await _resources(request).counts.counts(virtual_id)
+    return SegmentStats(total=counts.pop(TOTAL), by_status=counts)
 
 
 class Membership(BaseModel):

@@ -18,6 +18,7 @@ from contacts_shared.events import (
     DomainEvent,
     EventEnvelope,
     MembershipEvent,
+    SegmentMemberStatusChanged,
 )
 from contacts_shared.mongo import Document
 from contacts_shared.schema import ContactStatus
@@ -121,7 +122,7 @@ def evaluate_memberships(
             entries.append(left_entry(segment, state, reason, rev, topic))
         elif now_in and was is not None and was.status is not state.status:
             members[segment.id] = Member(was.since, state.status)
-            entries.append(member_entry(segment.id, state, members[segment.id], rev))
+            entries.append(status_entry(segment, state, was, rev, topic))
     return MembershipChange(members, entries)
 
 
@@ -155,16 +156,16 @@ def left_entry(
     return {**_event_entry(event, segment, topic), "kind": "left", "member": None}
 
 
-def member_entry(segment_id: str, state: ContactState, member: Member, rev: int) -> Document:
-    """A member's status changed: its member record follows; no event (it stays a member)."""
+def status_entry(
+    segment: Segment, state: ContactState, was: Member, rev: int, topic: str
+) -> Document:
+    """A member's status changed and it stays a member: its member record and the counts
+    per status follow."""
+    event = SegmentMemberStatusChanged(**_fields(segment, state, rev), previous_status=was.status)
     return {
-        "id": uuid.uuid4().hex,
+        **_event_entry(event, segment, topic),
         "kind": "status",
-        "rev": rev,
-        "segment_id": segment_id,
-        "contact_id": state.contact_id,
-        "key": state.key,
-        "member": member_document(member.since, member.status),
+        "member": member_document(was.since, state.status),
     }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,7 +30,7 @@ from contacts_shared.profiles import MongoSchemaStore, ProfileSchema
 from contacts_shared.rules import RuleGroup, conditions
 from contacts_shared.schema import ContactStatus, ProfileSnapshot
 from contacts_shared.values import name_key
-from segment_svc.counts import Fold, Mark
+from segment_svc.counts import TOTAL, Fold, Mark, Standing
 from segment_svc.evaluate import RELATIVE_DATE_OPS, Segment
 from segment_svc.membership import ContactState
 
@@ -408,7 +409,12 @@ class MemberCounts:
     async def marks_of(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Mark]:
         found = await find_by_ids(self._marks, [f"{s}|{c}" for s, c in keys])
         return {
-            (d["segment_id"], d["contact_id"]): Mark(d["member"], d["sequence"], d["offset"])
+            (d["segment_id"], d["contact_id"]): Mark(
+                Standing(d["member"], d["status"]),
+                Standing(d["was_member"], d["was_status"]),
+                d["sequence"],
+                d["offset"],
+            )
             for d in found
         }
 
@@ -428,7 +434,10 @@ class MemberCounts:
                         "$set": {
                             "segment_id": segment_id,
                             "contact_id": contact_id,
-                            "member": mark.member,
+                            "member": mark.standing.member,
+                            "status": mark.standing.status,
+                            "was_member": mark.before.member,
+                            "was_status": mark.before.status,
                             "sequence": mark.sequence,
                             "offset": mark.offset,
                         }
@@ -438,14 +447,14 @@ class MemberCounts:
             ],
             upsert=True,
         )
-        for segment_id, delta in counted.deltas.items():
-            if delta == 0:
-                continue
+        for segment_id in {segment_id for segment_id, _ in counted.marks}:
+            # Every segment of the batch moves its share's offset, even with nothing to add.
+            delta = counted.deltas.get(segment_id, {})
             try:
                 await self._shares.update_one(
                     {"_id": f"{segment_id}|{counted.partition}", "offset": {"$lt": counted.offset}},
                     {
-                        "$inc": {"members": delta},
+                        **({"$inc": {f"counts.{k}": v for k, v in delta.items()}} if delta else {}),
                         "$set": {"segment_id": segment_id, "offset": counted.offset},
                     },
                     upsert=True,
@@ -453,11 +462,15 @@ class MemberCounts:
             except DuplicateKeyError:
                 pass  # this share already counted up to here: a redelivered batch
 
-    async def total(self, segment_id: str) -> int:
-        cursor = self._shares.find(
-            {"_id": {"$gt": f"{segment_id}|", "$lt": f"{segment_id}}}"}}, {"members": 1}
-        )
-        return sum([d["members"] async for d in cursor])
+    async def counts(self, segment_id: str) -> dict[str, int]:
+        """Members in all (`members`) and per status."""
+        total: Counter[str] = Counter({status.value: 0 for status in ContactStatus})
+        total[TOTAL] = 0
+        async for share in self._shares.find(
+            {"_id": {"$gt": f"{segment_id}|", "$lt": f"{segment_id}}}"}}, {"counts": 1}
+        ):
+            total.update(share.get("counts") or {})
+        return dict(total)
 
 
 class MembershipRelay:

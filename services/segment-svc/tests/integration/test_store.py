@@ -13,7 +13,7 @@ import pytest
 from contacts_shared.profiles import ProfileSchema
 from contacts_shared.rules import RuleGroup
 from contacts_shared.schema import ContactStatus, FieldSpec, FieldType, ProfileSnapshot, ProfileType
-from segment_svc.counts import Change, fold
+from segment_svc.counts import OUTSIDE, Change, Standing, fold
 from segment_svc.evaluate import ContactView, Segment
 from segment_svc.handlers import Rebuilder
 from segment_svc.membership import ContactState, contact_writes
@@ -177,30 +177,39 @@ async def test_rebuilds_are_asked_for_by_rules_fields_and_new_days(resources: Re
 
 async def test_member_counts_count_each_change_once(resources: Resources) -> None:
     counts = resources.counts
+    active, unsubscribed = Standing(True, "active"), Standing(True, "unsubscribed")
 
     async def record(partition: int, changes: list[Change]) -> None:
         marks = await counts.marks_of([(c.segment_id, c.contact_id) for c in changes])
         counted_to = await counts.counted_to(partition, {c.segment_id for c in changes})
         await counts.record(fold(partition, changes, marks, counted_to, changes[-1].offset))
 
-    batch = [Change("v5", f"c{i}", True, 1, i) for i in range(5)]
+    batch = [Change("v5", f"c{i}", active, 1, i) for i in range(5)]
     await record(2, batch[:3])
     await record(2, batch)  # redelivered after a crash, with more: the share's offset holds
-    assert await counts.total("v5") == 5
-    # Two are published again after a crash, one contact leaves, then its entry comes again.
+    assert (await counts.counts("v5"))["members"] == 5
+    # Two are published again after a crash, one contact leaves, then its entry comes again;
+    # one unsubscribes.
     await record(
         2,
         [
-            Change("v5", "c0", True, 1, 7),
-            Change("v5", "c1", True, 1, 8),
-            Change("v5", "c2", False, 2, 9),
-            Change("v5", "c2", True, 1, 10),
+            Change("v5", "c0", active, 1, 7),
+            Change("v5", "c1", active, 1, 8),
+            Change("v5", "c2", OUTSIDE, 2, 9),
+            Change("v5", "c2", active, 1, 10),
+            Change("v5", "c3", unsubscribed, 2, 11),
         ],
     )
     # Another partition's share adds up with this one.
-    await record(4, [Change("v5", "c9", True, 1, 3)])
-    assert await counts.total("v5") == 5
-    assert await counts.total("v6") == 0
+    await record(4, [Change("v5", "c9", active, 1, 3)])
+    found = await counts.counts("v5")
+    assert (found["members"], found["active"], found["unsubscribed"], found["bounced"]) == (
+        5,
+        4,
+        1,
+        0,
+    )
+    assert (await counts.counts("v6"))["members"] == 0
 
 
 async def test_a_rebuild_walks_every_page_with_pages_in_flight(

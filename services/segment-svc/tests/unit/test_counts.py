@@ -2,47 +2,63 @@
 
 from __future__ import annotations
 
-from segment_svc.counts import Change, Mark, fold
+from segment_svc.counts import OUTSIDE, Change, Mark, Standing, fold
+
+ACTIVE = Standing(True, "active")
+UNSUBSCRIBED = Standing(True, "unsubscribed")
 
 
-def change(segment: str, contact: str, member: bool, sequence: int, offset: int) -> Change:
-    return Change(segment, contact, member, sequence, offset)
+def change(
+    contact: str, standing: Standing, sequence: int, offset: int, segment: str = "v1"
+) -> Change:
+    return Change(segment, contact, standing, sequence, offset)
 
 
-def test_changes_move_the_count_and_marks_follow_them() -> None:
+def test_each_change_moves_the_counts_in_all_and_per_status() -> None:
     changes = [
-        change("v1", "c1", True, 1, 10),
-        change("v1", "c2", True, 1, 11),
-        change("v1", "c1", False, 2, 12),
+        change("c1", ACTIVE, 1, 10),
+        change("c2", ACTIVE, 1, 11),
+        change("c1", UNSUBSCRIBED, 2, 12),
+        change("c2", OUTSIDE, 2, 13),
     ]
-    counted = fold(3, changes, {}, {}, 12)
-    assert counted.deltas == {"v1": 1}
-    assert counted.marks == {("v1", "c1"): Mark(False, 2, 12), ("v1", "c2"): Mark(True, 1, 11)}
-    assert (counted.partition, counted.offset) == (3, 12)
+    counted = fold(3, changes, {}, {}, 13)
+    assert counted.deltas == {"v1": {"members": 1, "unsubscribed": 1}}
+    assert counted.marks[("v1", "c1")] == Mark(UNSUBSCRIBED, ACTIVE, 2, 12)
+    assert counted.marks[("v1", "c2")] == Mark(OUTSIDE, ACTIVE, 2, 13)
+    assert (counted.partition, counted.offset) == (3, 13)
 
 
 def test_a_copy_published_again_at_a_later_offset_is_not_counted() -> None:
-    marks = {("v1", "c1"): Mark(True, 1, 10)}
-    copies = [change("v1", "c1", True, 1, 40), change("v2", "c1", True, 1, 41)]
-    counted = fold(0, copies, marks, {}, 41)
-    assert counted.deltas == {"v2": 1}
+    marks = {("v1", "c1"): Mark(ACTIVE, OUTSIDE, 1, 10)}
+    copies = [change("c1", ACTIVE, 1, 40), change("c1", ACTIVE, 1, 41, segment="v2")]
+    assert fold(0, copies, marks, {}, 41).deltas == {"v2": {"members": 1, "active": 1}}
 
 
 def test_a_copy_arriving_after_a_newer_change_is_not_counted() -> None:
     # Entered (1), left (2), then the entered event again: relayed late by a restarted worker.
     changes = [
-        change("v1", "c1", True, 1, 10),
-        change("v1", "c1", False, 2, 11),
-        change("v1", "c1", True, 1, 12),
+        change("c1", ACTIVE, 1, 10),
+        change("c1", OUTSIDE, 2, 11),
+        change("c1", ACTIVE, 1, 12),
     ]
     counted = fold(0, changes, {}, {}, 12)
-    assert counted.deltas == {"v1": 0}
-    assert counted.marks[("v1", "c1")] == Mark(False, 2, 11)
+    assert counted.deltas == {"v1": {}}
+    assert counted.marks[("v1", "c1")] == Mark(OUTSIDE, ACTIVE, 2, 11)
 
 
 def test_a_redelivered_change_counts_only_if_its_share_has_not() -> None:
     # Marks were written before the crash, at these very offsets; v1's share counted to 10.
-    marks = {("v1", "c1"): Mark(True, 3, 10), ("v2", "c2"): Mark(False, 5, 11)}
-    again = [change("v1", "c1", True, 3, 10), change("v2", "c2", False, 5, 11)]
-    later = [change("v1", "c3", True, 1, 12)]
-    assert fold(0, again + later, marks, {"v1": 10}, 12).deltas == {"v2": -1, "v1": 1}
+    marks = {
+        ("v1", "c1"): Mark(ACTIVE, OUTSIDE, 3, 10),
+        ("v2", "c2"): Mark(UNSUBSCRIBED, ACTIVE, 5, 11),
+    }
+    again = [change("c1", ACTIVE, 3, 10), change("c2", UNSUBSCRIBED, 5, 11, segment="v2")]
+    later = [change("c3", ACTIVE, 1, 12)]
+    assert fold(0, again + later, marks, {"v1": 10}, 12).deltas == {
+        "v2": {"active": -1, "unsubscribed": 1},
+        "v1": {"members": 1, "active": 1},
+    }
+
+
+def test_a_left_event_without_a_counted_entry_takes_nothing_away() -> None:
+    assert fold(0, [change("c1", OUTSIDE, 4, 10)], {}, {}, 10).deltas == {"v1": {}}
