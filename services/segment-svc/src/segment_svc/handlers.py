@@ -96,14 +96,32 @@ class MemberCounter:
         self._counts = counts
 
     async def apply_records(self, records: Sequence[Record]) -> None:
-        """One partition's batch of `segments.events`, in offset order."""
-        changes = membership_changes(records)
-        if not changes:
+        """A batch of `segments.events`, each partition's records in offset order: every
+        partition's share folded apart, all read and written in one set of round trips."""
+        partitions: dict[int, list[Record]] = {}
+        for record in records:
+            partitions.setdefault(record.partition, []).append(record)
+        changes = {p: membership_changes(batch) for p, batch in partitions.items()}
+        keys = {(c.segment_id, c.contact_id) for batch in changes.values() for c in batch}
+        if not keys:
             return
-        partition = records[0].partition
-        marks = await self._counts.marks_of(sorted({(c.segment_id, c.contact_id) for c in changes}))
-        counted_to = await self._counts.counted_to(partition, {c.segment_id for c in changes})
-        await self._counts.record(fold(partition, changes, marks, counted_to, records[-1].offset))
+        marks = await self._counts.marks_of(sorted(keys))
+        counted_to = await self._counts.counted_to(
+            {(c.segment_id, p) for p, batch in changes.items() for c in batch}
+        )
+        await self._counts.record(
+            [
+                fold(
+                    partition,
+                    batch,
+                    marks,
+                    {s: offset for (s, p), offset in counted_to.items() if p == partition},
+                    partitions[partition][-1].offset,
+                )
+                for partition, batch in changes.items()
+                if batch
+            ]
+        )
 
 
 class ProfileProjector:

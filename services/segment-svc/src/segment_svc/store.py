@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel, InsertOne, ReturnDocument, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
 from contacts_shared.kafka import EventPublisher, OutgoingMessage
 from contacts_shared.mongo import (
@@ -418,13 +418,13 @@ class MemberCounts:
             for d in found
         }
 
-    async def counted_to(self, partition: int, segment_ids: Iterable[str]) -> dict[str, int]:
-        """The offset each segment's share of `partition` has counted to."""
-        found = await find_by_ids(self._shares, [f"{s}|{partition}" for s in segment_ids])
-        return {d["segment_id"]: d["offset"] for d in found}
+    async def counted_to(self, shares: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The offset each `(segment, partition)` share has counted to."""
+        found = await find_by_ids(self._shares, [f"{s}|{p}" for s, p in shares])
+        return {(d["segment_id"], int(d["_id"].rsplit("|", 1)[1])): d["offset"] for d in found}
 
-    async def record(self, counted: Fold) -> None:
-        """Marks first, then each segment's share, each only once up to the batch's offset."""
+    async def record(self, folds: Sequence[Fold]) -> None:
+        """Marks first, then each segment's share of each partition, once up to its offset."""
         await update_each(
             self._marks,
             [
@@ -443,24 +443,42 @@ class MemberCounts:
                         }
                     },
                 )
+                for counted in folds
                 for (segment_id, contact_id), mark in counted.marks.items()
             ],
             upsert=True,
         )
-        for segment_id in {segment_id for segment_id, _ in counted.marks}:
+        shares = []
+        for counted in folds:
             # Every segment of the batch moves its share's offset, even with nothing to add.
-            delta = counted.deltas.get(segment_id, {})
-            try:
-                await self._shares.update_one(
-                    {"_id": f"{segment_id}|{counted.partition}", "offset": {"$lt": counted.offset}},
-                    {
-                        **({"$inc": {f"counts.{k}": v for k, v in delta.items()}} if delta else {}),
-                        "$set": {"segment_id": segment_id, "offset": counted.offset},
-                    },
-                    upsert=True,
+            for segment_id in {segment_id for segment_id, _ in counted.marks}:
+                delta = counted.deltas.get(segment_id, {})
+                change: Document = {
+                    "$set": {
+                        "segment_id": segment_id,
+                        "offset": counted.offset,
+                    }
+                }
+                if delta:
+                    change["$inc"] = {f"counts.{k}": v for k, v in delta.items()}
+                shares.append(
+                    UpdateOne(
+                        {
+                            "_id": f"{segment_id}|{counted.partition}",
+                            "offset": {"$lt": counted.offset},
+                        },
+                        change,
+                        upsert=True,
+                    )
                 )
-            except DuplicateKeyError:
-                pass  # this share already counted up to here: a redelivered batch
+        if not shares:
+            return
+        try:
+            await self._shares.bulk_write(shares, ordered=False)
+        except BulkWriteError as exc:
+            # A share that already counted up to here (a redelivered batch) collides: it stays.
+            if any(e["code"] != DUPLICATE_KEY for e in exc.details["writeErrors"]):
+                raise
 
     async def counts(self, segment_id: str) -> dict[str, int]:
         """Members in all (`members`) and per status."""

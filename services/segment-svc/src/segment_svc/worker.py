@@ -132,10 +132,9 @@ def create_worker(settings: SegmentSettings | None = None) -> faust.App:
 
     @app.agent(app.topic(settings.topic_segments_events), concurrency=1)
     async def membership_events(stream: Any) -> AsyncIterator[None]:
-        # Counts are kept per partition: each partition's records are folded on their own.
+        # Counts are kept per partition; the counter folds each partition's records apart.
         async for events in stream.take_events(2000, within=settings.segment_batch_seconds):
-            for records in by_partition(events):
-                await count_guard.handle(records)
+            await count_guard.handle([record for part in by_partition(events) for record in part])
             yield None
 
     @app.agent(app.topic(settings.topic_profiles_events), concurrency=1)

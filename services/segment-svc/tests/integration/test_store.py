@@ -181,8 +181,9 @@ async def test_member_counts_count_each_change_once(resources: Resources) -> Non
 
     async def record(partition: int, changes: list[Change]) -> None:
         marks = await counts.marks_of([(c.segment_id, c.contact_id) for c in changes])
-        counted_to = await counts.counted_to(partition, {c.segment_id for c in changes})
-        await counts.record(fold(partition, changes, marks, counted_to, changes[-1].offset))
+        counted_to = await counts.counted_to({(c.segment_id, partition) for c in changes})
+        shares = {s: offset for (s, _), offset in counted_to.items()}
+        await counts.record([fold(partition, changes, marks, shares, changes[-1].offset)])
 
     batch = [Change("v5", f"c{i}", active, 1, i) for i in range(5)]
     await record(2, batch[:3])
