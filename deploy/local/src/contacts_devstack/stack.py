@@ -102,9 +102,16 @@ def format_kafka_storage(cfg: StackConfig, properties: Path) -> None:
         return
     cfg.kafka_data.mkdir(parents=True, exist_ok=True)
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # `--cluster-id=`: an id may begin with "-" (1 in 64), which as a separate argument
+    # would read as an option (a CI run failed so).
     run_checked(
         java_command(
-            cfg, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)
+            cfg,
+            "kafka.tools.StorageTool",
+            "format",
+            f"--cluster-id={cluster_id}",
+            "-c",
+            str(properties),
         )
     )
 
