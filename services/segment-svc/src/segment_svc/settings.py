@@ -20,6 +20,8 @@ class SegmentSettings(ServiceSettings):
     segment_batch_seconds: float = Field(default=0.02, gt=0)
     # How long a worker that died without a goodbye keeps its partitions from the others.
     segment_session_timeout_seconds: float = Field(default=10.0, ge=6.0)
+    # Pages of a rebuild (500 contacts each) evaluated and written at once.
+    rebuild_pages_in_flight: int = Field(default=4, ge=1, le=32)
     # How often the worker looks for a rebuild to run and for a new UTC day.
     rebuild_poll_seconds: float = Field(default=1.0, gt=0)
     # Outbox entries older than this are relayed by the scan (their writer crashed).

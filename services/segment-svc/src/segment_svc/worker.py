@@ -101,6 +101,7 @@ def create_worker(settings: SegmentSettings | None = None) -> faust.App:
         resources.publisher,
         topic=topic,
         owner=f"{socket.gethostname()}:{id(app)}",
+        pages_in_flight=settings.rebuild_pages_in_flight,
     )
 
     def guarded(handler: Any) -> GuardedHandler:
