@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterable, Sequence
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
@@ -61,3 +62,18 @@ async def stored_documents(
             chunk = []
     if chunk:
         yield chunk
+
+
+async def latest_consumer(topic: str, bootstrap_servers: str) -> AIOKafkaConsumer:
+    """A started consumer of `topic` that reads only what is published from now on."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    for partition in consumer.assignment():
+        await consumer.position(partition)  # resolve "latest" now: only what follows counts
+    return consumer

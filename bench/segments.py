@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer
-from figures import bulk_upsert_rate, p50_p99
+from figures import bulk_upsert_rate, latest_consumer, p50_p99
 from pymongo import AsyncMongoClient, InsertOne
 
 from contacts_shared.settings import ServiceSettings
@@ -52,20 +52,6 @@ async def segment_ready(api: httpx.AsyncClient, args: argparse.Namespace, vid: s
         if answer.status_code == 200 and not answer.json()["rebuild"]["pending"]:
             return answer.json()
         await asyncio.sleep(0.2)
-
-
-async def latest_consumer(topic: str, settings: ServiceSettings) -> AIOKafkaConsumer:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=None,
-        auto_offset_reset="latest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    for partition in consumer.assignment():
-        await consumer.position(partition)  # resolve "latest" now: only what follows counts
-    return consumer
 
 
 async def latency(api: httpx.AsyncClient, args: argparse.Namespace, run: str) -> None:
@@ -109,8 +95,12 @@ async def latency(api: httpx.AsyncClient, args: argparse.Namespace, run: str) ->
             break
         await asyncio.sleep(0.5)
 
-    updates = await latest_consumer(settings.topic_contacts_events, settings)
-    memberships = await latest_consumer(settings.topic_segments_events, settings)
+    updates = await latest_consumer(
+        settings.topic_contacts_events, settings.kafka_bootstrap_servers
+    )
+    memberships = await latest_consumer(
+        settings.topic_segments_events, settings.kafka_bootstrap_servers
+    )
     answered: dict[tuple[str, str], float] = {}  # (key, city) -> wall time of the answer
     interval = args.batch / args.rate
     rotation = itertools.cycle(keys)

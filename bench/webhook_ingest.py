@@ -20,8 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer
-from figures import bulk_upsert_rate, indexed_like, percentile, stored_documents
+from figures import bulk_upsert_rate, indexed_like, latest_consumer, percentile, stored_documents
 from pymongo import AsyncMongoClient
 
 from contact_svc.webhooks import signature
@@ -56,16 +55,9 @@ async def main(args: argparse.Namespace) -> None:
         ).json()
         endpoint = f"{args.contacts}{source['endpoint']}"
 
-        events = AIOKafkaConsumer(
-            settings.topic_contacts_events,
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            group_id=None,
-            auto_offset_reset="latest",
-            enable_auto_commit=False,
+        events = await latest_consumer(
+            settings.topic_contacts_events, settings.kafka_bootstrap_servers
         )
-        await events.start()
-        for partition in events.assignment():
-            await events.position(partition)  # resolve "latest" now: only what follows counts
 
         accepted_at: dict[str, float] = {}  # contact key -> wall-clock time of its 202
         sent = 0
