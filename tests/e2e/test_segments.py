@@ -179,6 +179,9 @@ async def test_members_follow_contact_changes_and_rules_changes(
         lambda: platform.members(active_adults), lambda m: m == {"ana@x.com", "dora@x.com"}
     )
     assert adults == {"ana@x.com", "dora@x.com"}
+    page = (await api.get(f"{platform.segment_url}/v1/profiles/{active_adults}/members")).json()
+    assert page["items"][0]["key"] == "ana@x.com"
+    assert page["items"][0]["fields"] == {"email": "ana@x.com", "City": "Santiago", "Age": 31}
     member = (
         await api.get(f"{platform.segment_url}/v1/profiles/{active_adults}/members/ana@x.com")
     ).json()

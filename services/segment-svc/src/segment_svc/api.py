@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from contacts_shared.mongo import Document, bson_now
 from contacts_shared.rules import RuleGroup, find_rule_problems
+from contacts_shared.schema import FieldSpec
 from contacts_shared.web import AccountId, Problem
 from segment_svc.counts import TOTAL
 from segment_svc.evaluate import Segment
@@ -41,7 +42,15 @@ class MemberOut(BaseModel):
     key: str
     since: datetime
     status: str
-    fields: dict[str, Any] = Field(description="values by field key, as the base profile has them")
+    fields: dict[str, Any] = Field(
+        description="values by field name, in the base profile's field order (as contact-svc "
+        "answers them)"
+    )
+
+
+def by_name(fields: Sequence[FieldSpec], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Stored values (by field key) by field name, in the profile's field order."""
+    return {spec.name: values[spec.key] for spec in fields if spec.key in values}
 
 
 class MemberPage(BaseModel):
@@ -58,8 +67,9 @@ async def list_members(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> MemberPage:
     """The virtual profile's members in key order, with their values."""
-    await _segment(request, account_id, virtual_id)
+    document = await _segment(request, account_id, virtual_id)
     resources = _resources(request)
+    segment = await resources.segments.segment(document)
     page = await resources.members.page(virtual_id, cursor, limit + 1)
     more = len(page) > limit
     page = page[:limit]
@@ -69,7 +79,9 @@ async def list_members(
             key=m["key"],
             since=m["since"],
             status=m["status"],
-            fields=contacts.get(m["contact_id"], {}).get("fields", {}),
+            fields=by_name(
+                segment.base_fields, contacts.get(m["contact_id"], {}).get("fields", {})
+            ),
         )
         for m in page
     ]
@@ -246,7 +258,7 @@ async def preview(body: PreviewIn, account_id: AccountId, request: Request) -> P
                             key=state.key,
                             since=state.view.updated_at,
                             status=state.status.value,
-                            fields=dict(state.view.fields),
+                            fields=by_name(schema.fields, state.view.fields),
                         )
                     )
     return PreviewOut(count=count, checked=checked, sample=sample)
