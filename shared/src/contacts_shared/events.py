@@ -73,9 +73,13 @@ def register(event_type: str, topic: str) -> Callable[[E], E]:
     return decorate
 
 
-def to_envelope(event: DomainEvent, *, account_id: str, source: str) -> EventEnvelope:
+def to_envelope(
+    event: DomainEvent, *, account_id: str, source: str, event_id: str | None = None
+) -> EventEnvelope:
+    """The event in its envelope; `event_id` for an event whose id is derived from what it says
+    (so a copy published again carries it), else a new one."""
     return EventEnvelope(
-        id=str(uuid.uuid4()),
+        id=event_id or str(uuid.uuid4()),
         source=source,
         type=event.event_type,
         time=datetime.now(UTC),

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from pymongo import AsyncMongoClient, IndexModel, UpdateOne
+from pymongo import AsyncMongoClient, IndexModel, InsertOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure
+from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, OperationFailure
 
 T = TypeVar("T")
 Document = dict[str, Any]
@@ -95,6 +96,37 @@ async def _drop_index(collection: Collection, name: str) -> None:
     except OperationFailure as exc:
         if exc.code != INDEX_NOT_FOUND:
             raise
+
+
+DUPLICATE_KEY = 11000
+
+
+@dataclass(frozen=True)
+class BulkOutcome:
+    """What an unordered bulk write did: operations that took effect, and the indexes of those
+    refused as duplicates (an insert, or a conditional upsert, that met an existing document)."""
+
+    applied: int
+    duplicates: list[int]
+
+
+async def bulk_write_tolerating_duplicates(
+    collection: Collection, operations: Sequence[InsertOne[Document] | UpdateOne]
+) -> BulkOutcome:
+    """One unordered bulk write in which a duplicate key is an answer, not a failure: the
+    document is there already (or newer than the condition allowed). Other errors raise."""
+    if not operations:
+        return BulkOutcome(0, [])
+    try:
+        result = await collection.bulk_write(list(operations), ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details["writeErrors"]
+        if any(error["code"] != DUPLICATE_KEY for error in errors):
+            raise
+        details = exc.details
+        applied = details["nInserted"] + details["nMatched"] + details["nUpserted"]
+        return BulkOutcome(applied, [error["index"] for error in errors])
+    return BulkOutcome(result.inserted_count + result.matched_count + result.upserted_count, [])
 
 
 async def find_by_ids(

@@ -11,8 +11,8 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from pymongo import ASCENDING, DESCENDING, IndexModel
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo import ASCENDING, DESCENDING, IndexModel, InsertOne
+from pymongo.errors import DuplicateKeyError
 
 from contact_svc.domain import (
     Contact,
@@ -30,6 +30,7 @@ from contacts_shared.mongo import (
     Document,
     StaleDocument,
     bson_now,
+    bulk_write_tolerating_duplicates,
     ensure_indexes,
     find_by_ids,
     replace_if_newer,
@@ -45,8 +46,6 @@ from contacts_shared.outbox import (
 )
 from contacts_shared.schema import ContactStatus
 from contacts_shared.settings import ServiceSettings
-
-DUPLICATE_KEY = 11000
 
 # A deleted contact's document stays, with its last version, so that a contact added again
 # later continues the version sequence consumers have seen.
@@ -283,14 +282,10 @@ class MongoContactRepository:
         documents = [
             {**contact_document(c), OUTBOX: e} for c, e in zip(contacts, entries, strict=True)
         ]
-        refused: list[Contact] = []
-        try:
-            await self._collection.insert_many(documents, ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details["writeErrors"]
-            if any(error["code"] != DUPLICATE_KEY for error in errors):
-                raise
-            refused = [contacts[error["index"]] for error in errors]
+        outcome = await bulk_write_tolerating_duplicates(
+            self._collection, [InsertOne(document) for document in documents]
+        )
+        refused = [contacts[index] for index in outcome.duplicates]
         refused_ids = {contact.id for contact in refused}
         for contact, queued in zip(contacts, entries, strict=True):
             if contact.id not in refused_ids:

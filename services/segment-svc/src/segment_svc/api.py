@@ -144,13 +144,20 @@ async def export_members(
         writer = csv.writer(buffer)
         fields = [spec for spec in segment.base_fields if not spec.identity]
         writer.writerow(["key", "status", "since", *(spec.name for spec in fields)])
-        batch: list[Document] = []
-        async for member in resources.members.stream(virtual_id):
-            batch.append(member)
-            if len(batch) == 500:
-                yield _csv_rows(batch, await _values(resources, batch), fields, writer, buffer)
-                batch = []
-        yield _csv_rows(batch, await _values(resources, batch), fields, writer, buffer)
+        yield _flushed(buffer)
+        async for page in resources.members.pages(virtual_id):
+            contacts = await resources.projection.load([m["contact_id"] for m in page])
+            for member in page:
+                values = contacts.get(member["contact_id"], {}).get("fields", {})
+                writer.writerow(
+                    [
+                        member["key"],
+                        member["status"],
+                        member["since"].isoformat(),
+                        *(values.get(spec.key, "") for spec in fields),
+                    ]
+                )
+            yield _flushed(buffer)
 
     return StreamingResponse(
         rows(),
@@ -159,27 +166,8 @@ async def export_members(
     )
 
 
-async def _values(resources: Resources, members: list[Document]) -> dict[str, Document]:
-    return await resources.projection.load([m["contact_id"] for m in members])
-
-
-def _csv_rows(
-    members: list[Document],
-    contacts: dict[str, Document],
-    fields: list[Any],
-    writer: Any,
-    buffer: io.StringIO,
-) -> str:
-    for member in members:
-        values = contacts.get(member["contact_id"], {}).get("fields", {})
-        writer.writerow(
-            [
-                member["key"],
-                member["status"],
-                member["since"].isoformat(),
-                *(values.get(spec.key, "") for spec in fields),
-            ]
-        )
+def _flushed(buffer: io.StringIO) -> str:
+    """What the CSV writer put in `buffer` since the last call."""
     text = buffer.getvalue()
     buffer.seek(0)
     buffer.truncate()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from contacts_shared.rules import BUILTIN_RULE_FIELDS, Condition, RuleGroup, conditions
@@ -43,21 +44,32 @@ class Segment:
         known = {name_key(spec.name) for spec in self.base_fields} | set(BUILTIN_RULE_FIELDS)
         return sorted({c.field for c in conditions(self.rules) if name_key(c.field) not in known})
 
-    @property
-    def reads_relative_dates(self) -> bool:
-        """Whether membership can change with the date alone (re-evaluated daily)."""
-        return any(c.op in RELATIVE_DATE_OPS for c in conditions(self.rules))
+    @cached_property
+    def _keys(self) -> dict[str, str]:
+        return field_keys(self.base_fields)
 
     def admits(self, contact: ContactView, today: date) -> bool:
-        return matches(self.rules, self.base_fields, contact, today)
+        return _matches(self.rules, self._keys, contact, today)
+
+
+def reads_relative_dates(rules: RuleGroup) -> bool:
+    """Whether membership can change with the date alone (re-evaluated each UTC day)."""
+    return any(c.op in RELATIVE_DATE_OPS for c in conditions(rules))
+
+
+def field_keys(base_fields: Iterable[FieldSpec]) -> dict[str, str]:
+    """Stored keys of the fields, by the name rules give them (case and accents folded)."""
+    return {name_key(spec.name): spec.key for spec in base_fields}
 
 
 def matches(
     rules: RuleGroup, base_fields: Iterable[FieldSpec], contact: ContactView, today: date
 ) -> bool:
     """Whether `contact` satisfies `rules`; `today` (UTC) anchors relative-date conditions."""
-    keys = {name_key(spec.name): spec.key for spec in base_fields}
+    return _matches(rules, field_keys(base_fields), contact, today)
 
+
+def _matches(rules: RuleGroup, keys: Mapping[str, str], contact: ContactView, today: date) -> bool:
     def holds(node: Condition | RuleGroup) -> bool:
         if isinstance(node, RuleGroup):
             results = (holds(child) for child in node.children)

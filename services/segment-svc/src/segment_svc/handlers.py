@@ -12,8 +12,6 @@ from datetime import timedelta
 from typing import Any
 
 from contacts_shared.events import (
-    ContactDeleted,
-    ContactEvent,
     DomainEvent,
     EventEnvelope,
     ProfileDeleted,
@@ -31,6 +29,7 @@ from contacts_shared.schema import ProfileType
 from segment_svc.counts import fold, membership_changes
 from segment_svc.evaluate import Segment
 from segment_svc.membership import (
+    SOURCE,
     ContactState,
     contact_state,
     contact_writes,
@@ -65,10 +64,7 @@ class Segmenter:
         states = []
         for record in records:
             parsed = event_of(record.value)
-            if parsed is None or not isinstance(parsed[1], ContactEvent | ContactDeleted):
-                continue
-            state = contact_state(parsed[1], parsed[0].accountid)
-            if state is not None:
+            if parsed is not None and (state := contact_state(parsed[1], parsed[0].accountid)):
                 states.append(state)
         await self.apply_states(list(newest_states(states).values()))
 
@@ -145,9 +141,8 @@ class ProfileProjector:
             await self._segments.apply_virtual(event.profile)
         elif isinstance(event, ProfileFieldRemoved | ProfileFieldAdded):
             # Rules naming a field that went (or came back) hold for other contacts now.
-            await self._segments.request_rebuild(
-                event.profile.id, event.field.name, f"field_{type(event).__name__[12:].lower()}"
-            )
+            reason = "field_removed" if isinstance(event, ProfileFieldRemoved) else "field_added"
+            await self._segments.request_rebuild(event.profile.id, event.field.name, reason)
 
 
 class Rebuilder:
@@ -272,7 +267,7 @@ class Rebuilder:
             left=outcome["left"],
             seconds=outcome["seconds"],
         )
-        envelope = to_envelope(event, account_id=segment.account_id, source="/segment-svc")
+        envelope = to_envelope(event, account_id=segment.account_id, source=SOURCE)
         await self._publisher.publish(
             [OutgoingMessage(self._topic, envelope.subject, envelope.model_dump_json().encode())]
         )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from contacts_shared.events import (
@@ -16,9 +16,9 @@ from contacts_shared.events import (
     ContactEvent,
     ContactLeftSegment,
     DomainEvent,
-    EventEnvelope,
     MembershipEvent,
     SegmentMemberStatusChanged,
+    to_envelope,
 )
 from contacts_shared.mongo import Document
 from contacts_shared.schema import ContactStatus
@@ -27,6 +27,8 @@ from segment_svc.evaluate import ContactView, Segment
 # Membership event ids are derived from what they say, so an event published again after a
 # crash carries the id it had the first time and consumers can drop the copy.
 EVENT_ID_NAMESPACE = uuid.UUID("5b0a4ad3-8c4e-4c4c-9d0f-3a1f2f6c2b11")
+# The `source` of segment-svc's events.
+SOURCE = "/segment-svc"
 LeftReason = Literal["rules", "contact_deleted", "segment_deleted"]
 
 
@@ -181,16 +183,7 @@ def _event_entry(event: MembershipEvent, segment: Segment, topic: str) -> Docume
             f"{event.contact_id}|{event.contact_version}",
         )
     )
-    envelope = EventEnvelope(
-        id=event_id,
-        source="/segment-svc",
-        type=event.event_type,
-        time=datetime.now(UTC),
-        subject=event.subject(),
-        accountid=segment.account_id,
-        dataversion=str(event.data_version),
-        data=event.model_dump(mode="json"),
-    )
+    envelope = to_envelope(event, account_id=segment.account_id, source=SOURCE, event_id=event_id)
     return {
         "id": event_id,
         "segment_id": event.segment_id,

@@ -9,18 +9,17 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel, InsertOne, ReturnDocument, UpdateOne
-from pymongo.errors import BulkWriteError
 
 from contacts_shared.kafka import EventPublisher, OutgoingMessage
 from contacts_shared.mongo import (
     Collection,
     Document,
     bson_now,
+    bulk_write_tolerating_duplicates,
     ensure_indexes,
     find_by_ids,
     update_each,
@@ -31,10 +30,8 @@ from contacts_shared.rules import RuleGroup, conditions
 from contacts_shared.schema import ContactStatus, ProfileSnapshot
 from contacts_shared.values import name_key
 from segment_svc.counts import TOTAL, Fold, Mark, Standing
-from segment_svc.evaluate import RELATIVE_DATE_OPS, Segment
-from segment_svc.membership import ContactState
-
-DUPLICATE_KEY = 11000
+from segment_svc.evaluate import Segment, reads_relative_dates
+from segment_svc.membership import Write
 
 
 def contact_range(profile_id: str) -> Document:
@@ -74,10 +71,7 @@ class SegmentStore:
                 "rules": profile.rules,
                 "version": profile.version,
                 "deleted": False,
-                "relative_dates": any(
-                    c.op in RELATIVE_DATE_OPS
-                    for c in conditions(RuleGroup.model_validate(profile.rules))
-                ),
+                "relative_dates": reads_relative_dates(RuleGroup.model_validate(profile.rules)),
                 **({"rules_version": profile.version} if rules_changed else {}),
             }
         }
@@ -105,18 +99,25 @@ class SegmentStore:
     async def request_rebuild(self, base_profile_id: str, field_name: str, reason: str) -> None:
         """Rebuild the segments of a base profile whose rules name `field_name`."""
         wanted = name_key(field_name)
-        async for document in self._collection.find(
-            {"base_profile_id": base_profile_id, "deleted": False}
-        ):
-            rules = RuleGroup.model_validate(document["rules"])
-            if any(name_key(c.field) == wanted for c in conditions(rules)):
-                await self._collection.update_one(
-                    {"_id": document["_id"]},
-                    {
-                        "$set": {"rebuild.pending": True, "rebuild.reason": reason},
-                        "$inc": {"rebuild.request": 1},
-                    },
-                )
+        cursor = self._collection.find(
+            {"base_profile_id": base_profile_id, "deleted": False}, {"rules": 1}
+        )
+        naming = [
+            document["_id"]
+            async for document in cursor
+            if any(
+                name_key(c.field) == wanted
+                for c in conditions(RuleGroup.model_validate(document["rules"]))
+            )
+        ]
+        if naming:
+            await self._collection.update_many(
+                {"_id": {"$in": naming}},
+                {
+                    "$set": {"rebuild.pending": True, "rebuild.reason": reason},
+                    "$inc": {"rebuild.request": 1},
+                },
+            )
 
     async def segment(self, document: Document, schema: ProfileSchema | None = None) -> Segment:
         """The segment a stored virtual profile is, over its base profile's `schema` (read
@@ -143,14 +144,6 @@ class SegmentStore:
                 schemas[base] = await self._schemas.get(base)
             found[base].append(await self.segment(document, schemas[base]))
         return found
-
-    async def rules_versions(self, base_profile_ids: Sequence[str]) -> dict[str, int]:
-        """Each live segment's rules version, to tell whether rules changed meanwhile."""
-        cursor = self._collection.find(
-            {"base_profile_id": {"$in": list(base_profile_ids)}, "deleted": False},
-            {"rules_version": 1},
-        )
-        return {d["_id"]: d["rules_version"] async for d in cursor}
 
     async def get(self, segment_id: str) -> Document | None:
         return await self._collection.find_one({"_id": segment_id})
@@ -227,15 +220,6 @@ class SegmentStore:
         return result.modified_count
 
 
-@dataclass(frozen=True)
-class ProjectedContact:
-    """A contact as projected, with its memberships, and the write that replaces it."""
-
-    state: ContactState
-    members: Mapping[str, Any]
-    entries: list[Document]
-
-
 class ContactProjection:
     """Each contact's newest state and memberships, one document per contact (`_id` = contact
     id). Writers (the contact events' consumer, rebuilds) read a document, then write it only
@@ -243,10 +227,6 @@ class ContactProjection:
 
     def __init__(self, collection: Collection) -> None:
         self._collection = collection
-
-    @property
-    def collection(self) -> Collection:
-        return self._collection
 
     async def create_indexes(self) -> None:
         await ensure_indexes(
@@ -257,9 +237,7 @@ class ContactProjection:
     async def load(self, ids: Sequence[str]) -> dict[str, Document]:
         return {d["_id"]: d for d in await find_by_ids(self._collection, ids)}
 
-    async def write(
-        self, writes: Sequence[tuple[Document | None, Document, list[Document]]]
-    ) -> list[str]:
+    async def write(self, writes: Sequence[Write]) -> list[str]:
         """Write each `(held, new fields, outbox entries)`: an insert where nothing was held,
         else an update conditional on the held `rev`. Returns the ids whose write lost a race."""
         token = uuid.uuid4().hex
@@ -274,15 +252,9 @@ class ContactProjection:
                 if entries:
                     update["$push"] = {OUTBOX: {"$each": entries}}
                 operations.append(UpdateOne({"_id": held["_id"], "rev": held["rev"]}, update))
-        if not operations:
+        outcome = await bulk_write_tolerating_duplicates(self._collection, operations)
+        if outcome.applied == len(operations):
             return []
-        try:
-            result = await self._collection.bulk_write(operations, ordered=False)
-            if result.inserted_count + result.matched_count == len(operations):
-                return []
-        except BulkWriteError as exc:
-            if any(e["code"] != DUPLICATE_KEY for e in exc.details["writeErrors"]):
-                raise
         ids = [fields["_id"] for _, fields, _ in writes]
         written = await find_by_ids(self._collection, ids, {"token": 1})
         done = {d["_id"] for d in written if d.get("token") == token}
@@ -349,14 +321,8 @@ class Members:
                 else {"$set": {**values, "in": False, "left_at": bson_now()}}
             )
             operations.append(UpdateOne({"_id": _id, "rev": {"$lt": rev}}, change, upsert=True))
-        if not operations:
-            return
-        try:
-            await self._collection.bulk_write(operations, ordered=False)
-        except BulkWriteError as exc:
-            # A member record already at a newer rev makes the upsert collide: it stays.
-            if any(e["code"] != DUPLICATE_KEY for e in exc.details["writeErrors"]):
-                raise
+        # A member record already at a newer rev makes its upsert collide: it stays.
+        await bulk_write_tolerating_duplicates(self._collection, operations)
 
     async def forget_tombstones(self) -> int:
         result = await self._collection.delete_many(
@@ -376,11 +342,11 @@ class Members:
         )
         return [d async for d in cursor]
 
-    async def stream(self, segment_id: str, batch: int = 1000) -> AsyncIterator[Document]:
+    async def pages(self, segment_id: str, size: int = 500) -> AsyncIterator[list[Document]]:
+        """Every member, a page at a time, in key order."""
         after: str | None = None
-        while page := await self.page(segment_id, after, batch):
-            for member in page:
-                yield member
+        while page := await self.page(segment_id, after, size):
+            yield page
             after = page[-1]["key"]
 
     async def get(self, segment_id: str, key: str) -> Document | None:
@@ -471,14 +437,8 @@ class MemberCounts:
                         upsert=True,
                     )
                 )
-        if not shares:
-            return
-        try:
-            await self._shares.bulk_write(shares, ordered=False)
-        except BulkWriteError as exc:
-            # A share that already counted up to here (a redelivered batch) collides: it stays.
-            if any(e["code"] != DUPLICATE_KEY for e in exc.details["writeErrors"]):
-                raise
+        # A share that already counted up to here (a redelivered batch) collides: it stays.
+        await bulk_write_tolerating_duplicates(self._shares, shares)
 
     async def counts(self, segment_id: str) -> dict[str, int]:
         """Members in all (`members`) and per status."""
@@ -502,9 +462,7 @@ class MembershipRelay:
         self.members = members
         self._publisher = publisher
 
-    async def write(
-        self, writes: Sequence[tuple[Document | None, Document, list[Document]]]
-    ) -> set[str]:
+    async def write(self, writes: Sequence[Write]) -> set[str]:
         """Write contacts' documents with their entries (`ContactProjection.write`), then
         relay the entries of those written; the ids whose write lost a race."""
         lost = set(await self._projection.write(writes))

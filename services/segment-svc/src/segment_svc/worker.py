@@ -10,8 +10,7 @@ import asyncio
 import logging
 import socket
 import tempfile
-from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import faust
 from aiokafka import ConsumerRecord
 
 from contacts_shared.kafka import (
+    BatchHandler,
     GuardedHandler,
     Record,
     backing_server_away,
@@ -54,15 +54,6 @@ def record_of(event: Any) -> Record:
         serialized_value_size=message.serialized_value_size,
         headers=tuple(headers),
     )
-
-
-def by_partition(events: Sequence[Any]) -> list[list[Record]]:
-    """A batch's records per partition, each in offset order."""
-    partitions: dict[tuple[str, int], list[Record]] = defaultdict(list)
-    for event in events:
-        record = record_of(event)
-        partitions[(record.topic, record.partition)].append(record)
-    return list(partitions.values())
 
 
 def create_worker(settings: SegmentSettings | None = None) -> faust.App:
@@ -104,46 +95,37 @@ def create_worker(settings: SegmentSettings | None = None) -> faust.App:
         pages_in_flight=settings.rebuild_pages_in_flight,
     )
 
-    def guarded(handler: Any) -> GuardedHandler:
-        return GuardedHandler(
+    def consume(source: str, handler: BatchHandler, batch: int) -> None:
+        """An agent of the topic `source` feeding takes of up to `batch` records to `handler`.
+
+        Concurrency 1: the agent handles its records in order, and acknowledges a take (so its
+        offsets may be committed) only once it is handled: faust's `take_events` acks after
+        the loop body returns. The guard never lets an error escape (that would ack the take
+        unhandled): it retries, waits out outages, and dead-letters a poison record. Takes mix
+        partitions, each partition's records in offset order: the handlers fold contacts by
+        version and counts per partition, in one set of round trips per take."""
+        guard = GuardedHandler(
             resources.publisher,
             handler,
             dead_letter_suffix=settings.dead_letter_suffix,
             outage=backing_server_away,
         )
 
-    counter = MemberCounter(resources.counts)
-    contact_guard = guarded(segmenter.apply_contact_records)
-    count_guard = guarded(counter.apply_records)
-    profile_guard = guarded(one_at_a_time(projector.apply_record))
+        async def agent(stream: Any) -> AsyncIterator[None]:
+            async for events in stream.take_events(batch, within=settings.segment_batch_seconds):
+                await guard.handle([record_of(event) for event in events])
+                yield None
 
-    # Concurrency 1: each agent handles its records in order, and acknowledges a batch (so
-    # its offsets may be committed) only once the batch is handled: faust's `take_events`
-    # acks after the loop body returns. The guard never lets an error escape (that would ack
-    # the batch unhandled): it retries, waits out outages, and dead-letters a poison record.
-    @app.agent(app.topic(settings.topic_contacts_events), concurrency=1)
-    async def contact_events(stream: Any) -> AsyncIterator[None]:
-        async for events in stream.take_events(
-            settings.segment_batch_events, within=settings.segment_batch_seconds
-        ):
-            # Contacts are independent of one another and each one's events are folded by
-            # version: the partitions' records are handled together, in one set of round trips.
-            await contact_guard.handle([record for part in by_partition(events) for record in part])
-            yield None
+        name = f"{settings.segment_worker_id}.{source}"
+        app.agent(app.topic(source), name=name, concurrency=1)(agent)
 
-    @app.agent(app.topic(settings.topic_segments_events), concurrency=1)
-    async def membership_events(stream: Any) -> AsyncIterator[None]:
-        # Counts are kept per partition; the counter folds each partition's records apart.
-        async for events in stream.take_events(2000, within=settings.segment_batch_seconds):
-            await count_guard.handle([record for part in by_partition(events) for record in part])
-            yield None
-
-    @app.agent(app.topic(settings.topic_profiles_events), concurrency=1)
-    async def profile_events(stream: Any) -> AsyncIterator[None]:
-        async for events in stream.take_events(100, within=settings.segment_batch_seconds):
-            for records in by_partition(events):
-                await profile_guard.handle(records)
-            yield None
+    consume(
+        settings.topic_contacts_events,
+        segmenter.apply_contact_records,
+        settings.segment_batch_events,
+    )
+    consume(settings.topic_segments_events, MemberCounter(resources.counts).apply_records, 2000)
+    consume(settings.topic_profiles_events, one_at_a_time(projector.apply_record), 100)
 
     async def relay_at_start() -> None:
         # Entries a crashed predecessor left: no need to wait for them to age.

@@ -118,7 +118,7 @@ async def test_entries_left_behind_are_relayed_once_and_removed(
     # Only the five who entered have entries to relay.
     assert await resources.relay.relay_left_behind(older_than=timedelta(0)) == 5
     assert await resources.relay.relay_left_behind(older_than=timedelta(0)) == 0
-    members = [m["key"] async for m in resources.members.stream("v1")]
+    members = [m["key"] async for page in resources.members.pages("v1") for m in page]
     assert members == [f"c{i}@x.com" for i in (1, 3, 5, 7, 9)]
     envelopes = await read_envelopes(topic, until=lambda e: len(e) >= 5)
     assert sorted(e.data["key"] for e in envelopes) == members
@@ -241,7 +241,7 @@ async def test_a_rebuild_walks_every_page_with_pages_in_flight(
     assert await rebuilder.run_one() is True
     assert await rebuilder.run_one() is False
     expected = [s.key for s in states if s.view is not None and s.view.fields["city"] == "Lima"]
-    assert [m["key"] async for m in resources.members.stream("v9")] == expected
+    assert [m["key"] async for page in resources.members.pages("v9") for m in page] == expected
     document = await resources.segments.get("v9") or {}
     assert document["rebuild"]["pending"] is False
     last = document["rebuild"]["last"]

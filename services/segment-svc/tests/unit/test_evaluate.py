@@ -9,7 +9,7 @@ import pytest
 
 from contacts_shared.rules import RuleGroup
 from contacts_shared.schema import ContactStatus, FieldSpec, FieldType
-from segment_svc.evaluate import ContactView, Segment, matches
+from segment_svc.evaluate import ContactView, Segment, matches, reads_relative_dates
 
 FIELDS = (
     FieldSpec(name="email", key="email", type=FieldType.EMAIL, required=True, identity=True),
@@ -128,5 +128,5 @@ def test_relative_date_rules_are_known_as_such() -> None:
         {"all": [{"field": "Joined", "op": "within_last_days", "value": 3}]}
     )
     fixed = RuleGroup.model_validate({"all": [{"field": "Age", "op": "gt", "value": 3}]})
-    assert Segment("v", "a", "p", relative, 1, FIELDS).reads_relative_dates
-    assert not Segment("v", "a", "p", fixed, 1, FIELDS).reads_relative_dates
+    assert reads_relative_dates(relative)
+    assert not reads_relative_dates(fixed)
