@@ -13,11 +13,19 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
+from prometheus_client import Counter
 
 from contacts_shared.mongo import server_unavailable
 from contacts_shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+
+# Served at each process's /metrics: an alert on it is how a parked record gets looked at.
+DEAD_LETTERED = Counter(
+    "contacts_dead_lettered_records_total",
+    "Records parked in a dead-letter topic once their handler kept failing, by topic",
+    ["topic"],
+)
 
 TOPIC_ALREADY_EXISTS = 36
 
@@ -181,7 +189,6 @@ class GuardedHandler:
         self._retry_backoff_seconds = retry_backoff_seconds
         self._outage = outage
         self.stopping = asyncio.Event()
-        self.dead_lettered = 0
 
     async def handle(self, records: Sequence[Record]) -> None:
         if await self._attempt(records) is not None:
@@ -246,7 +253,7 @@ class GuardedHandler:
         )
         key = record.key.decode() if record.key is not None else ""
         await self._publisher.publish([OutgoingMessage(topic, key, record.value or b"", headers)])
-        self.dead_lettered += 1
+        DEAD_LETTERED.labels(topic=record.topic).inc()
 
 
 class ConsumerRunner:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client import REGISTRY
 
 from contacts_shared.kafka import (
     ConsumerRunner,
@@ -72,6 +73,8 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_offsets_are_commit
     whole = [b"one", b"poison", b"three"]
     assert batches == [whole] * 3 + [[b"one"]] + [[b"poison"]] * 3 + [[b"three"]]
     assert handled == [b"one", b"three"]
+    parked = REGISTRY.get_sample_value("contacts_dead_lettered_records_total", {"topic": topic})
+    assert parked == 1  # counted, for /metrics
 
     dead = consumer(bootstrap, f"{topic}.dlq", f"dlq-reader-{unique}")
     await dead.start()

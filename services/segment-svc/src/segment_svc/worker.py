@@ -17,6 +17,7 @@ from typing import Any
 
 import faust
 from aiokafka import ConsumerRecord
+from prometheus_client import generate_latest
 
 from contacts_shared.kafka import (
     BatchHandler,
@@ -126,6 +127,12 @@ def create_worker(settings: SegmentSettings | None = None) -> faust.App:
     )
     consume(settings.topic_segments_events, MemberCounter(resources.counts).apply_records, 2000)
     consume(settings.topic_profiles_events, one_at_a_time(projector.apply_record), 100)
+
+    async def metrics(view: Any, request: Any) -> Any:
+        """Prometheus metrics (dead-lettered records among them)."""
+        return view.bytes(generate_latest(), content_type="text/plain; version=0.0.4")
+
+    app.page("/metrics")(metrics)
 
     async def relay_at_start() -> None:
         # Entries a crashed predecessor left: no need to wait for them to age.
