@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -184,21 +184,47 @@ def platform_env(infrastructure: Any, unique: str) -> PlatformEnv:
     return settings
 
 
-ProfileMaker = Callable[[httpx.AsyncClient, str, str, dict[str, object]], Awaitable[dict[str, Any]]]
+class ProfileMaker(Protocol):
+    async def __call__(
+        self,
+        api: httpx.AsyncClient,
+        profile_url: str,
+        contact_url: str,
+        body: dict[str, object],
+        *,
+        import_url: str | None = None,
+    ) -> dict[str, Any]: ...
 
 
 @pytest.fixture
 def profile_known_to_contacts() -> ProfileMaker:
-    """Creates a profile through profile-svc and returns it once contact-svc knows it."""
+    """Creates a profile through profile-svc and returns it once contact-svc knows it (and
+    import-svc, given `import_url`): each learns of it from profiles.events, a moment later."""
 
     async def make(
-        api: httpx.AsyncClient, profile_url: str, contact_url: str, body: dict[str, object]
+        api: httpx.AsyncClient,
+        profile_url: str,
+        contact_url: str,
+        body: dict[str, object],
+        *,
+        import_url: str | None = None,
     ) -> dict[str, Any]:
         profile: dict[str, Any] = (await api.post(f"{profile_url}/v1/profiles", json=body)).json()
         contacts = f"{contact_url}/v1/profiles/{profile['id']}/contacts"
         deadline = time.monotonic() + 30
         while (await api.get(contacts)).status_code == 404:
             assert time.monotonic() < deadline, "contact-svc never learnt of the profile"
+            await asyncio.sleep(0.1)
+        while import_url is not None:
+            # An empty file is refused: 422 once the profile is known, 404 before.
+            probe = await api.post(
+                f"{import_url}/v1/imports",
+                data={"profile_id": profile["id"], "action": "append"},
+                files={"file": ("empty.csv", b"")},
+            )
+            if probe.status_code != 404:
+                break
+            assert time.monotonic() < deadline, "import-svc never learnt of the profile"
             await asyncio.sleep(0.1)
         return profile
 

@@ -65,6 +65,7 @@ async def platform(service_process: Any, platform_env: Any, profile_known_to_con
             services["profile"].url,
             services["contact"].url,
             {"name": "Clientes", "fields": FIELDS},
+            import_url=services["import"].url,
         )
         yield api, services, profile, envs
 
@@ -101,30 +102,19 @@ async def test_a_spreadsheet_export_is_imported_and_every_refusal_explained(
     jose = (await api.get(f"{contacts}/jose@example.cl")).json()
     assert jose["fields"]["Compras"] == 1.5 and jose["fields"]["Teléfono"] == "+56223456789"
 
-    refused = (await api.get(f"{imports}/{state['id']}/refused")).text
-    rows = list(csv.reader(io.StringIO(refused)))
-    assert rows[0] == [
-        "line",
-        "problems",
-        "email",
-        "Nombre",
-        "Teléfono",
-        "Fecha de Nacimiento",
-        "Compras",
-    ]
-    assert [row[0] for row in rows[1:]] == ["4", "6"]
-    assert "email 'not-an-email'" in rows[1][1]
-    assert all(
-        name in rows[2][1] for name in ("Teléfono '12'", "Fecha de Nacimiento", "Compras 'x'")
-    )
-    assert rows[2][2:] == ["bea@example.cl", "Beatriz", "12", "31/02/2020", "x"]  # as uploaded
-
-    # Its life, told on imports.events: queued, started, progress, completed with the counts.
+    # Its life, told on imports.events: queued, started, progress, completed with the counts,
+    # and the refused rows.
     def told(envelopes: list[EventEnvelope]) -> bool:
         return any(e.type == "contacts.import.completed" for e in envelopes)
 
     envelopes = await read_envelopes(envs["import"]["CONTACTS_TOPIC_IMPORTS_EVENTS"], until=told)
-    kinds = [e.type.removeprefix("contacts.import.") for e in envelopes if e.subject == state["id"]]
+    told_rows = [e for e in envelopes if e.type == "contacts.import.rows_refused"]
+    assert [row["line"] for e in told_rows for row in e.data["rows"]] == [4, 6]
+    kinds = [
+        e.type.removeprefix("contacts.import.")
+        for e in envelopes
+        if e.subject == state["id"] and e not in told_rows
+    ]
     assert kinds[:2] == ["queued", "started"] and kinds[-1] == "completed"
     assert set(kinds[2:-1]) <= {"progressed"}
     last = envelopes[-1].data["import"]
@@ -141,6 +131,25 @@ async def test_a_spreadsheet_export_is_imported_and_every_refusal_explained(
         await api.get(f"{log_svc.url}/v1/logs/imports", params={"profile_id": profile["id"]})
     ).json()
     assert [item["id"] for item in listed["items"]] == [state["id"]]
+
+    # ... with each refused row, its reasons and its cells as uploaded, to fix and import again.
+    refused = (await api.get(f"{logged}/refused")).text
+    rows = list(csv.reader(io.StringIO(refused)))
+    assert rows[0] == [
+        "line",
+        "problems",
+        "email",
+        "Nombre",
+        "Teléfono",
+        "Fecha de Nacimiento",
+        "Compras",
+    ]
+    assert [row[0] for row in rows[1:]] == ["4", "6"]
+    assert "email 'not-an-email'" in rows[1][1]
+    assert all(
+        name in rows[2][1] for name in ("Teléfono '12'", "Fecha de Nacimiento", "Compras 'x'")
+    )
+    assert rows[2][2:] == ["bea@example.cl", "Beatriz", "12", "31/02/2020", "x"]  # as uploaded
 
     # Each contact's audit trail names what changed it: the import's row, then the API.
     await api.patch(f"{contacts}/ana@example.cl", json={"status": "unsubscribed"})

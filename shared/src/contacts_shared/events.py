@@ -262,6 +262,9 @@ class ImportSnapshot(BaseModel):
     finished_at: datetime | None
     error: str | None
     problems: list[dict[str, str]] = Field(description="the header's problems, by column")
+    header: list[str] = Field(
+        default_factory=list, description="the file's columns as uploaded, once read"
+    )
     version: int
 
 
@@ -302,6 +305,28 @@ class ImportFailed(ImportEvent):
 @register("contacts.import.cancelled", IMPORTS)
 class ImportCancelled(ImportEvent):
     """The user stopped the import; rows already applied stay."""
+
+
+class RefusedRow(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    line: int = Field(description="its line in the file (1: the header)")
+    values: list[str] = Field(description="its cells as uploaded, for fixing and importing again")
+    problems: list[dict[str, str]] = Field(description="column, value and reason of each")
+
+
+@register("contacts.import.rows_refused", IMPORTS)
+class ImportRowsRefused(DomainEvent):
+    """Rows of an import refused before anything was sent, with their reasons, told before
+    the import's checkpoint passes them (so a resumed import may tell some again: a row is
+    known by its import and line)."""
+
+    import_id: str
+    profile_id: str
+    rows: list[RefusedRow]
+
+    def subject(self) -> str:
+        return self.import_id
 
 
 # -- segment events (published by segment-svc on `segments.events`) ---------------------------

@@ -94,6 +94,7 @@ def test_every_event_type_is_past_tense_and_documented() -> None:
                 "Completed",
                 "Failed",
                 "Cancelled",
+                "Refused",
                 "Rebuilt",
                 # The names the design gives membership events: the verb sits mid-name.
                 "EnteredSegment",

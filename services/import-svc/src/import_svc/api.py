@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile, status
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from contacts_shared.commands import ImportAction
@@ -154,27 +151,3 @@ async def get_import(import_id: str, account_id: AccountId, request: Request) ->
 async def cancel_import(import_id: str, account_id: AccountId, request: Request) -> ImportOut:
     """Stop an import where it is; rows already applied stay."""
     return ImportOut.of(await handlers.cancel_import(_store(request), account_id, import_id))
-
-
-@router.get("/{import_id}/refused")
-async def refused_rows(import_id: str, account_id: AccountId, request: Request) -> Any:
-    """The refused rows as CSV, streamed: line, reasons, then the row's own columns, so they
-    can be fixed and imported again."""
-    store = _store(request)
-    job = await handlers.owned_import(store, account_id, import_id)
-
-    async def lines() -> AsyncIterator[str]:
-        yield _csv_line(["line", "problems", *job.header])
-        async for row in store.refused_rows(import_id):
-            reasons = "; ".join(
-                f"{p['column']} '{p.get('value', '')}': {p['reason']}" for p in row.problems
-            )
-            yield _csv_line([str(row.line), reasons, *row.values])
-
-    return StreamingResponse(lines(), media_type="text/csv")
-
-
-def _csv_line(cells: list[str]) -> str:
-    out = io.StringIO()
-    csv.writer(out).writerow(cells)
-    return out.getvalue()

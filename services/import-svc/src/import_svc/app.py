@@ -66,6 +66,7 @@ def create_app(settings: ImportSettings | None = None) -> FastAPI:
             schemas=schemas,
             publisher=publisher,
             commands_topic=settings.topic_contacts_commands,
+            events_topic=settings.topic_imports_events,
             region=settings.default_phone_region,
             rows_per_checkpoint=settings.rows_per_checkpoint,
             lease=timedelta(seconds=settings.lease_seconds),

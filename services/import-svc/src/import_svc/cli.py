@@ -48,7 +48,7 @@ def follow(
         time.sleep(poll_seconds)
 
 
-def summary(state: dict[str, Any], url: str) -> str:
+def summary(state: dict[str, Any], refused_url: str) -> str:
     counts = state["counts"]
     outcomes = ", ".join(
         f"{name} {counts[name]:,}"
@@ -60,7 +60,7 @@ def summary(state: dict[str, Any], url: str) -> str:
         lines.append(f"  error: {state['error']}")
     lines += [f"  {p['column']}: {p['reason']}" for p in state.get("problems", [])]
     if counts["refused"]:
-        lines.append(f"  {counts['refused']:,} rows refused, with reasons: GET {url}/refused")
+        lines.append(f"  {counts['refused']:,} rows refused, with reasons: GET {refused_url}")
     lines += [f"  note: {notice}" for notice in state.get("notices", [])]
     return "\n".join(lines)
 
@@ -85,7 +85,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             return 2
         url = f"/v1/imports/{response.json()['id']}"
         state = follow(api, url, out, live=out.isatty())
-        out.write(summary(state, f"{args.url}{url}") + "\n")
+        refused_url = f"{args.logs_url}/v1/logs/imports/{state['id']}/refused"
+        out.write(summary(state, refused_url) + "\n")
     return 0 if state["status"] in ("completed", "completed_with_errors") else 1
 
 
@@ -106,6 +107,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     imports.add_argument(
         "--url", default=os.environ.get("CONTACTS_IMPORT_URL", "http://127.0.0.1:8103")
+    )
+    imports.add_argument(
+        "--logs-url",
+        default=os.environ.get("CONTACTS_LOGS_URL", "http://127.0.0.1:8105"),
+        help="log-svc, which keeps the refused rows",
     )
     imports.add_argument("--api-key", default=os.environ.get("CONTACTS_API_KEY", "local-dev-key"))
     sys.exit(run(parser.parse_args(argv), sys.stdout))

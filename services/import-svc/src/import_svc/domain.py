@@ -256,6 +256,7 @@ class ImportJob:
             finished_at=self.finished_at,
             error=self.error,
             problems=list(self.problems),
+            header=list(self.header),
             version=self.version,
         )
 

@@ -18,20 +18,27 @@ from contacts_shared.commands import (
     ImportRowsApplied,
     contact_partition_key,
 )
+from contacts_shared.events import ImportRowsRefused, RefusedRow, to_envelope
 from contacts_shared.kafka import EventPublisher, OutgoingMessage, partition_of
 from contacts_shared.mongo import retry_if_stale
 from contacts_shared.profiles import ProfileNotWritable, ProfileSchema, SchemaStore
 from contacts_shared.schema import ProfileType
-from contacts_shared.values import FieldProblem, ValuesInvalid, values_of
+from contacts_shared.values import MAX_TEXT_LENGTH, FieldProblem, ValuesInvalid, values_of
 from import_svc.csv_rows import CsvRows, CsvUnreadable, Row
 from import_svc.domain import Checkpoint, ImportJob, ImportStatus, ReadOptions
 from import_svc.header import ColumnPlan, HeaderRefused, plan_columns
-from import_svc.repository import ImportStore, RefusedRow
+from import_svc.repository import ImportStore
 
 log = logging.getLogger(__name__)
+SOURCE = "/import-svc"
 # Rows read between renewals of the worker's lease when nothing is sent (a resumed import
 # reads again, without sending, the rows before its checkpoint).
 LEASE_RENEWAL_ROWS = 20_000
+# A refused row's cells are told cut to this length: no field takes a value this long (the
+# reason says so), and a row must fit in a Kafka record.
+REFUSED_CELL_CHARS = 4 * MAX_TEXT_LENGTH
+# Refused rows told in one event, at most: well under Kafka's 1 MB record.
+REFUSED_EVENT_CHARS = 128 * 1024
 
 
 class ImportRefused(Exception):
@@ -162,7 +169,13 @@ class _Sending:
         except ValuesInvalid as exc:
             self.refused += 1
             if not resent:
-                self.refused_rows.append(RefusedRow(row.line, row.values, self._problems(exc, row)))
+                self.refused_rows.append(
+                    RefusedRow(
+                        line=row.line,
+                        values=[cell[:REFUSED_CELL_CHARS] for cell in row.values],
+                        problems=self._problems(exc, row),
+                    )
+                )
             return
         partition = partition_of(contact_partition_key(self.job.profile_id, key), self.partitions)
         sequence = self.sequences.get(partition, 0)
@@ -217,7 +230,9 @@ class _Sending:
             problems.append(
                 {
                     "column": self.header[index] if index is not None else problem.field,
-                    "value": row.values[index] if found and index is not None else "",
+                    "value": row.values[index][:REFUSED_CELL_CHARS]
+                    if found and index is not None
+                    else "",
                     "reason": problem.message,
                 }
             )
@@ -226,6 +241,25 @@ class _Sending:
     @property
     def checkpoint(self) -> Checkpoint:
         return Checkpoint(self.line, self.rows_read, self.refused, dict(self.sequences))
+
+
+def refusals(
+    import_id: str, profile_id: str, rows: Sequence[RefusedRow]
+) -> list[ImportRowsRefused]:
+    """The refused rows, in order, as events of at most about `REFUSED_EVENT_CHARS` each
+    (a row never split)."""
+    events: list[ImportRowsRefused] = []
+    told: list[RefusedRow] = []
+    size = 0
+    for row in rows:
+        told.append(row)
+        size += sum(map(len, row.values)) + sum(len(str(p)) for p in row.problems)
+        if size >= REFUSED_EVENT_CHARS:
+            events.append(ImportRowsRefused(import_id=import_id, profile_id=profile_id, rows=told))
+            told, size = [], 0
+    if told:
+        events.append(ImportRowsRefused(import_id=import_id, profile_id=profile_id, rows=told))
+    return events
 
 
 @dataclass(frozen=True)
@@ -238,6 +272,7 @@ class Worker:
     schemas: SchemaStore
     publisher: EventPublisher
     commands_topic: str
+    events_topic: str
     region: str
     rows_per_checkpoint: int
     lease: timedelta
@@ -337,13 +372,35 @@ class Worker:
             return await self._hold(sending.job.id, lambda job: None)
         return True
 
-    async def _send(self, sending: _Sending, *, done: bool = False) -> bool:
-        """Send what waits, record the refused rows, then checkpoint. False: stop."""
-        await self.publisher.publish(
-            OutgoingMessage(self.commands_topic, c.partition_key, c.model_dump_json().encode())
-            for c in sending.commands
+    def _told(self, job: ImportJob, event: ImportRowsRefused) -> OutgoingMessage:
+        """The event keyed by the import like its other events, with an id derived from its
+        first row, so a resumed import telling it again tells the same event."""
+        first = event.rows[0].line
+        envelope = to_envelope(
+            event,
+            account_id=job.account_id,
+            source=SOURCE,
+            event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{job.id}:{first}")),
         )
-        await self.store.refuse(sending.job.id, sending.refused_rows)
+        return OutgoingMessage(self.events_topic, job.id, envelope.model_dump_json().encode())
+
+    async def _send(self, sending: _Sending, *, done: bool = False) -> bool:
+        """Send what waits and tell the refused rows, then checkpoint. False: stop."""
+        job = sending.job
+        await self.publisher.publish(
+            [
+                *(
+                    OutgoingMessage(
+                        self.commands_topic, c.partition_key, c.model_dump_json().encode()
+                    )
+                    for c in sending.commands
+                ),
+                *(
+                    self._told(job, event)
+                    for event in refusals(job.id, job.profile_id, sending.refused_rows)
+                ),
+            ]
+        )
         sending.commands, sending.refused_rows = [], []
         checkpoint = sending.checkpoint
         return await self._hold(

@@ -1,13 +1,12 @@
-"""import-svc storage: imports (one document each, with the outbox of its events), their
-uploads in GridFS, and the refused rows. An import is written whole, only if its version is
-the one read (`save`), so its two writers, the worker holding its lease and the consumer of
-its outcomes, never undo each other's changes."""
+"""import-svc storage: imports (one document each, with the outbox of its events) and their
+uploads in GridFS. An import is written whole, only if its version is the one read (`save`),
+so its two writers, the worker holding its lease and the consumer of its outcomes, never undo
+each other's changes."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,7 +20,6 @@ from contacts_shared.mongo import (
     Document,
     StaleDocument,
     ensure_indexes,
-    update_each,
     update_if,
 )
 from contacts_shared.outbox import (
@@ -39,13 +37,6 @@ from import_svc.domain import Checkpoint, ImportJob, ImportStatus, Progress, Rea
 UNFINISHED = [s.value for s in ImportStatus if not s.finished]
 
 UPLOAD_CHUNK_BYTES = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class RefusedRow:
-    line: int
-    values: list[str]
-    problems: list[dict[str, str]]  # column, value, reason
 
 
 def _partitions(stored: Mapping[str, int]) -> dict[int, int]:
@@ -156,7 +147,6 @@ class ImportStore:
         self._settings = settings
         self._events_queued = events_queued
         self._imports: Collection = database["imports"]
-        self._refused: Collection = database["refused_rows"]
         self._uploads = AsyncGridFSBucket(database, bucket_name="uploads")
 
     async def create_indexes(self) -> None:
@@ -168,15 +158,17 @@ class ImportStore:
                 OUTBOX_INDEX,
             ],
         )
-        # Refused rows need none: `_id` is `import id:line number`, read in that order.
 
     async def store_upload(self, name: str, chunks: AsyncIterator[bytes]) -> tuple[Any, int]:
-        """Stream an upload into GridFS; its id and size."""
+        """Stream an upload into GridFS; its id and size. An empty one is not kept (it is
+        refused)."""
         size = 0
         async with self._uploads.open_upload_stream(name) as stream:
             async for chunk in chunks:
                 size += len(chunk)
                 await stream.write(chunk)
+        if size == 0:
+            await self._uploads.delete(stream._id)
         return stream._id, size
 
     async def read_upload(self, upload_id: Any) -> AsyncIterator[bytes]:
@@ -233,30 +225,3 @@ class ImportStore:
             return_document=ReturnDocument.AFTER,
         )
         return _job(document) if document else None
-
-    async def refuse(self, import_id: str, rows: Sequence[RefusedRow]) -> None:
-        """Record refused rows; recording one again changes nothing."""
-        await update_each(
-            self._refused,
-            [
-                (
-                    f"{import_id}:{row.line:012d}",
-                    {
-                        "$set": {
-                            "import_id": import_id,
-                            "line": row.line,
-                            "values": row.values,
-                            "problems": row.problems,
-                        }
-                    },
-                )
-                for row in rows
-            ],
-            upsert=True,
-        )
-
-    async def refused_rows(self, import_id: str) -> AsyncIterator[RefusedRow]:
-        """The refused rows in line order, streamed."""
-        ids = {"$gte": f"{import_id}:", "$lt": f"{import_id};"}
-        async for document in self._refused.find({"_id": ids}).sort("_id", ASCENDING):
-            yield RefusedRow(document["line"], document["values"], document["problems"])

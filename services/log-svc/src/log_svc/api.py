@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import csv
+import io
 import json
+from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from contacts_shared.events import ImportSnapshot
 from contacts_shared.web import AccountId, Problem
-from log_svc.repository import AuditTrail, ImportLog
+from log_svc.repository import AuditTrail, ImportLog, RefusedRows
 
 router = APIRouter(prefix="/v1/logs", tags=["logs"])
 STATUSES = (
@@ -96,13 +100,45 @@ async def list_imports(
     )
 
 
-@router.get("/imports/{import_id}")
-async def get_import(import_id: str, account_id: AccountId, request: Request) -> ImportLogOut:
-    """One import's log: status, counts, reference, file, times, rows/s."""
+async def _logged(request: Request, account_id: str, import_id: str) -> ImportSnapshot:
     snapshot = await _log(request).get(import_id)
     if snapshot is None or snapshot.account_id != account_id:
         raise Problem(404, "Not Found", f"import {import_id} is not in the log")
-    return ImportLogOut.of(snapshot)
+    return snapshot
+
+
+@router.get("/imports/{import_id}")
+async def get_import(import_id: str, account_id: AccountId, request: Request) -> ImportLogOut:
+    """One import's log: status, counts, reference, file, times, rows/s."""
+    return ImportLogOut.of(await _logged(request, account_id, import_id))
+
+
+@router.get(
+    "/imports/{import_id}/refused",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def refused_rows(import_id: str, account_id: AccountId, request: Request) -> Any:
+    """The import's refused rows as CSV, streamed in line order: line, reasons, then the row's
+    own columns as uploaded, so they can be fixed and imported again."""
+    snapshot = await _logged(request, account_id, import_id)
+    rows: RefusedRows = request.app.state.refused_rows
+
+    async def lines() -> AsyncIterator[str]:
+        yield _csv_line(["line", "problems", *snapshot.header])
+        async for row in rows.of_import(import_id):
+            reasons = "; ".join(
+                f"{p['column']} '{p.get('value', '')}': {p['reason']}" for p in row.problems
+            )
+            yield _csv_line([str(row.line), reasons, *row.values])
+
+    return StreamingResponse(lines(), media_type="text/csv")
+
+
+def _csv_line(cells: list[str]) -> str:
+    out = io.StringIO()
+    csv.writer(out).writerow(cells)
+    return out.getvalue()
 
 
 class AuditEntry(BaseModel):

@@ -14,7 +14,7 @@ from contacts_shared.mongo import connect, ping
 from contacts_shared.web import create_service_app
 from log_svc.api import router
 from log_svc.consumers import record_contact_events, record_import_event
-from log_svc.repository import AuditTrail, ImportLog
+from log_svc.repository import AuditTrail, ImportLog, RefusedRows
 from log_svc.settings import LogSettings
 
 
@@ -33,6 +33,7 @@ def create_app(settings: LogSettings | None = None) -> FastAPI:
         )
         database = client[settings.mongodb_database]
         import_log = ImportLog(database["import_logs"])
+        refused_rows = RefusedRows(database["refused_rows"])
         audit_trail = AuditTrail(database["audit_trail"])
         await import_log.create_indexes()
         consumers = [
@@ -41,7 +42,7 @@ def create_app(settings: LogSettings | None = None) -> FastAPI:
                 publisher,
                 settings.imports_events_group,
                 settings.topic_imports_events,
-                one_at_a_time(partial(record_import_event, log=import_log)),
+                one_at_a_time(partial(record_import_event, log=import_log, refused=refused_rows)),
             ),
             service_consumer(
                 settings,
@@ -52,6 +53,7 @@ def create_app(settings: LogSettings | None = None) -> FastAPI:
             ),
         ]
         app.state.import_log, app.state.audit_trail = import_log, audit_trail
+        app.state.refused_rows = refused_rows
         app.state.readiness_checks.update(mongodb=lambda: ping(client), kafka=publisher.check)
         tasks = [asyncio.create_task(c.run(), name="consumer") for c in consumers]
         try:
@@ -66,7 +68,8 @@ def create_app(settings: LogSettings | None = None) -> FastAPI:
     return create_service_app(
         settings,
         title="log-svc",
-        description="Import logs (status, counts, timing) and each contact's audit trail.",
+        description="Import logs (status, counts, timing, refused rows) and each contact's "
+        "audit trail.",
         routers=[router],
         resources=resources,
     )

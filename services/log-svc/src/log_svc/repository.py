@@ -1,15 +1,16 @@
-"""log-svc storage: the import log (one document per import, its newest snapshot) and the
-contacts' audit trail (one document per contact version)."""
+"""log-svc storage: the import log (one document per import, its newest snapshot), each
+import's refused rows (one document per row), and the contacts' audit trail (one document per
+contact version)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
-from contacts_shared.events import ImportSnapshot
+from contacts_shared.events import ImportSnapshot, RefusedRow
 from contacts_shared.mongo import (
     Collection,
     Document,
@@ -80,6 +81,27 @@ class ImportLog:
 
 def _snapshot(document: Document) -> ImportSnapshot:
     return ImportSnapshot.model_validate({**document, "id": document["_id"]})
+
+
+class RefusedRows:
+    """`_id` is `import id:line number`, so an import's rows are one range, in line order, and
+    a row told again (by a resumed import) is written over itself."""
+
+    def __init__(self, collection: Collection) -> None:
+        self._collection = collection
+
+    async def record(self, import_id: str, rows: Sequence[RefusedRow]) -> None:
+        await update_each(
+            self._collection,
+            [(f"{import_id}:{row.line:012d}", {"$set": row.model_dump()}) for row in rows],
+            upsert=True,
+        )
+
+    async def of_import(self, import_id: str) -> AsyncIterator[RefusedRow]:
+        """The import's refused rows in line order, streamed."""
+        ids = {"$gte": f"{import_id}:", "$lt": f"{import_id};"}
+        async for document in self._collection.find({"_id": ids}).sort("_id", ASCENDING):
+            yield RefusedRow.model_validate(document)
 
 
 class AuditTrail:

@@ -1,9 +1,12 @@
 """The import log kept from imports.events by a real log-svc: the newest snapshot wins whatever
-the order events arrive in, and the log is listed newest first with filters and cursors."""
+the order events arrive in, the log is listed newest first with filters and cursors, and the
+refused rows are served as CSV in line order, each once."""
 
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,8 +19,10 @@ from contacts_shared.events import (
     DomainEvent,
     ImportCompleted,
     ImportQueued,
+    ImportRowsRefused,
     ImportSnapshot,
     ImportStarted,
+    RefusedRow,
     to_envelope,
 )
 from contacts_shared.kafka import EventPublisher, OutgoingMessage
@@ -150,3 +155,39 @@ async def test_the_newest_snapshot_wins_and_the_log_lists_newest_first(
     assert (await api.get("/v1/logs/imports/other")).status_code == 404  # another account's
     bad = await api.get("/v1/logs/imports", params={"status": "done"})
     assert bad.status_code == 422 and "status" in bad.json()["detail"]
+
+
+async def test_refused_rows_are_served_in_line_order_once_each(
+    log_api: tuple[httpx.AsyncClient, Any], unique: str
+) -> None:
+    api, publish = log_api
+    header = ["email", "Nombre"]
+
+    def refused(*lines: int) -> ImportRowsRefused:
+        rows = [
+            RefusedRow(
+                line=line,
+                values=[f"bad{line}", 'Ana "la jefa", Muñoz'],
+                problems=[{"column": "email", "value": f"bad{line}", "reason": "is not an email"}],
+            )
+            for line in lines
+        ]
+        return ImportRowsRefused(import_id="r1", profile_id="p1", rows=rows)
+
+    running = snapshot("r1", f"acct-a-{unique}", status="running", version=2, header=header)
+    # A resumed import tells rows 9 and 12 again, cut into other events.
+    await publish(ImportStarted(job=running), refused(12, 3, 9), refused(9), refused(12, 20))
+    await publish(
+        ImportCompleted(job=running.model_copy(update={"status": "completed", "version": 3}))
+    )
+    await eventually(api, "/v1/logs/imports/r1", lambda b: b["status"] == "completed")
+
+    response = await api.get("/v1/logs/imports/r1/refused")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(response.text)))
+    assert rows[0] == ["line", "problems", "email", "Nombre"]
+    assert [row[0] for row in rows[1:]] == ["3", "9", "12", "20"]
+    assert rows[1][1:] == ["email 'bad3': is not an email", "bad3", 'Ana "la jefa", Muñoz']
+
+    api.headers["Authorization"] = "Bearer key-b"
+    assert (await api.get("/v1/logs/imports/r1/refused")).status_code == 404  # not b's
