@@ -4,10 +4,13 @@ API as real processes on the real Kafka and MongoDB-protocol server."""
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -208,13 +211,15 @@ async def test_members_follow_contact_changes_and_rules_changes(
     )
     assert count.json() == {"count": 3}
     export = await api.get(f"{platform.segment_url}/v1/profiles/{santiago}/members:export")
-    lines = export.text.strip().splitlines()
-    assert lines[0] == "key,status,since,City,Age"
-    assert sorted(line.split(",")[0] for line in lines[1:]) == [
-        "ana@x.com",
-        "caro@x.com",
-        "dora@x.com",
-    ]
+    # Laid out as contact-svc exports the base profile, then since when each is a member.
+    rows = list(csv.DictReader(io.StringIO(export.text)))
+    base_export = await api.get(f"{platform.contact_url}/v1/profiles/{base['id']}/contacts:export")
+    base_rows = {row["email"]: row for row in csv.DictReader(io.StringIO(base_export.text))}
+    assert export.text.splitlines()[0] == "email,City,Age,status,created_at,updated_at,member_since"
+    assert sorted(row["email"] for row in rows) == ["ana@x.com", "caro@x.com", "dora@x.com"]
+    for row in rows:
+        assert datetime.fromisoformat(row.pop("member_since"))
+        assert row == base_rows[row["email"]]
 
     # Rules changed: the segment is rebuilt, with the differences told and counted.
     changed = await api.patch(

@@ -48,6 +48,19 @@ class DateOrder(StrEnum):
     MONTH_FIRST = "month_first"
 
 
+# An export's columns after the profile's fields, which come first, named as an import expects.
+EXPORT_TRAILING_COLUMNS = ("status", "created_at", "updated_at")
+
+
+def csv_cell(value: object) -> str:
+    """A stored value as an export's CSV cell, in a form an import reads back."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def name_key(name: str) -> str:
     """What makes two names the same: case and Unicode form are ignored, accents kept."""
     return unicodedata.normalize("NFKC", name).casefold()

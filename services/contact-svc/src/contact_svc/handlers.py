@@ -42,7 +42,7 @@ from contacts_shared.kafka import EventPublisher, OutgoingMessage
 from contacts_shared.mongo import StaleDocument, bson_now, retry_if_stale
 from contacts_shared.profiles import ProfileSchema, SchemaStore
 from contacts_shared.schema import ContactStatus
-from contacts_shared.values import FieldProblem, ValuesInvalid
+from contacts_shared.values import EXPORT_TRAILING_COLUMNS, FieldProblem, ValuesInvalid, csv_cell
 
 
 class Outcome(StrEnum):
@@ -799,7 +799,7 @@ async def export_csv(
     """The profile's contacts as CSV, one page at a time: headers are the field names (as an
     import expects them), then status and times. Memory stays bounded by the page size."""
     schema = await writable_schema(schemas, account_id, profile_id)
-    columns = [spec.name for spec in schema.fields] + ["status", "created_at", "updated_at"]
+    columns = [spec.name for spec in schema.fields] + list(EXPORT_TRAILING_COLUMNS)
 
     async def rows() -> AsyncIterator[str]:
         buffer = io.StringIO()
@@ -817,7 +817,7 @@ async def export_csv(
             )
             for contact in page:
                 writer.writerow(
-                    [_cell(contact.fields.get(spec.key)) for spec in schema.fields]
+                    [csv_cell(contact.fields.get(spec.key)) for spec in schema.fields]
                     + [
                         contact.status.value,
                         contact.created_at.isoformat(),
@@ -832,14 +832,6 @@ async def export_csv(
             after = PagePosition(page[-1].key)
 
     return rows()
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 async def profile_stats(

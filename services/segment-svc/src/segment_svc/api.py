@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from contacts_shared.mongo import Document, bson_now
 from contacts_shared.rules import RuleGroup, find_rule_problems
 from contacts_shared.schema import FieldSpec
+from contacts_shared.values import EXPORT_TRAILING_COLUMNS, csv_cell
 from contacts_shared.web import AccountId, Problem
 from segment_svc.counts import TOTAL
 from segment_svc.evaluate import Segment
@@ -134,7 +135,9 @@ async def membership(
 async def export_members(
     virtual_id: str, account_id: AccountId, request: Request
 ) -> StreamingResponse:
-    """Every member as CSV (key, status, since, then the base profile's fields), streamed."""
+    """Every member as CSV, streamed, laid out as contact-svc exports a profile (the base
+    profile's fields by name, status, created and updated times), then since when it is a
+    member."""
     document = await _segment(request, account_id, virtual_id)
     resources = _resources(request)
     segment = await resources.segments.segment(document)
@@ -142,19 +145,20 @@ async def export_members(
     async def rows() -> AsyncIterator[str]:
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        fields = [spec for spec in segment.base_fields if not spec.identity]
-        writer.writerow(["key", "status", "since", *(spec.name for spec in fields)])
+        fields = segment.base_fields
+        writer.writerow([*(spec.name for spec in fields), *EXPORT_TRAILING_COLUMNS, "member_since"])
         yield _flushed(buffer)
         async for page in resources.members.pages(virtual_id):
             contacts = await resources.projection.load([m["contact_id"] for m in page])
             for member in page:
-                values = contacts.get(member["contact_id"], {}).get("fields", {})
+                contact = contacts.get(member["contact_id"], {})
+                values = contact.get("fields", {})
                 writer.writerow(
                     [
-                        member["key"],
+                        *(csv_cell(values.get(spec.key)) for spec in fields),
                         member["status"],
+                        *(_iso(contact.get(at)) for at in ("created_at", "updated_at")),
                         member["since"].isoformat(),
-                        *(values.get(spec.key, "") for spec in fields),
                     ]
                 )
             yield _flushed(buffer)
@@ -164,6 +168,10 @@ async def export_members(
         media_type="text/csv; charset=utf-8",
         headers={"content-disposition": f'attachment; filename="{virtual_id}-members.csv"'},
     )
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.isoformat() if moment is not None else ""
 
 
 def _flushed(buffer: io.StringIO) -> str:
