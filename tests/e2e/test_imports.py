@@ -164,6 +164,39 @@ async def test_a_spreadsheet_export_is_imported_and_every_refusal_explained(
     assert trail[0]["line"] == 7 and trail[1]["previous_status"] == "active"
 
 
+async def test_a_profile_is_usable_the_moment_profile_svc_answers(platform: Any) -> None:
+    """contact-svc and import-svc learn of a new profile from profiles.events, a moment after
+    profile-svc answered; a client using it at once waits that moment instead of a 404."""
+    api, services, _, _ = platform
+    for attempt in range(3):  # each a new profile, used at once
+        created = await api.post(
+            f"{services['profile'].url}/v1/profiles",
+            json={"name": f"Al tiro {attempt}", "fields": [{"name": "Nombre"}]},
+        )
+        assert created.status_code == 201, created.text
+        profile_id = created.json()["id"]
+        contact = await api.post(
+            f"{services['contact'].url}/v1/profiles/{profile_id}/contacts",
+            json={"fields": {"email": f"ya{attempt}@x.cl", "Nombre": "Ya"}},
+        )
+        assert contact.status_code == 201, contact.text
+        other = await api.post(
+            f"{services['profile'].url}/v1/profiles",
+            json={"name": f"Al tiro import {attempt}", "fields": [{"name": "Nombre"}]},
+        )
+        upload = await api.post(
+            f"{services['import'].url}/v1/imports",
+            data={"profile_id": other.json()["id"], "action": "append"},
+            files={"file": ("a.csv", b"email,Nombre\nuno@x.cl,Uno\n")},
+        )
+        assert upload.status_code == 202, upload.text
+    unknown = await api.post(
+        f"{services['contact'].url}/v1/profiles/no-such-profile/contacts",
+        json={"fields": {"email": "x@x.cl"}},
+    )
+    assert unknown.status_code == 404  # after the wait
+
+
 async def test_pasted_text_with_a_bom_and_loose_headers_unsubscribes(platform: Any) -> None:
     api, services, profile, envs = platform
     imports = f"{services['import'].url}/v1/imports"

@@ -4,6 +4,8 @@ profile-svc. Kept by contact-svc and import-svc alike."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -69,6 +71,30 @@ class SchemaStore(Protocol):
     async def get(self, profile_id: str) -> ProfileSchema | None: ...
 
     async def apply(self, schema: ProfileSchema, *, deleted: bool) -> bool: ...
+
+
+class PatientSchemas:
+    """The schemas as a request handler should see them: a profile not in the projection yet is
+    looked for again for up to `wait` seconds before it counts as unknown. profile-svc's events
+    reach the projection a moment after profile-svc answered, and a client that creates a
+    profile and uses it at once must not be told it does not exist. Consumers use the store
+    itself: they must not stall on a profile that is gone."""
+
+    def __init__(self, store: SchemaStore, *, wait: float, poll: float = 0.05) -> None:
+        self._store = store
+        self._wait = wait
+        self._poll = poll
+
+    async def get(self, profile_id: str) -> ProfileSchema | None:
+        deadline = time.monotonic() + self._wait
+        while (schema := await self._store.get(profile_id)) is None:
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(self._poll)
+        return schema
+
+    async def apply(self, schema: ProfileSchema, *, deleted: bool) -> bool:
+        return await self._store.apply(schema, deleted=deleted)
 
 
 class MongoSchemaStore:

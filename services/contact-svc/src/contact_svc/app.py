@@ -30,7 +30,7 @@ from contact_svc.webhooks import SourceRateLimits
 from contacts_shared.kafka import EventPublisher, one_at_a_time, service_consumer
 from contacts_shared.mongo import connect, ping
 from contacts_shared.outbox import OutboxRelay
-from contacts_shared.profiles import MongoSchemaStore, ProfileNotWritable
+from contacts_shared.profiles import MongoSchemaStore, PatientSchemas, ProfileNotWritable
 from contacts_shared.values import ValuesInvalid
 from contacts_shared.web import InFlightLimit, Problem, create_service_app
 
@@ -114,7 +114,8 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
                 partial(count_contact_events, stats=stats),
             ),
         }
-        app.state.contacts, app.state.schemas, app.state.stats = contacts, schemas, stats
+        app.state.contacts, app.state.stats = contacts, stats
+        app.state.schemas = PatientSchemas(schemas, wait=settings.profile_wait_seconds)
         app.state.publisher = publisher
         app.state.webhook_sources = MongoWebhookSourceStore(database["webhook_sources"])
         app.state.webhook_limits = SourceRateLimits(

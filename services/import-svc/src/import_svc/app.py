@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request, Response
 from contacts_shared.kafka import EventPublisher, one_at_a_time, service_consumer
 from contacts_shared.mongo import connect, ping
 from contacts_shared.outbox import OutboxRelay
-from contacts_shared.profiles import MongoSchemaStore
+from contacts_shared.profiles import MongoSchemaStore, PatientSchemas
 from contacts_shared.web import Problem, create_service_app
 from import_svc.api import router
 from import_svc.consumers import count_outcomes, follow_profiles
@@ -72,7 +72,8 @@ def create_app(settings: ImportSettings | None = None) -> FastAPI:
             lease=timedelta(seconds=settings.lease_seconds),
             poll_seconds=settings.poll_seconds,
         )
-        app.state.store, app.state.schemas = store, schemas
+        app.state.store = store
+        app.state.schemas = PatientSchemas(schemas, wait=settings.profile_wait_seconds)
         app.state.readiness_checks.update(mongodb=lambda: ping(client), kafka=publisher.check)
         tasks = [
             asyncio.create_task(worker.run(stopping), name="import-worker"),
