@@ -15,13 +15,13 @@ UV := $(UV_HOME)/bin/uv
 PY_SOURCES := shared/src services/profile-svc/src services/contact-svc/src services/import-svc/src services/log-svc/src services/segment-svc/src deploy/local/src
 PYTEST := $(UV) run --frozen pytest
 
-.PHONY: help setup run stop status test lint fmt unit integration e2e bench bench-scale bench-import bench-segments catalogue clean
+.PHONY: help setup run stop status test lint fmt unit integration e2e bench bench-scale bench-import bench-import-memory bench-segments catalogue clean
 
 help:
 	@echo "make run    start Kafka, the local MongoDB server and every service (installs on first use)"
 	@echo "make stop   stop what 'make run' started"
 	@echo "make test   lint, then unit, integration and end-to-end tests on the real stack"
-	@echo "make lint | fmt | unit | integration | e2e | bench | bench-scale | bench-import | bench-segments | catalogue | status"
+	@echo "make lint | fmt | unit | integration | e2e | bench | bench-scale | bench-import | bench-import-memory | bench-segments | catalogue | status"
 
 # uv itself, pinned, in a private virtualenv so the machine's Python stays untouched.
 $(UV):
@@ -74,8 +74,14 @@ bench-scale: setup
 # A CSV import of IMPORT_ROWS rows, twice (empty profile, then full); IMPORT_ROWS=100000 for
 # a quicker look.
 IMPORT_ROWS ?= 1000000
+MEMORY_ROWS ?= 10000000
 bench-import: setup
 	$(UV) run --frozen python bench/import_csv.py --rows $(IMPORT_ROWS)
+
+# import-svc's memory over one long import (MEMORY_ROWS, ten million by default); restart
+# import-svc first for a clean peak.
+bench-import-memory: setup
+	$(UV) run --frozen python bench/import_memory.py --rows $(MEMORY_ROWS)
 
 # Membership latency at 1,000 contact changes/s with 20 virtual profiles, then a rebuild and
 # member reads over SEGMENT_MEMBERS projected contacts (SEGMENT_MEMBERS=100000 for a quicker look).

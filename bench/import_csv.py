@@ -16,6 +16,7 @@ import random
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,25 +56,41 @@ def write_csv(path: Path, rows: int) -> None:
             )
 
 
-def peak_memory_mb(pid_file: Path) -> float:
-    """import-svc's peak resident memory so far (VmHWM), in MB."""
+def memory_mb(pid_file: Path, kind: str = "VmHWM") -> float:
+    """import-svc's resident memory in MB: its peak so far (VmHWM) or now (VmRSS)."""
     pid = pid_file.read_text().strip()
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{kind}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
+    raise RuntimeError(f"no {kind}")
+
+
+async def new_profile(api: httpx.AsyncClient, url: str, name: str) -> dict[str, Any]:
+    """A new profile with the CSV's fields, named `name` and a random tail."""
+    response = await api.post(
+        f"{url}/v1/profiles", json={"name": f"{name} {uuid.uuid4().hex[:8]}", "fields": FIELDS}
+    )
+    profile: dict[str, Any] = response.raise_for_status().json()
+    return profile
 
 
 async def timed_import(
-    api: httpx.AsyncClient, url: str, profile_id: str, path: Path
+    api: httpx.AsyncClient,
+    url: str,
+    profile_id: str,
+    path: Path,
+    action: str = "append_or_update",
+    watch: Callable[[dict[str, Any]], None] = lambda state: None,
 ) -> tuple[float, dict[str, Any]]:
+    """Upload and follow an import to its end (`watch` sees each state polled): seconds from
+    the start of the upload, and the final state."""
     deadline = time.monotonic() + 30
     while True:
         started = time.perf_counter()
         with path.open("rb") as upload:
             response = await api.post(
                 f"{url}/v1/imports",
-                data={"profile_id": profile_id, "action": "append_or_update"},
+                data={"profile_id": profile_id, "action": action},
                 files={"file": (path.name, upload)},
             )
         if response.status_code != 404 or time.monotonic() > deadline:
@@ -82,6 +99,7 @@ async def timed_import(
     response.raise_for_status()
     state_url = f"{url}/v1/imports/{response.json()['id']}"
     while not (state := (await api.get(state_url)).json())["finished_at"]:
+        watch(state)
         await asyncio.sleep(0.5)
     return time.perf_counter() - started, state
 
@@ -95,16 +113,11 @@ async def main(args: argparse.Namespace) -> None:
         write_csv(path, args.rows)
         size_mb = path.stat().st_size / 1e6
         async with httpx.AsyncClient(headers=auth, timeout=600) as api:
-            profile = (
-                await api.post(
-                    f"{args.profiles}/v1/profiles",
-                    json={"name": f"import bench {uuid.uuid4().hex[:8]}", "fields": FIELDS},
-                )
-            ).json()
+            profile = await new_profile(api, args.profiles, "import bench")
             runs = []
             for label in ("into the empty profile", "again, into the full one"):
                 seconds, state = await timed_import(api, args.imports, profile["id"], path)
-                runs.append((label, seconds, state, peak_memory_mb(pid_file)))
+                runs.append((label, seconds, state, memory_mb(pid_file)))
 
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_url)
     contacts = client["contact_svc"]["contacts"]

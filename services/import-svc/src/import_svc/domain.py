@@ -122,7 +122,7 @@ class ImportJob:
     reference: str | None
     file_name: str | None
     size: int
-    upload_id: Any
+    upload_id: str
     options: ReadOptions
     created_at: datetime
     status: ImportStatus = ImportStatus.QUEUED

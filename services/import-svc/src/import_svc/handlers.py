@@ -76,7 +76,7 @@ async def accept_import(
         raise ImportRefused(404, f"profile {profile_id} is not known to import-svc")
     if schema.type is ProfileType.VIRTUAL:
         raise ImportRefused(409, "a virtual profile holds no contacts of its own to import")
-    upload_id, size = await store.store_upload(file_name or "pasted text", upload)
+    upload_id, size = await store.store_upload(upload)
     if size == 0:
         raise ImportRefused(422, "the upload is empty")
     job = ImportJob.queue(

@@ -1,16 +1,15 @@
 """import-svc storage: imports (one document each, with the outbox of its events) and their
-uploads in GridFS. An import is written whole, only if its version is the one read (`save`),
-so its two writers, the worker holding its lease and the consumer of its outcomes, never undo
-each other's changes."""
+uploads (in pieces of 1 MB). An import is written whole, only if its version is the one read
+(`save`), so its two writers, the worker holding its lease and the consumer of its outcomes,
+never undo each other's changes."""
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, timedelta
-from typing import Any
 
-from gridfs.asynchronous import AsyncGridFSBucket
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 
 from contacts_shared.commands import ImportAction
@@ -147,7 +146,7 @@ class ImportStore:
         self._settings = settings
         self._events_queued = events_queued
         self._imports: Collection = database["imports"]
-        self._uploads = AsyncGridFSBucket(database, bucket_name="uploads")
+        self._uploads: Collection = database["uploads"]
 
     async def create_indexes(self) -> None:
         await ensure_indexes(
@@ -159,22 +158,27 @@ class ImportStore:
             ],
         )
 
-    async def store_upload(self, name: str, chunks: AsyncIterator[bytes]) -> tuple[Any, int]:
-        """Stream an upload into GridFS; its id and size. An empty one is not kept (it is
-        refused)."""
-        size = 0
-        async with self._uploads.open_upload_stream(name) as stream:
-            async for chunk in chunks:
-                size += len(chunk)
-                await stream.write(chunk)
-        if size == 0:
-            await self._uploads.delete(stream._id)
-        return stream._id, size
+    async def store_upload(self, chunks: AsyncIterator[bytes]) -> tuple[str, int]:
+        """Stream an upload into `uploads`, a document per piece of at most
+        `UPLOAD_CHUNK_BYTES` (`_id` = upload id:piece number), each written as it arrives, so
+        memory holds one piece whatever the file's size (GridFS buffers up to 48 MB of chunks
+        before a write: 235 MB resident for a 115 MB upload). Its id and size; an empty upload
+        stores nothing (it is refused)."""
+        upload_id = uuid.uuid4().hex
+        size = pieces = 0
+        async for chunk in chunks:
+            for start in range(0, len(chunk), UPLOAD_CHUNK_BYTES):
+                piece = chunk[start : start + UPLOAD_CHUNK_BYTES]
+                await self._uploads.insert_one({"_id": f"{upload_id}:{pieces:09d}", "data": piece})
+                pieces, size = pieces + 1, size + len(piece)
+        return upload_id, size
 
-    async def read_upload(self, upload_id: Any) -> AsyncIterator[bytes]:
-        stream = await self._uploads.open_download_stream(upload_id)
-        while chunk := await stream.readchunk():
-            yield chunk
+    async def read_upload(self, upload_id: str) -> AsyncIterator[bytes]:
+        """The upload's pieces in order, a few at a time."""
+        pieces = {"$gte": f"{upload_id}:", "$lt": f"{upload_id};"}
+        cursor = self._uploads.find({"_id": pieces}, batch_size=4).sort("_id", ASCENDING)
+        async for document in cursor.hint("_id_"):
+            yield bytes(document["data"])
 
     def _entries(self, job: ImportJob) -> list[Document]:
         """The outbox entries of the job's events, and of the commands it must send."""
