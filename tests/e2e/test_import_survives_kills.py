@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pymongo import AsyncMongoClient
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +55,7 @@ async def state_of(api: httpx.AsyncClient, url: str) -> dict[str, Any]:
 
 
 async def test_an_import_resumes_after_kills_and_ends_exact(
-    service_process: Any, platform_env: Any, profile_known_to_contacts: Any
+    service_process: Any, platform_env: Any, profile_known_to_contacts: Any, infrastructure: Any
 ) -> None:
     envs = platform_env("kills")
     envs["import"] |= {"CONTACTS_ROWS_PER_CHECKPOINT": "200", "CONTACTS_LEASE_SECONDS": "3"}
@@ -133,3 +134,11 @@ async def test_an_import_resumes_after_kills_and_ends_exact(
             assert stats["total"] < len(expected), f"counted twice: {stats}"
             assert time.monotonic() < deadline, stats
             await asyncio.sleep(0.5)
+
+        # The upload, needed only to resume, is dropped once the import has finished.
+        uploads = AsyncMongoClient(infrastructure.mongodb_url)
+        stored = uploads[envs["import"]["CONTACTS_MONGODB_DATABASE"]]["uploads"]
+        while await stored.count_documents({}):
+            assert time.monotonic() < deadline, "the finished import's upload stayed"
+            await asyncio.sleep(0.5)
+        await uploads.close()

@@ -266,7 +266,8 @@ def refusals(
 class Worker:
     """Works on one import at a time, forever: claims one whose lease is free or expired,
     works it through, claims the next. An import left by a crashed worker is claimed again
-    once its lease runs out, and resumes from its checkpoint."""
+    once its lease runs out, and resumes from its checkpoint. When idle, drops the uploads of
+    finished imports."""
 
     store: ImportStore
     schemas: SchemaStore
@@ -286,6 +287,7 @@ class Worker:
                 if job is not None:
                     await self.work_on(job)
                     continue
+                await self.store.drop_finished_uploads()  # when idle
             except Exception as exc:  # noqa: BLE001 - a server away: the lease lets it resume
                 log.warning("import work failed, will resume", extra={"error": repr(exc)})
             try:

@@ -34,6 +34,10 @@ from contacts_shared.values import DateOrder
 from import_svc.domain import Checkpoint, ImportJob, ImportStatus, Progress, ReadOptions
 
 UNFINISHED = [s.value for s in ImportStatus if not s.finished]
+FINISHED = [s.value for s in ImportStatus if s.finished]
+# On an import while its upload's pieces exist: a finished import's are dropped (see
+# `drop_finished_uploads`). Kept beside the written-whole fields, so `save` leaves it be.
+UPLOAD_KEPT = "upload_kept"
 
 UPLOAD_CHUNK_BYTES = 1024 * 1024
 
@@ -154,6 +158,7 @@ class ImportStore:
             [
                 IndexModel([("status", ASCENDING)], name="by_status"),
                 IndexModel([("account_id", ASCENDING), ("created_at", ASCENDING)], name="newest"),
+                IndexModel([(UPLOAD_KEPT, ASCENDING)], name="uploads_kept"),
                 OUTBOX_INDEX,
             ],
         )
@@ -173,6 +178,20 @@ class ImportStore:
                 pieces, size = pieces + 1, size + len(piece)
         return upload_id, size
 
+    async def drop_finished_uploads(self, limit: int = 20) -> int:
+        """Drop the uploads of finished imports (up to `limit`), needed only to resume one;
+        how many. The pieces go first: a crash between leaves the import to be found again."""
+        finished = self._imports.find(
+            {UPLOAD_KEPT: True, "status": {"$in": FINISHED}}, {"upload_id": 1}, limit=limit
+        )
+        dropped = 0
+        async for job in finished:
+            pieces = {"$gte": f"{job['upload_id']}:", "$lt": f"{job['upload_id']};"}
+            await self._uploads.delete_many({"_id": pieces})
+            await self._imports.update_one({"_id": job["_id"]}, {"$unset": {UPLOAD_KEPT: ""}})
+            dropped += 1
+        return dropped
+
     async def read_upload(self, upload_id: str) -> AsyncIterator[bytes]:
         """The upload's pieces in order, a few at a time."""
         pieces = {"$gte": f"{upload_id}:", "$lt": f"{upload_id};"}
@@ -191,7 +210,9 @@ class ImportStore:
 
     async def add(self, job: ImportJob) -> None:
         entries = self._entries(job)
-        await self._imports.insert_one({"_id": job.id, **_document(job), OUTBOX: entries})
+        await self._imports.insert_one(
+            {"_id": job.id, **_document(job), UPLOAD_KEPT: True, OUTBOX: entries}
+        )
         self._events_queued(job.id, entries)
 
     async def get(self, import_id: str) -> ImportJob | None:
