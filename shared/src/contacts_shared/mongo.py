@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -127,6 +128,19 @@ async def bulk_write_tolerating_duplicates(
         applied = details["nInserted"] + details["nMatched"] + details["nUpserted"]
         return BulkOutcome(applied, [error["index"] for error in errors])
     return BulkOutcome(result.inserted_count + result.matched_count + result.upserted_count, [])
+
+
+def prefix_range(prefix: str) -> Document:
+    """The range of strings that start with `prefix`: an `_id` filter for documents whose ids
+    are composite (`profile_id:key`, `upload:piece`), read in order from the `_id` index."""
+    return {"$gte": prefix, "$lt": _successor(prefix)}
+
+
+def _successor(prefix: str) -> str:
+    """The least string above every string that starts with `prefix`."""
+    while prefix and prefix[-1] == chr(sys.maxunicode):
+        prefix = prefix[:-1]
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 async def find_by_ids(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -33,6 +32,7 @@ from contacts_shared.mongo import (
     bulk_write_tolerating_duplicates,
     ensure_indexes,
     find_by_ids,
+    prefix_range,
     replace_if_newer,
     update_each,
     update_if,
@@ -449,15 +449,7 @@ class MongoContactRepository:
 
 def profile_range(profile_id: str, key_prefix: str = "") -> Document:
     """The `_id` range of a profile's contacts whose keys start with `key_prefix`."""
-    low = contact_id(profile_id, key_prefix)
-    return {"$gte": low, "$lt": _successor(low)}
-
-
-def _successor(prefix: str) -> str:
-    """The least string above every string that starts with `prefix`."""
-    while prefix and prefix[-1] == chr(sys.maxunicode):
-        prefix = prefix[:-1]
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    return prefix_range(contact_id(profile_id, key_prefix))
 
 
 class WebhookSourceStore(Protocol):

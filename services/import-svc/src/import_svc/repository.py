@@ -19,6 +19,7 @@ from contacts_shared.mongo import (
     Document,
     StaleDocument,
     ensure_indexes,
+    prefix_range,
     update_if,
 )
 from contacts_shared.outbox import (
@@ -186,15 +187,14 @@ class ImportStore:
         )
         dropped = 0
         async for job in finished:
-            pieces = {"$gte": f"{job['upload_id']}:", "$lt": f"{job['upload_id']};"}
-            await self._uploads.delete_many({"_id": pieces})
+            await self._uploads.delete_many({"_id": prefix_range(f"{job['upload_id']}:")})
             await self._imports.update_one({"_id": job["_id"]}, {"$unset": {UPLOAD_KEPT: ""}})
             dropped += 1
         return dropped
 
     async def read_upload(self, upload_id: str) -> AsyncIterator[bytes]:
         """The upload's pieces in order, a few at a time."""
-        pieces = {"$gte": f"{upload_id}:", "$lt": f"{upload_id};"}
+        pieces = prefix_range(f"{upload_id}:")
         cursor = self._uploads.find({"_id": pieces}, batch_size=4).sort("_id", ASCENDING)
         async for document in cursor.hint("_id_"):
             yield bytes(document["data"])

@@ -15,6 +15,7 @@ from contacts_shared.mongo import (
     Collection,
     Document,
     ensure_indexes,
+    prefix_range,
     replace_if_newer,
     update_each,
 )
@@ -99,7 +100,7 @@ class RefusedRows:
 
     async def of_import(self, import_id: str) -> AsyncIterator[RefusedRow]:
         """The import's refused rows in line order, streamed."""
-        ids = {"$gte": f"{import_id}:", "$lt": f"{import_id};"}
+        ids = prefix_range(f"{import_id}:")
         async for document in self._collection.find({"_id": ids}).sort("_id", ASCENDING):
             yield RefusedRow.model_validate(document)
 

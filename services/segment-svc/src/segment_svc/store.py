@@ -22,6 +22,7 @@ from contacts_shared.mongo import (
     bulk_write_tolerating_duplicates,
     ensure_indexes,
     find_by_ids,
+    prefix_range,
     update_each,
 )
 from contacts_shared.outbox import OUTBOX, PENDING_FILTER
@@ -36,7 +37,7 @@ from segment_svc.membership import Write
 
 def contact_range(profile_id: str) -> Document:
     """The `_id` range of a profile's contacts (`profile_id:key`)."""
-    return {"$gt": f"{profile_id}:", "$lt": f"{profile_id};"}
+    return prefix_range(f"{profile_id}:")
 
 
 class SegmentStore:
