@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -160,6 +161,37 @@ async def update_each(
         await collection.bulk_write(
             [UpdateOne({"_id": i}, u, upsert=upsert) for i, u in updates], ordered=False
         )
+
+
+# Set by `update_each_if` on each document it writes, to learn which of its writes applied.
+WRITE_TOKEN = "write_token"
+
+
+async def update_each_if(
+    collection: Collection, updates: Sequence[tuple[object, Document, Document]]
+) -> set[object]:
+    """Apply each `(_id, conditions, update)` whose document holds the conditions (its
+    version, say), in one unordered bulk write; the ids of those applied. A bulk result counts
+    matches without naming them, so each write also stamps this call's token, read back only
+    when some did not apply. Ids must be distinct."""
+    if not updates:
+        return set()
+    token = uuid.uuid4().hex
+    result = await collection.bulk_write(
+        [
+            UpdateOne(
+                {"_id": document_id, **conditions},
+                {**update, "$set": {**update.get("$set", {}), WRITE_TOKEN: token}},
+            )
+            for document_id, conditions, update in updates
+        ],
+        ordered=False,
+    )
+    ids = [document_id for document_id, _, _ in updates]
+    if result.matched_count == len(ids):
+        return set(ids)
+    stamped = collection.find({"_id": {"$in": ids}, WRITE_TOKEN: token}, {"_id": 1})
+    return {document["_id"] async for document in stamped}
 
 
 async def update_if(

@@ -17,6 +17,7 @@ from contacts_shared.mongo import (
     replace_if_newer,
     retry_if_stale,
     update_each,
+    update_each_if,
     update_if,
 )
 
@@ -37,6 +38,18 @@ async def test_updates_apply_only_while_the_conditions_hold(collection: Collecti
     assert not await update_if(collection, "a", {"version": 1}, {"$set": {"n": 9}})
     assert not await update_if(collection, "missing", {"version": 1}, {"$set": {"n": 9}})
     assert await collection.find_one({"_id": "a"}) == {"_id": "a", "version": 2, "n": 0}
+
+
+async def test_bulk_conditional_updates_name_those_applied(collection: Collection) -> None:
+    await collection.insert_many([{"_id": n, "version": 1, "n": 0} for n in range(6)])
+    await collection.update_one({"_id": 2}, {"$set": {"version": 5}})  # written meanwhile
+
+    updates = [(n, {"version": 1}, {"$set": {"version": 2, "n": n}}) for n in range(6)]
+    assert await update_each_if(collection, updates) == {0, 1, 3, 4, 5}
+    assert await update_each_if(collection, [*updates[:2], (9, {}, {"$set": {"n": 1}})]) == set()
+    assert await update_each_if(collection, [(0, {"version": 2}, {"$inc": {"n": 10}})]) == {0}
+    found = {d["_id"]: (d["version"], d["n"]) async for d in collection.find()}
+    assert found == {0: (2, 10), 1: (2, 1), 2: (5, 0), 3: (2, 3), 4: (2, 4), 5: (2, 5)}
 
 
 async def test_300_concurrent_conditional_updates_of_one_document_all_apply(

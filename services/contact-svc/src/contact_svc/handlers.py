@@ -26,7 +26,7 @@ from contact_svc.domain import (
     import_rows,
     parse_cursor,
 )
-from contact_svc.repository import ContactRepository, StatsStore, WebhookSourceStore
+from contact_svc.repository import ContactRepository, Saving, StatsStore, WebhookSourceStore
 from contact_svc.stats import ProfileStats, summarize
 from contact_svc.webhooks import (
     SignatureError,
@@ -344,15 +344,39 @@ async def upsert_contact(
                 contacts=contacts,
             )
             return contact, Outcome.CREATED
-        changed = live.set_values(
-            dict(values), schema=schema, replace_all=replace_all, source=source, now=now
+        outcome = _changed(
+            live,
+            values,
+            schema=schema,
+            source=source,
+            now=now,
+            replace_all=replace_all,
+            status=status,
         )
-        if status is not None and live.change_status(status, reason=None, source=source, now=now):
-            changed += ("status",)
         await contacts.save(live, expected_version=stored_version)
-        return live, Outcome.UPDATED if changed else Outcome.UNCHANGED
+        return live, outcome
 
     return await retry_if_stale(change)
+
+
+def _changed(
+    live: Contact,
+    values: Mapping[str, Any],
+    *,
+    schema: ProfileSchema,
+    source: str,
+    now: datetime,
+    replace_all: bool = False,
+    status: ContactStatus | None = None,
+) -> Outcome:
+    """Change the given values of a live contact (all of them when `replace_all`), and its
+    status if given: whether that changed anything."""
+    changed = live.set_values(
+        dict(values), schema=schema, replace_all=replace_all, source=source, now=now
+    )
+    if status is not None and live.change_status(status, reason=None, source=source, now=now):
+        changed += ("status",)
+    return Outcome.UPDATED if changed else Outcome.UNCHANGED
 
 
 @dataclass(frozen=True)
@@ -594,7 +618,8 @@ async def _apply_changes(
 ) -> dict[str, Outcome]:
     """Apply one change per contact key; the outcome of each. All are inserted first, unread:
     a document that exists (or once did) refuses the insert; those contacts are then read at
-    once and updated one by one (each write is conditional on the version read)."""
+    once and updated in one bulk write, each conditional on the version read. A contact
+    deleted before, or written meanwhile, goes through `upsert_contact` alone."""
     suppressions = await contacts.suppressions_of(schema.account_id, list(merged))
     now = bson_now()
     new = [
@@ -604,16 +629,27 @@ async def _apply_changes(
     outcomes = dict.fromkeys(merged, Outcome.CREATED)
     refused = [contact.key for contact in await contacts.add_many(new)]
     stored = await contacts.find_many(schema.profile_id, refused)
+    savings = []
     for key in refused:
-        change = merged[key]
-        _, outcomes[key] = await upsert_contact(
-            schema=schema,
-            key=key,
-            values=change.values,
-            source=change.source,
-            contacts=contacts,
-            read=stored[key],
-        )
+        live, version = stored[key]
+        if live is not None:
+            change = merged[key]
+            outcomes[key] = _changed(
+                live, change.values, schema=schema, source=change.source, now=now
+            )
+            savings.append(Saving(live, version))
+    stale = {contact.key for contact in await contacts.save_many(savings)}
+    for key in refused:
+        if stored[key][0] is None or key in stale:
+            change = merged[key]
+            _, outcomes[key] = await upsert_contact(
+                schema=schema,
+                key=key,
+                values=change.values,
+                source=change.source,
+                contacts=contacts,
+                read=None if key in stale else stored[key],
+            )
     return outcomes
 
 
@@ -690,8 +726,21 @@ async def _import_into(
             new.append(contact)
     to_read += [contact.key for contact in await contacts.add_many(new)]
     stored = await contacts.find_many(schema.profile_id, to_read)
+    # Live contacts in one bulk write; a deleted one, or one written meanwhile, alone.
+    savings = []
     for key in to_read:
-        outcomes[key] = await _import_one(schema, by_key[key], contacts, stored[key], arriving)
+        live, version = stored[key]
+        if live is not None:
+            contact, outcomes[key], write = import_rows(
+                live, by_key[key], schema=schema, new_contact=arriving(version + 1), now=now
+            )
+            if write and contact is not None:
+                savings.append(Saving(contact, version, unevented=True))
+    stale = {contact.key for contact in await contacts.save_many(savings)}
+    for key in to_read:
+        if stored[key][0] is None or key in stale:
+            read = None if key in stale else stored[key]
+            outcomes[key] = await _import_one(schema, by_key[key], contacts, read, arriving)
     return outcomes
 
 

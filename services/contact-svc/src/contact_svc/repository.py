@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -35,6 +35,7 @@ from contacts_shared.mongo import (
     prefix_range,
     replace_if_newer,
     update_each,
+    update_each_if,
     update_if,
 )
 from contacts_shared.outbox import (
@@ -52,6 +53,16 @@ from contacts_shared.settings import ServiceSettings
 DELETED = "deleted"
 # The import rows that last wrote the contact (ADR 10).
 IMPORTED = "imported"
+
+
+@dataclass(frozen=True)
+class Saving:
+    """A change of a live contact to write if its document is still at `expected_version`;
+    `unevented` as for `save`."""
+
+    contact: Contact
+    expected_version: int
+    unevented: bool = False
 
 
 class ContactRepository(Protocol):
@@ -76,6 +87,8 @@ class ContactRepository(Protocol):
     async def save(
         self, contact: Contact, *, expected_version: int, unevented: bool = False
     ) -> None: ...
+
+    async def save_many(self, changes: Sequence[Saving]) -> list[Contact]: ...
 
     async def count_deleted_by(self, profile_id: str, source: str) -> int: ...
 
@@ -317,6 +330,25 @@ class MongoContactRepository:
             raise StaleDocument(contact.id)
         if entries:
             self._events_queued(contact.id)
+
+    async def save_many(self, changes: Sequence[Saving]) -> list[Contact]:
+        """`save` for many contacts of distinct keys, in one bulk write: those whose document
+        has changed since it was read are not written and are returned, to be applied again."""
+        writes: list[tuple[Contact, list[Document], tuple[object, Document, Document]]] = []
+        for change in changes:
+            entries = self._entries(change.contact)
+            if not entries and not change.unevented:
+                continue
+            document = contact_document(change.contact)
+            del document["_id"]
+            update = {**(outbox_update(entries) if entries else {}), "$set": document}
+            conditions = {"version": change.expected_version, DELETED: False}
+            writes.append((change.contact, entries, (change.contact.id, conditions, update)))
+        applied = await update_each_if(self._collection, [write for _, _, write in writes])
+        for contact, entries, _ in writes:
+            if contact.id in applied and entries:
+                self._events_queued(contact.id)
+        return [contact for contact, _, _ in writes if contact.id not in applied]
 
     async def suppressions_of(self, account_id: str, keys: Sequence[str]) -> dict[str, Suppression]:
         return await self._suppressions.get_many(account_id, keys)

@@ -4,6 +4,7 @@ changing nothing."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from contact_svc.domain import Contact, Suppression
-from contact_svc.handlers import apply_import_rows, apply_upserts
+from contact_svc.handlers import apply_import_rows, apply_upserts, upsert_contact
 from contact_svc.repository import MongoContactRepository, MongoSuppressionStore
 from contact_svc.settings import ContactSettings
 from contacts_shared.commands import ImportAction, ImportContact, RowOutcome, UpsertContact
@@ -121,6 +122,38 @@ async def test_contacts_that_came_to_exist_meanwhile_are_handed_back(
     found = {key: await stores.contacts.find("p1", key) for key in ("race@x.io", "free@x.io")}
     assert found["race@x.io"][0] is not None and found["race@x.io"][0].fields["nombre"] == "First"
     assert found["free@x.io"][1] == 1
+
+
+async def test_existing_contacts_are_updated_in_bulk_and_a_concurrent_write_is_kept(
+    stores: Stores, regular_schema: ProfileSchema
+) -> None:
+    keys = [f"k{n}@x.io" for n in range(60)]
+    await apply_upserts(
+        [upsert(key, nombre="Uno") for key in keys],
+        schemas=stores.schemas,
+        contacts=stores.contacts,
+    )
+    # Each contact changed by the batch and, at the same time, one by one through the API.
+    batch = apply_upserts(
+        [upsert(key, nombre="Dos") for key in keys],
+        schemas=stores.schemas,
+        contacts=stores.contacts,
+    )
+    singles = [
+        upsert_contact(
+            schema=regular_schema,
+            key=key,
+            values={"ciudad": "Lima"},
+            source="api",
+            contacts=stores.contacts,
+        )
+        for key in keys
+    ]
+    await asyncio.gather(batch, *singles)
+    for key in keys:
+        contact, version = await stores.contacts.find("p1", key)
+        assert contact is not None and version == 3, (key, version)
+        assert contact.fields == {"email": key, "nombre": "Dos", "ciudad": "Lima"}, key
 
 
 def imported(key: str, line: int, action: str = "append_or_update", **values: Any) -> ImportContact:
