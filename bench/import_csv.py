@@ -2,7 +2,8 @@
 
 Generates a CSV of `--rows` rows with 10 columns (email, text, numbers, a date, a phone, a
 yes/no), imports it with `append_or_update` into an empty profile, then again into the full
-one, each timed from the start of the upload to the import's end (rows/s), with import-svc's
+one (nothing changes), then an edition with every row's notes changed (every contact is
+updated), each timed from the start of the upload to the import's end (rows/s), with import-svc's
 peak memory; then, in the same process, the raw rate of bulk-upserting the documents the
 import stored straight into the same server, into a collection with the contacts' indexes,
 and the ratio.
@@ -40,9 +41,10 @@ FIELDS = [
 ]
 
 
-def write_csv(path: Path, rows: int) -> None:
+def write_csv(path: Path, rows: int, edition: int = 0) -> None:
     """Streamed to disk: the bench holds no more of it than import-svc may. Every row is
-    valid (mobile numbers in ranges libphonenumber knows), so all of them are written."""
+    valid (mobile numbers in ranges libphonenumber knows), so all of them are written. Another
+    `edition` changes every row's notes, so importing it updates every contact."""
     rng = random.Random(7)
     with path.open("w", encoding="utf-8") as out:
         out.write("email," + ",".join(f["name"] for f in FIELDS) + "\n")
@@ -52,7 +54,7 @@ def write_csv(path: Path, rows: int) -> None:
                 f"cliente{i}@bench.example,Nombre {i},Apellido {i},{rng.choice(CITIES)},"
                 f"{rng.randint(18, 90)},{rng.randint(0, 500)},{born},"
                 f"+56 9 {rng.choice('2458')}{rng.randint(100, 999)} {rng.randint(1000, 9999)},"
-                f"{rng.choice(['sí', 'no'])},nota {i}\n"
+                f"{rng.choice(['sí', 'no'])},nota {i}{' v' + str(edition) if edition else ''}\n"
             )
 
 
@@ -109,14 +111,19 @@ async def main(args: argparse.Namespace) -> None:
     pid_file = Path(args.stack_dir) / "run" / "import-svc.pid"
     auth = {"Authorization": f"Bearer {args.api_key}"}
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "clientes.csv"
+        path, changed = Path(folder) / "clientes.csv", Path(folder) / "clientes-2.csv"
         write_csv(path, args.rows)
+        write_csv(changed, args.rows, edition=2)
         size_mb = path.stat().st_size / 1e6
         async with httpx.AsyncClient(headers=auth, timeout=600) as api:
             profile = await new_profile(api, args.profiles, "import bench")
             runs = []
-            for label in ("into the empty profile", "again, into the full one"):
-                seconds, state = await timed_import(api, args.imports, profile["id"], path)
+            for label, upload in (
+                ("into the empty profile", path),
+                ("again, into the full one", path),
+                ("changed, into the full one", changed),
+            ):
+                seconds, state = await timed_import(api, args.imports, profile["id"], upload)
                 runs.append((label, seconds, state, memory_mb(pid_file)))
 
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_url)
