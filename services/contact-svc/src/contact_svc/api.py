@@ -18,6 +18,7 @@ from contact_svc.repository import ContactRepository, WebhookSourceStore
 from contact_svc.settings import ContactSettings
 from contact_svc.stats import ProfileStats
 from contact_svc.webhooks import SignatureError, WebhookFormat, WebhookSource
+from contacts_shared.outbox import OutboxRelay, QueuedDocuments
 from contacts_shared.profiles import ProfileSchema, SchemaStore
 from contacts_shared.schema import ContactStatus
 from contacts_shared.web import AccountId, InFlightLimit, Problem
@@ -185,14 +186,19 @@ async def upsert_batch(
 ) -> BatchOut:
     """Create or update up to 1,000 contacts (only the given fields change); each item's
     result, with the fields of a rejected one named. Items naming the same contact are one
-    change (later values win) and report its outcome. New contacts go in one bulk insert."""
+    change (later values win) and report its outcome. New contacts go in one bulk insert.
+    Answers once the batch's events are on Kafka: a client sending batches flat out is held to
+    the rate they can be published, instead of leaving them to queue behind it."""
+    queued = QueuedDocuments()
     results = await handlers.upsert_batch(
         account_id=account_id,
         profile_id=profile_id,
         items=body.contacts,
         source=SOURCE,
-        **ports(request),
+        **(ports(request) | {"contacts": request.app.state.contacts.queueing_to(queued)}),
     )
+    relay: OutboxRelay = request.app.state.relay
+    await relay.publish_now(queued)
     counts = Counter(result.outcome for result in results)
     return BatchOut(
         created=counts[handlers.Outcome.CREATED],

@@ -114,7 +114,7 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
                 partial(count_contact_events, stats=stats),
             ),
         }
-        app.state.contacts, app.state.stats = contacts, stats
+        app.state.contacts, app.state.stats, app.state.relay = contacts, stats, relay
         app.state.schemas = PatientSchemas(schemas, wait=settings.profile_wait_seconds)
         app.state.publisher = publisher
         app.state.webhook_sources = MongoWebhookSourceStore(database["webhook_sources"])

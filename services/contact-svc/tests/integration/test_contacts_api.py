@@ -10,9 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
+from pymongo import AsyncMongoClient
 
 from contact_svc.settings import ContactSettings
 from contacts_shared.events import ContactDeleted, parse_event
+from contacts_shared.outbox import PENDING_FILTER
 
 pytestmark = pytest.mark.integration
 
@@ -332,6 +334,34 @@ async def test_batches_upsert_each_item_and_name_the_bad_ones(
     too_many = {"contacts": [{"email": f"u{i}@example.com"} for i in range(1001)]}
     body = problem(await contacts.post(f"{base}:batch", json=too_many), 422)
     assert body["errors"][0]["field"] == "contacts" and "1000" in body["detail"]
+
+
+async def test_a_batch_is_answered_once_its_events_are_on_kafka(
+    services: Services,
+    known_profile: Any,
+    contact_settings: ContactSettings,
+    infrastructure: Any,
+    read_envelopes: Any,
+) -> None:
+    _, contacts = services
+    profile = await known_profile(name="Batch events", fields=FIELDS)
+    batch = [{"email": f"u{n}@example.com", "Nombre": f"U{n}"} for n in range(1000)]
+    response = await contacts.post(
+        f"/v1/profiles/{profile['id']}/contacts:batch", json={"contacts": batch}
+    )
+    assert response.json()["created"] == 1000
+    # Answered: every contact's events published and cleared from its outbox already, not
+    # left to the relay's loop (which takes 200 documents a pass).
+    client = AsyncMongoClient(infrastructure.mongodb_url)
+    stored = client[contact_settings.mongodb_database]["contacts"]
+    assert await stored.count_documents({"profile_id": profile["id"]}) == 1000
+    assert await stored.count_documents({"profile_id": profile["id"], **PENDING_FILTER}) == 0
+    await client.close()
+    envelopes = await read_envelopes(
+        contact_settings.topic_contacts_events,
+        until=lambda found: len({e.subject for e in found if e.type.endswith(".created")}) >= 1000,
+    )
+    assert len({e.subject for e in envelopes if e.type.endswith(".created")}) == 1000
 
 
 async def test_removed_fields_and_deleted_profiles_reach_the_contacts(
