@@ -629,28 +629,46 @@ async def _apply_changes(
     outcomes = dict.fromkeys(merged, Outcome.CREATED)
     refused = [contact.key for contact in await contacts.add_many(new)]
     stored = await contacts.find_many(schema.profile_id, refused)
-    savings = []
-    for key in refused:
-        live, version = stored[key]
-        if live is not None:
-            change = merged[key]
-            outcomes[key] = _changed(
-                live, change.values, schema=schema, source=change.source, now=now
-            )
-            savings.append(Saving(live, version))
-    stale = {contact.key for contact in await contacts.save_many(savings)}
-    for key in refused:
-        if stored[key][0] is None or key in stale:
-            change = merged[key]
-            _, outcomes[key] = await upsert_contact(
-                schema=schema,
-                key=key,
-                values=change.values,
-                source=change.source,
-                contacts=contacts,
-                read=None if key in stale else stored[key],
-            )
+
+    def changed(live: Contact, version: int) -> Saving:
+        change = merged[live.key]
+        outcomes[live.key] = _changed(
+            live, change.values, schema=schema, source=change.source, now=now
+        )
+        return Saving(live, version)
+
+    for key, read in (await _save_live_in_bulk(contacts, stored, changed)).items():
+        change = merged[key]
+        _, outcomes[key] = await upsert_contact(
+            schema=schema,
+            key=key,
+            values=change.values,
+            source=change.source,
+            contacts=contacts,
+            read=read,
+        )
     return outcomes
+
+
+async def _save_live_in_bulk(
+    contacts: ContactRepository,
+    stored: Mapping[str, tuple[Contact | None, int]],
+    change: Callable[[Contact, int], Saving | None],
+) -> dict[str, tuple[Contact | None, int] | None]:
+    """Write the changes `change` makes to the live contacts among `stored` (None: nothing to
+    write) in one bulk write. The keys left to apply one by one, each with what to start from:
+    its read for a contact deleted before, None (read again) for one written meanwhile."""
+    savings = [
+        saving
+        for live, version in stored.values()
+        if live is not None and (saving := change(live, version)) is not None
+    ]
+    stale = {contact.key for contact in await contacts.save_many(savings)}
+    return {
+        key: None if key in stale else read
+        for key, read in stored.items()
+        if read[0] is None or key in stale
+    }
 
 
 def _merge(changes: Iterable[tuple[str, Mapping[str, Any], str]]) -> dict[str, _Change]:
@@ -726,21 +744,15 @@ async def _import_into(
             new.append(contact)
     to_read += [contact.key for contact in await contacts.add_many(new)]
     stored = await contacts.find_many(schema.profile_id, to_read)
-    # Live contacts in one bulk write; a deleted one, or one written meanwhile, alone.
-    savings = []
-    for key in to_read:
-        live, version = stored[key]
-        if live is not None:
-            contact, outcomes[key], write = import_rows(
-                live, by_key[key], schema=schema, new_contact=arriving(version + 1), now=now
-            )
-            if write and contact is not None:
-                savings.append(Saving(contact, version, unevented=True))
-    stale = {contact.key for contact in await contacts.save_many(savings)}
-    for key in to_read:
-        if stored[key][0] is None or key in stale:
-            read = None if key in stale else stored[key]
-            outcomes[key] = await _import_one(schema, by_key[key], contacts, read, arriving)
+
+    def imported(live: Contact, version: int) -> Saving | None:
+        contact, outcomes[live.key], write = import_rows(
+            live, by_key[live.key], schema=schema, new_contact=arriving(version + 1), now=now
+        )
+        return Saving(contact, version, unevented=True) if write and contact else None
+
+    for key, read in (await _save_live_in_bulk(contacts, stored, imported)).items():
+        outcomes[key] = await _import_one(schema, by_key[key], contacts, read, arriving)
     return outcomes
 
 
