@@ -39,7 +39,7 @@ def outbox_entries(
     """Outbox entries for `events`, each with its envelope, topic and key."""
     entries = []
     for event in events:
-        envelope = to_envelope(event, account_id=account_id, source=f"/{settings.service_name}")
+        envelope = to_envelope(event, account_id=account_id, source=settings.event_source)
         entries.append(
             {
                 "id": envelope.id,

@@ -45,6 +45,11 @@ class ServiceSettings(BaseSettings):
     consumer_batch_records: int = Field(default=3000, ge=1)
     log_level: str = "INFO"
 
+    @property
+    def event_source(self) -> str:
+        """The `source` of the events this service publishes."""
+        return f"/{self.service_name}"
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def parse_api_keys(cls, value: object) -> object:

@@ -67,6 +67,7 @@ def create_app(settings: ImportSettings | None = None) -> FastAPI:
             publisher=publisher,
             commands_topic=settings.topic_contacts_commands,
             events_topic=settings.topic_imports_events,
+            events_source=settings.event_source,
             region=settings.default_phone_region,
             rows_per_checkpoint=settings.rows_per_checkpoint,
             lease=timedelta(seconds=settings.lease_seconds),

@@ -30,7 +30,6 @@ from import_svc.header import ColumnPlan, HeaderRefused, plan_columns
 from import_svc.repository import ImportStore
 
 log = logging.getLogger(__name__)
-SOURCE = "/import-svc"
 # Rows read between renewals of the worker's lease when nothing is sent (a resumed import
 # reads again, without sending, the rows before its checkpoint).
 LEASE_RENEWAL_ROWS = 20_000
@@ -274,6 +273,7 @@ class Worker:
     publisher: EventPublisher
     commands_topic: str
     events_topic: str
+    events_source: str
     region: str
     rows_per_checkpoint: int
     lease: timedelta
@@ -381,7 +381,7 @@ class Worker:
         envelope = to_envelope(
             event,
             account_id=job.account_id,
-            source=SOURCE,
+            source=self.events_source,
             event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{job.id}:{first}")),
         )
         return OutgoingMessage(self.events_topic, job.id, envelope.model_dump_json().encode())
