@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from pymongo import ASCENDING, IndexModel
 
 from contacts_shared.events import DomainEvent, to_envelope
+from contacts_shared.journal import JOURNAL, EventJournal, JournalRound
 from contacts_shared.kafka import EventPublisher, OutgoingMessage
 from contacts_shared.mongo import Collection, Document, find_by_ids, update_each
 from contacts_shared.settings import ServiceSettings
@@ -83,7 +84,7 @@ def outbox_update(entries: list[Document]) -> dict[str, Any]:
     return {"$push": {OUTBOX: {"$each": entries}}}
 
 
-RELAY_FIELDS = {OUTBOX: 1, TOMBSTONE: 1}
+RELAY_FIELDS = {OUTBOX: 1, TOMBSTONE: 1, JOURNAL: 1}
 
 
 # Serves the relay's scan for documents with entries left to publish; every collection with an
@@ -96,8 +97,9 @@ class OutboxRelay:
 
     Writers name the document they queued events on (`notify`), and the relay reads just those
     documents by id. A scan for documents with a non-empty outbox, at start and every
-    `scan_seconds`, picks up what a crashed process left behind. A batch is read with one `$in`
-    and settled with one bulk write.
+    `scan_seconds`, picks up what a crashed process left behind, and so does a sweep of the
+    `journal`'s leftovers, if the collection has one (journal.py). A batch is read with one
+    `$in` and settled with one bulk write.
     """
 
     def __init__(
@@ -107,9 +109,11 @@ class OutboxRelay:
         *,
         batch_size: int,
         scan_seconds: float,
+        journal: EventJournal | None = None,
     ) -> None:
         self._collection = collection
         self._publisher = publisher
+        self._journal = journal
         self._batch_size = batch_size
         self._scan_seconds = scan_seconds
         self._queued = QueuedDocuments()
@@ -121,13 +125,18 @@ class OutboxRelay:
         self._queued(document_id, inserted)
         self._wake.set()
 
-    async def publish_now(self, queued: QueuedDocuments) -> None:
-        """Publish these documents' events before returning, in batches, for a writer that must
-        know its events are out (a consumer, before it commits its offsets). If Kafka or MongoDB
-        fails meanwhile, the relay's own loop takes the documents over: their events stay in
-        the outbox until they are out, so the writer may go on."""
+    async def publish_now(
+        self, queued: QueuedDocuments, journaled: JournalRound | None = None
+    ) -> None:
+        """Publish a writer's events before returning: those it journaled, then its documents'
+        outboxes, in batches, for a writer that must know its events are out (a consumer,
+        before it commits its offsets). If Kafka or MongoDB fails meanwhile, the events stay
+        where they are until the relay's own loop has them out (the documents at once, the
+        journals once their lease is over), so the writer may go on."""
         batch = list(queued.items())
         try:
+            if journaled is not None and self._journal is not None:
+                await self._journal.publish(journaled, self._publisher)
             for start in range(0, len(batch), self._batch_size):
                 await self._relay_batch(batch[start : start + self._batch_size])
         except Exception as exc:  # noqa: BLE001 - the loop retries: nothing is lost
@@ -148,6 +157,8 @@ class OutboxRelay:
             try:
                 if loop.time() >= next_scan:
                     while await self.relay_pending() >= self._batch_size:
+                        pass
+                    while self._journal is not None and await self._journal.sweep(self._publisher):
                         pass
                     next_scan = loop.time() + self._scan_seconds
                 while self._queued:
@@ -189,12 +200,16 @@ class OutboxRelay:
         return len(documents)
 
     async def _relay(self, documents: list[Document]) -> None:
-        """Publish the documents' events in order, wait once for every acknowledgement, then
-        remove exactly the published entries."""
+        """Publish the documents' events in order (after what live journals hold of them),
+        wait once for every acknowledgement, then remove exactly the published entries."""
+        earlier = await self._journal.earlier_messages(documents) if self._journal else []
         await self._publisher.publish(
-            OutgoingMessage(entry["topic"], entry["key"], json.dumps(entry["envelope"]).encode())
-            for document in documents
-            for entry in document.get(OUTBOX) or []
+            earlier
+            + [
+                OutgoingMessage(e["topic"], e["key"], json.dumps(e["envelope"]).encode())
+                for document in documents
+                for e in document.get(OUTBOX) or []
+            ]
         )
         # Remove exactly the published entries: entries queued since the read stay for the
         # next pass.

@@ -40,6 +40,9 @@ class ServiceSettings(BaseSettings):
     # How often the outbox relay scans for events left by a crashed process.
     outbox_scan_seconds: float = Field(default=10.0, gt=0)
     outbox_batch_size: int = Field(default=200, ge=1)
+    # How long a journal of bulk writes (ADR 12) is its writer's before the relay publishes and
+    # removes what it left: far beyond the seconds a write round takes.
+    journal_lease_seconds: float = Field(default=30.0, gt=0)
     # Records a consumer takes per poll, over all its partitions: each partition's share is
     # handled in a few bulk round trips, so a larger poll amortises them (docs/adr/0008).
     consumer_batch_records: int = Field(default=3000, ge=1)

@@ -18,6 +18,7 @@ from contact_svc.repository import ContactRepository, WebhookSourceStore
 from contact_svc.settings import ContactSettings
 from contact_svc.stats import ProfileStats
 from contact_svc.webhooks import SignatureError, WebhookFormat, WebhookSource
+from contacts_shared.journal import JournalRound
 from contacts_shared.outbox import OutboxRelay, QueuedDocuments
 from contacts_shared.profiles import ProfileSchema, SchemaStore
 from contacts_shared.schema import ContactStatus
@@ -189,16 +190,17 @@ async def upsert_batch(
     change (later values win) and report its outcome. New contacts go in one bulk insert.
     Answers once the batch's events are on Kafka: a client sending batches flat out is held to
     the rate they can be published, instead of leaving them to queue behind it."""
-    queued = QueuedDocuments()
+    queued, journaled = QueuedDocuments(), JournalRound()
+    contacts = request.app.state.contacts.queueing_to(queued, journaled)
     results = await handlers.upsert_batch(
         account_id=account_id,
         profile_id=profile_id,
         items=body.contacts,
         source=SOURCE,
-        **(ports(request) | {"contacts": request.app.state.contacts.queueing_to(queued)}),
+        **(ports(request) | {"contacts": contacts}),
     )
     relay: OutboxRelay = request.app.state.relay
-    await relay.publish_now(queued)
+    await relay.publish_now(queued, journaled)
     counts = Counter(result.outcome for result in results)
     return BatchOut(
         created=counts[handlers.Outcome.CREATED],

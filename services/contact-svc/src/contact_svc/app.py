@@ -27,6 +27,7 @@ from contact_svc.repository import (
 )
 from contact_svc.settings import ContactSettings
 from contact_svc.webhooks import SourceRateLimits
+from contacts_shared.journal import EventJournal
 from contacts_shared.kafka import EventPublisher, one_at_a_time, service_consumer
 from contacts_shared.mongo import connect, ping
 from contacts_shared.outbox import OutboxRelay
@@ -67,11 +68,17 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
             topics=[settings.topic_contacts_events, settings.topic_imports_results],
             partitions=settings.topic_partitions,
         )
+        journal = EventJournal(
+            database["contacts_journal"],
+            database["contacts"],
+            lease_seconds=settings.journal_lease_seconds,
+        )
         relay = OutboxRelay(
             database["contacts"],
             publisher,
             batch_size=settings.outbox_batch_size,
             scan_seconds=settings.outbox_scan_seconds,
+            journal=journal,
         )
         suppressions = MongoSuppressionStore(database["suppressions"])
         contacts = MongoContactRepository(
@@ -79,6 +86,7 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
             settings,
             suppressions=suppressions,
             events_queued=relay.notify,
+            journal=journal,
         )
         schemas = MongoSchemaStore(database["profile_schemas"])
         stats = MongoStatsStore(database["profile_stats"], database["stats_marks"])

@@ -40,6 +40,7 @@ from contacts_shared.events import (
     ProfileFieldRemoved,
     event_of,
 )
+from contacts_shared.journal import JournalRound
 from contacts_shared.kafka import EventPublisher, OutgoingMessage, Record
 from contacts_shared.mongo import retry_if_stale
 from contacts_shared.outbox import OutboxRelay, QueuedDocuments
@@ -82,8 +83,8 @@ async def apply_contact_commands(
     reports the same outcomes; events a crash kept from Kafka are still in the outbox, and the
     relay's scan publishes them."""
     commands = [CONTACT_COMMAND.validate_json(record.value or b"") for record in records]
-    queued = QueuedDocuments()
-    queueing = contacts.queueing_to(queued)
+    queued, journaled = QueuedDocuments(), JournalRound()
+    queueing = contacts.queueing_to(queued, journaled)
     outcomes: ImportOutcomes = {}
     purged: list[ImportPurged] = []
     # Runs of one kind in arrival order, so each contact's commands apply in order.
@@ -104,7 +105,7 @@ async def apply_contact_commands(
         for purge in (c for c in batch if isinstance(c, PurgeForImport)):
             deleted = await purge_for_import(purge, schemas=schemas, contacts=queueing)
             purged.append(ImportPurged(import_id=purge.import_id, deleted=deleted))
-    await relay.publish_now(queued)
+    await relay.publish_now(queued, journaled)
     partition = records[0].partition
     results: list[ImportRowsApplied | ImportPurged] = [
         ImportRowsApplied(import_id=import_id, partition=partition, rows=rows)

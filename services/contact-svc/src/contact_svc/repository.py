@@ -24,6 +24,7 @@ from contact_svc.domain import (
 from contact_svc.stats import CountedMark, PartitionCounts
 from contact_svc.webhooks import WebhookFormat, WebhookSource
 from contacts_shared.commands import RowOutcome
+from contacts_shared.journal import JOURNAL, EventJournal, JournaledWrite, JournalRound
 from contacts_shared.mongo import (
     Collection,
     Document,
@@ -66,7 +67,9 @@ class Saving:
 
 
 class ContactRepository(Protocol):
-    def queueing_to(self, events_queued: EventsQueued) -> ContactRepository: ...
+    def queueing_to(
+        self, events_queued: EventsQueued, journaled: JournalRound | None = None
+    ) -> ContactRepository: ...
 
     async def drop_field(self, profile_id: str, field_key: str) -> None: ...
 
@@ -213,7 +216,9 @@ def _stamp(stored: Document | None) -> ImportStamp | None:
 
 
 class MongoContactRepository:
-    """Contacts in one collection, `_id` = `profile_id:key`; each write carries its events."""
+    """Contacts in one collection, `_id` = `profile_id:key`; each write carries its events, in
+    the document's outbox or, for the bulk writes of a writer that publishes them itself, in
+    the journal (ADR 12)."""
 
     def __init__(
         self,
@@ -222,6 +227,8 @@ class MongoContactRepository:
         *,
         suppressions: SuppressionStore,
         events_queued: EventsQueued,
+        journal: EventJournal,
+        journaled: JournalRound | None = None,
         probe_size: int = 1000,
     ) -> None:
         """`probe_size`: keys read to judge whether a filter is rare (see `_in_key_order`)."""
@@ -229,15 +236,23 @@ class MongoContactRepository:
         self._settings = settings
         self._suppressions = suppressions
         self._events_queued = events_queued
+        self._journal = journal
+        self._journaled = journaled
         self._probe_size = probe_size
 
-    def queueing_to(self, events_queued: EventsQueued) -> MongoContactRepository:
-        """The same repository, naming the documents it queues events on to `events_queued`."""
+    def queueing_to(
+        self, events_queued: EventsQueued, journaled: JournalRound | None = None
+    ) -> MongoContactRepository:
+        """The same repository, naming the documents it queues events on to `events_queued`,
+        and journaling the events of its bulk writes to `journaled` if given: the writer
+        publishes both (`OutboxRelay.publish_now`)."""
         return MongoContactRepository(
             self._collection,
             self._settings,
             suppressions=self._suppressions,
             events_queued=events_queued,
+            journal=self._journal,
+            journaled=journaled,
             probe_size=self._probe_size,
         )
 
@@ -292,17 +307,28 @@ class MongoContactRepository:
         if not contacts:
             return []
         entries = [self._entries(c) for c in contacts]
-        documents = [
-            {**contact_document(c), OUTBOX: e} for c, e in zip(contacts, entries, strict=True)
-        ]
+        if self._journaled is None:
+            events: Document = {}
+            documents = [
+                {**contact_document(c), OUTBOX: e} for c, e in zip(contacts, entries, strict=True)
+            ]
+        else:
+            writes = [JournaledWrite.of(c.id, e) for c, e in zip(contacts, entries, strict=True)]
+            events = {JOURNAL: await self._journal.record(writes)}
+            documents = [{**contact_document(c), **events} for c in contacts]
         outcome = await bulk_write_tolerating_duplicates(
             self._collection, [InsertOne(document) for document in documents]
         )
         refused = [contacts[index] for index in outcome.duplicates]
         refused_ids = {contact.id for contact in refused}
-        for contact, queued in zip(contacts, entries, strict=True):
-            if contact.id not in refused_ids:
-                self._events_queued(contact.id, queued)
+        if self._journaled is None:
+            for contact, queued in zip(contacts, entries, strict=True):
+                if contact.id not in refused_ids:
+                    self._events_queued(contact.id, queued)
+        else:
+            self._journaled.applied(
+                events[JOURNAL], (w for w in writes if w.document_id not in refused_ids)
+            )
         return refused
 
     async def save(
@@ -333,22 +359,40 @@ class MongoContactRepository:
 
     async def save_many(self, changes: Sequence[Saving]) -> list[Contact]:
         """`save` for many contacts of distinct keys, in one bulk write: those whose document
-        has changed since it was read are not written and are returned, to be applied again."""
-        writes: list[tuple[Contact, list[Document], tuple[object, Document, Document]]] = []
-        for change in changes:
-            entries = self._entries(change.contact)
-            if not entries and not change.unevented:
-                continue
-            document = contact_document(change.contact)
+        has changed since it was read are not written and are returned, to be applied again.
+        Journaled, a document with events in its outbox or a live journal's write is not
+        written either: its events must leave after those (ADR 12)."""
+        changed = [(c, e) for c in changes if (e := self._entries(c.contact)) or c.unevented]
+        conditions: Document = {DELETED: False}
+        events: Document = {}
+        journaled = [JournaledWrite.of(c.contact.id, e) for c, e in changed if e]
+        if self._journaled is not None:
+            conditions[f"{OUTBOX}.0"] = {"$exists": False}
+            conditions[JOURNAL] = {"$nin": await self._journal.live_tokens()}
+            if journaled:
+                events = {JOURNAL: await self._journal.record(journaled)}
+        writes = []
+        for change, entries in changed:
+            document = {**contact_document(change.contact), **(events if entries else {})}
             del document["_id"]
-            update = {**(outbox_update(entries) if entries else {}), "$set": document}
-            conditions = {"version": change.expected_version, DELETED: False}
-            writes.append((change.contact, entries, (change.contact.id, conditions, update)))
-        applied = await update_each_if(self._collection, [write for _, _, write in writes])
-        for contact, entries, _ in writes:
-            if contact.id in applied and entries:
-                self._events_queued(contact.id)
-        return [contact for contact, _, _ in writes if contact.id not in applied]
+            queue = outbox_update(entries) if entries and self._journaled is None else {}
+            writes.append(
+                (
+                    change.contact.id,
+                    {**conditions, "version": change.expected_version},
+                    {**queue, "$set": document},
+                )
+            )
+        applied = await update_each_if(self._collection, writes)
+        if self._journaled is None:
+            for change, entries in changed:
+                if change.contact.id in applied and entries:
+                    self._events_queued(change.contact.id)
+        elif events:
+            self._journaled.applied(
+                events[JOURNAL], (w for w in journaled if w.document_id in applied)
+            )
+        return [change.contact for change, _ in changed if change.contact.id not in applied]
 
     async def suppressions_of(self, account_id: str, keys: Sequence[str]) -> dict[str, Suppression]:
         return await self._suppressions.get_many(account_id, keys)

@@ -17,7 +17,9 @@ from contact_svc.handlers import apply_import_rows, apply_upserts, upsert_contac
 from contact_svc.repository import MongoContactRepository, MongoSuppressionStore
 from contact_svc.settings import ContactSettings
 from contacts_shared.commands import ImportAction, ImportContact, RowOutcome, UpsertContact
-from contacts_shared.mongo import connect
+from contacts_shared.journal import JOURNAL, EventJournal, JournaledWrite, JournalRound
+from contacts_shared.mongo import Collection, connect
+from contacts_shared.outbox import OUTBOX, QueuedDocuments
 from contacts_shared.profiles import MongoSchemaStore, ProfileSchema
 from contacts_shared.schema import ContactStatus
 
@@ -30,6 +32,8 @@ class Stores:
     contacts: MongoContactRepository
     suppressions: MongoSuppressionStore
     queued: list[str]
+    documents: Collection
+    journal: EventJournal
 
 
 @pytest.fixture
@@ -44,15 +48,17 @@ async def stores(
     def events_queued(document_id: object, inserted: list[Any] | None = None) -> None:
         queued.append(str(document_id))
 
+    journal = EventJournal(database["contacts_journal"], database["contacts"], lease_seconds=30)
     contacts = MongoContactRepository(
         database["contacts"],
         ContactSettings(mongodb_url=infrastructure.mongodb_url),
         suppressions=suppressions,
         events_queued=events_queued,
+        journal=journal,
     )
     schemas = MongoSchemaStore(database["profile_schemas"])
     await schemas.apply(regular_schema, deleted=False)
-    yield Stores(schemas, contacts, suppressions, queued)
+    yield Stores(schemas, contacts, suppressions, queued, database["contacts"], journal)
     await client.close()
 
 
@@ -154,6 +160,45 @@ async def test_existing_contacts_are_updated_in_bulk_and_a_concurrent_write_is_k
         contact, version = await stores.contacts.find("p1", key)
         assert contact is not None and version == 3, (key, version)
         assert contact.fields == {"email": key, "nombre": "Dos", "ciudad": "Lima"}, key
+
+
+async def test_a_journaled_batch_writes_each_row_once_unless_earlier_events_wait(
+    stores: Stores,
+) -> None:
+    """Journaled (ADR 12), new and changed contacts are written once, their events kept in the
+    journal; a contact whose outbox still holds events, or whose last write's journal is live,
+    goes through its outbox, after them."""
+    keys = [f"k{n}@x.io" for n in range(10)]
+    await apply_upserts(
+        [upsert(key, nombre="Uno") for key in keys],
+        schemas=stores.schemas,
+        contacts=stores.contacts,
+    )
+    collection = stores.documents
+    # Relayed, except k8's events; k9 was last written by a journal whose writer is not done.
+    await collection.update_many({"_id": {"$ne": "p1:k8@x.io"}}, {"$set": {OUTBOX: []}})
+    live = await stores.journal.record([JournaledWrite("p1:k9@x.io", [])])
+    await collection.update_one({"_id": "p1:k9@x.io"}, {"$set": {JOURNAL: live}})
+    stores.queued.clear()
+
+    queued, journaled = QueuedDocuments(), JournalRound()
+    news = [f"n{n}@x.io" for n in range(5)]
+    await apply_upserts(
+        [upsert(key, nombre="Dos") for key in keys + news],
+        schemas=stores.schemas,
+        contacts=stores.contacts.queueing_to(queued, journaled),
+    )
+
+    documents = {d["key"]: d async for d in collection.find({})}
+    assert all(documents[k]["fields"]["nombre"] == "Dos" for k in keys + news)
+    once = keys[:8] + news
+    assert {documents[k][JOURNAL] for k in once} == set(journaled.tokens) and live not in set(
+        journaled.tokens
+    )
+    assert not any(documents[k].get(OUTBOX) for k in once)
+    assert sorted(m.key for m in journaled.messages) == sorted(f"p1:{k}" for k in once)
+    assert list(queued) == ["p1:k8@x.io", "p1:k9@x.io"]
+    assert [len(documents[k][OUTBOX]) for k in ("k8@x.io", "k9@x.io")] == [2, 1]
 
 
 def imported(key: str, line: int, action: str = "append_or_update", **values: Any) -> ImportContact:

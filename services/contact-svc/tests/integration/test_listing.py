@@ -14,6 +14,7 @@ from pymongo import AsyncMongoClient
 from contact_svc.domain import Contact, ContactOrder, PagePosition
 from contact_svc.repository import MongoContactRepository, MongoSuppressionStore
 from contact_svc.settings import ContactSettings
+from contacts_shared.journal import EventJournal
 from contacts_shared.schema import ContactStatus
 
 pytestmark = pytest.mark.integration
@@ -58,6 +59,7 @@ async def repository(infrastructure: Any, unique: str) -> AsyncIterator[MongoCon
         ContactSettings(mongodb_url=infrastructure.mongodb_url),
         suppressions=MongoSuppressionStore(database["suppressions"]),
         events_queued=lambda *_: None,
+        journal=EventJournal(database["contacts_journal"], database["contacts"], lease_seconds=30),
         probe_size=10,  # so that 160 contacts exercise both sides of the probe
     )
     await repository.create_indexes()

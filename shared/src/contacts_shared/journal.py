@@ -1,0 +1,176 @@
+"""Events of bulk writes, journaled beside the documents instead of inside them (ADR 12).
+
+An outbox in the document (outbox.py) costs a second write of every document: the settlement
+that removes the published entries, which rewrites the whole row as dearly as the write
+itself. A bulk writer instead records its writes' events in the journal first (one header and
+a few parts, however many documents), writes the documents, each stamped with the journal
+token (`JOURNAL`), publishes the events of the writes that applied, and removes the journal:
+one write per document, a few per bulk.
+
+A journal outlives its writer only if the writer died or could not publish. A document still
+stamped with its token took that write (nothing else stamps it, and a journaled write never
+replaces the stamp of a live journal), so the relay publishes those events once the journal's
+lease is over, and removes it. Writes through the outbox may land on a document whose journal
+is live; the relay then publishes the journal's events of that document before its outbox's,
+so each document's events keep their order. Delivery stays at-least-once: consumers
+de-duplicate by event id or aggregate version.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from pymongo import DeleteMany
+
+from contacts_shared.kafka import EventPublisher, OutgoingMessage
+from contacts_shared.mongo import Collection, Document, bson_now, find_by_ids, prefix_range
+
+# On a document: the token of the journal that holds its last journaled write's events.
+JOURNAL = "journal"
+# A journal is a header (`h:<token>`, small: what live tokens are read from) and parts
+# (`p:<token>:<n>`) of at most about PART_BYTES of events, well under MongoDB's 16 MB.
+HEADER = "h:"
+PART = "p:"
+PART_BYTES = 1_000_000
+SWEEP_BATCH = 20
+
+
+def _part_prefix(token: str) -> str:
+    return f"{PART}{token}:"
+
+
+@dataclass(frozen=True)
+class JournaledWrite:
+    """A document's write and the messages of the events it tells."""
+
+    document_id: object
+    messages: list[OutgoingMessage]
+
+    @classmethod
+    def of(cls, document_id: object, entries: Iterable[Document]) -> JournaledWrite:
+        """From outbox entries (outbox.py), each envelope serialized once."""
+        return cls(
+            document_id,
+            [
+                OutgoingMessage(e["topic"], e["key"], json.dumps(e["envelope"]).encode())
+                for e in entries
+            ],
+        )
+
+
+@dataclass
+class JournalRound:
+    """What one writer's round journaled: the events of its writes that applied, in write
+    order, and its journals, removed once those events are on Kafka."""
+
+    tokens: list[str] = field(default_factory=list)
+    messages: list[OutgoingMessage] = field(default_factory=list)
+
+    def applied(self, token: str, writes: Iterable[JournaledWrite]) -> None:
+        self.tokens.append(token)
+        self.messages.extend(m for write in writes for m in write.messages)
+
+
+class EventJournal:
+    """The journal of one collection's bulk writes (`documents`), kept in `journal`."""
+
+    def __init__(self, journal: Collection, documents: Collection, *, lease_seconds: float) -> None:
+        self._journal = journal
+        self._documents = documents
+        self._lease = timedelta(seconds=lease_seconds)
+
+    async def record(self, writes: Sequence[JournaledWrite]) -> str:
+        """Journal these writes' events before they are written; the token to stamp them with."""
+        token = uuid.uuid4().hex
+        parts: list[Document] = []
+        part: list[Document] = []
+        size = 0
+        for write in writes:
+            entries = [{"topic": m.topic, "key": m.key, "value": m.value} for m in write.messages]
+            chars = sum(len(m.value) for m in write.messages)
+            if part and size + chars > PART_BYTES:
+                parts.append({"_id": f"{_part_prefix(token)}{len(parts):05d}", "writes": part})
+                part, size = [], 0
+            part.append({"document": write.document_id, "entries": entries})
+            size += chars
+        if part:
+            parts.append({"_id": f"{_part_prefix(token)}{len(parts):05d}", "writes": part})
+        header = {"_id": HEADER + token, "token": token, "created_at": bson_now()}
+        await self._journal.insert_many([header, *parts], ordered=True)
+        return token
+
+    async def live_tokens(self) -> list[str]:
+        """Tokens of the journals not yet removed: a journaled write must not replace them."""
+        cursor = self._journal.find({"_id": prefix_range(HEADER)}, {"token": 1})
+        return [header["token"] async for header in cursor]
+
+    async def publish(self, round: JournalRound, publisher: EventPublisher) -> None:
+        """Publish a round's events, then remove its journals."""
+        await publisher.publish(round.messages)
+        await self._remove(round.tokens)
+
+    async def earlier_messages(self, documents: Sequence[Document]) -> list[OutgoingMessage]:
+        """The events live journals hold of these documents' last journaled writes (read with
+        `JOURNAL`), to publish before anything written to them since."""
+        by_token: dict[str, set[object]] = {}
+        for document in documents:
+            if token := document.get(JOURNAL):
+                by_token.setdefault(token, set()).add(document["_id"])
+        live = await find_by_ids(self._journal, [HEADER + t for t in by_token], {"token": 1})
+        messages: list[OutgoingMessage] = []
+        for header in live:
+            messages += await self._messages_of(header["token"], by_token[header["token"]])
+        return messages
+
+    async def sweep(self, publisher: EventPublisher) -> int:
+        """Publish what journals past their lease hold of the writes that applied, and remove
+        them; how many there were."""
+        cutoff = bson_now() - self._lease
+        cursor = self._journal.find(
+            {"_id": prefix_range(HEADER), "created_at": {"$lt": cutoff}}, {"token": 1}
+        )
+        tokens = [header["token"] async for header in cursor.limit(SWEEP_BATCH)]
+        for token in tokens:
+            await publisher.publish(await self._messages_of(token, None))
+            await self._remove([token])
+        return len(tokens)
+
+    async def _messages_of(
+        self, token: str, documents: set[object] | None
+    ) -> list[OutgoingMessage]:
+        """The events journal `token` holds of those of `documents` (None: all of its) still
+        stamped with it, that is whose journaled write applied."""
+        writes = [
+            write
+            async for part in self._journal.find({"_id": prefix_range(_part_prefix(token))})
+            for write in part["writes"]
+            if documents is None or write["document"] in documents
+        ]
+        stamped = {
+            document["_id"]
+            for document in await find_by_ids(
+                self._documents, [write["document"] for write in writes], {JOURNAL: 1}
+            )
+            if document.get(JOURNAL) == token
+        }
+        return [
+            OutgoingMessage(entry["topic"], entry["key"], entry["value"])
+            for write in writes
+            if write["document"] in stamped
+            for entry in write["entries"]
+        ]
+
+    async def _remove(self, tokens: Sequence[str]) -> None:
+        if tokens:
+            await self._journal.bulk_write(
+                # Parts first: a header outlives them, so a crash in between is swept.
+                [
+                    *(DeleteMany({"_id": prefix_range(_part_prefix(t))}) for t in tokens),
+                    DeleteMany({"_id": {"$in": [HEADER + t for t in tokens]}}),
+                ],
+                ordered=True,
+            )
