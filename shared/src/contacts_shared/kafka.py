@@ -36,6 +36,9 @@ class OutgoingMessage:
     key: str
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
+    # The key's partition (`partition_of`) when the sender knows it already; else the producer
+    # hashes the key again.
+    partition: int | None = None
 
 
 def partition_of(key: str, partitions: int) -> int:
@@ -106,7 +109,11 @@ class EventPublisher:
         producer = await self.producer()
         pending = [
             await producer.send(
-                m.topic, m.value, key=m.key.encode(), headers=list(m.headers) or None
+                m.topic,
+                m.value,
+                key=m.key.encode(),
+                partition=m.partition,
+                headers=list(m.headers) or None,
             )
             for m in messages
         ]
@@ -317,9 +324,14 @@ class SupervisedConsumer:
         dead_letter_suffix: str = ".dlq",
         batch_size: int = 500,
         outage: Outage = never,
+        fetch_min_bytes: int = 1,
+        fetch_wait_ms: int = 500,
     ) -> None:
+        """`fetch_min_bytes`, `fetch_wait_ms`: the broker answers a fetch once it has that
+        much, or the wait is over (Kafka's defaults: at once)."""
         self._outage = outage
         self._batch_size = batch_size
+        self._fetch = {"fetch_min_bytes": fetch_min_bytes, "fetch_max_wait_ms": fetch_wait_ms}
         self._bootstrap_servers = bootstrap_servers
         self._partitions = partitions
         self._group_id = group_id
@@ -339,6 +351,7 @@ class SupervisedConsumer:
                 group_id=self._group_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
+                **self._fetch,
             )
             try:
                 # The dead-letter topics too: a broker that does not create topics on first
@@ -382,9 +395,20 @@ def service_consumer(
     group: str,
     topic: str,
     handler: BatchHandler,
+    *,
+    projection: bool = False,
 ) -> SupervisedConsumer:
     """A service's consumer of `topic` in `group`, as every service runs them: polls of
-    `consumer_batch_records`, dead letters beside the topic, outages waited out."""
+    `consumer_batch_records`, dead letters beside the topic, outages waited out; a
+    `projection` that may lag fetches in larger batches (`projection_fetch_*`)."""
+    fetch = (
+        {
+            "fetch_min_bytes": settings.projection_fetch_min_bytes,
+            "fetch_wait_ms": settings.projection_fetch_wait_ms,
+        }
+        if projection
+        else {}
+    )
     return SupervisedConsumer(
         settings.kafka_bootstrap_servers,
         group_id=group,
@@ -395,4 +419,5 @@ def service_consumer(
         dead_letter_suffix=settings.dead_letter_suffix,
         batch_size=settings.consumer_batch_records,
         outage=backing_server_away,
+        **fetch,
     )

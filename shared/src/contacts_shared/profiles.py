@@ -9,6 +9,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Protocol
 
 from contacts_shared.events import DomainEvent, EventEnvelope, ProfileDeleted, ProfileEvent
@@ -47,7 +48,7 @@ class ProfileSchema:
             created_at=snapshot.created_at,
         )
 
-    @property
+    @cached_property  # asked for every row of an import
     def identity(self) -> FieldSpec:
         if self.type is ProfileType.VIRTUAL:
             raise ProfileNotWritable("virtual profiles hold no contacts of their own")

@@ -46,6 +46,11 @@ class ServiceSettings(BaseSettings):
     # Records a consumer takes per poll, over all its partitions: each partition's share is
     # handled in a few bulk round trips, so a larger poll amortises them (docs/adr/0008).
     consumer_batch_records: int = Field(default=3000, ge=1)
+    # Projections that may lag (statistics, suppressions, the audit trail) ask the broker to
+    # hold each fetch until this much has gathered, or the wait is over: under load they take
+    # batches of thousands instead of a hundred, each costing a few round trips.
+    projection_fetch_min_bytes: int = Field(default=262_144, ge=1)
+    projection_fetch_wait_ms: int = Field(default=250, ge=0)
     log_level: str = "INFO"
 
     @property

@@ -115,11 +115,13 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
                 settings.suppressions_group,
                 settings.topic_contacts_events,
                 one_at_a_time(partial(follow_suppressions, suppressions=suppressions)),
+                projection=True,
             ),
             "stats": consumer(
                 settings.stats_group,
                 settings.topic_contacts_events,
                 partial(count_contact_events, stats=stats),
+                projection=True,
             ),
         }
         app.state.contacts, app.state.stats, app.state.relay = contacts, stats, relay

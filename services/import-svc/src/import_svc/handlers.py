@@ -147,7 +147,7 @@ class _Sending:
     rows_read: int = 0
     refused: int = 0
     line: int = 0
-    commands: list[ImportContact] = field(default_factory=list)
+    commands: list[tuple[int, ImportContact]] = field(default_factory=list)  # with partitions
     refused_rows: list[RefusedRow] = field(default_factory=list)
 
     def take(self, row: Row) -> None:
@@ -181,15 +181,18 @@ class _Sending:
         self.sequences[partition] = sequence + 1
         if not resent:
             self.commands.append(
-                ImportContact(
-                    import_id=self.job.id,
-                    account_id=self.job.account_id,
-                    profile_id=self.job.profile_id,
-                    key=key,
-                    values=values,
-                    action=self.job.action,
-                    line=row.line,
-                    sequence=sequence,
+                (
+                    partition,
+                    ImportContact(
+                        import_id=self.job.id,
+                        account_id=self.job.account_id,
+                        profile_id=self.job.profile_id,
+                        key=key,
+                        values=values,
+                        action=self.job.action,
+                        line=row.line,
+                        sequence=sequence,
+                    ),
                 )
             )
 
@@ -393,9 +396,12 @@ class Worker:
             [
                 *(
                     OutgoingMessage(
-                        self.commands_topic, c.partition_key, c.model_dump_json().encode()
+                        self.commands_topic,
+                        c.partition_key,
+                        c.model_dump_json().encode(),
+                        partition=partition,
                     )
-                    for c in sending.commands
+                    for partition, c in sending.commands
                 ),
                 *(
                     self._told(job, event)

@@ -50,6 +50,7 @@ def create_app(settings: LogSettings | None = None) -> FastAPI:
                 settings.contacts_events_group,
                 settings.topic_contacts_events,
                 partial(record_contact_events, trail=audit_trail),
+                projection=True,
             ),
         ]
         app.state.import_log, app.state.audit_trail = import_log, audit_trail
