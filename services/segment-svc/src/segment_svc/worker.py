@@ -96,8 +96,9 @@ def create_worker(settings: SegmentSettings | None = None) -> faust.App:
         pages_in_flight=settings.rebuild_pages_in_flight,
     )
 
-    def consume(source: str, handler: BatchHandler, batch: int) -> None:
-        """An agent of the topic `source` feeding takes of up to `batch` records to `handler`.
+    def consume(source: str, handler: BatchHandler, batch: int, within: float) -> None:
+        """An agent of the topic `source` feeding takes of up to `batch` records, gathered for
+        at most `within` seconds, to `handler`.
 
         Concurrency 1: the agent handles its records in order, and acknowledges a take (so its
         offsets may be committed) only once it is handled: faust's `take_events` acks after
@@ -113,7 +114,7 @@ def create_worker(settings: SegmentSettings | None = None) -> faust.App:
         )
 
         async def agent(stream: Any) -> AsyncIterator[None]:
-            async for events in stream.take_events(batch, within=settings.segment_batch_seconds):
+            async for events in stream.take_events(batch, within=within):
                 await guard.handle([record_of(event) for event in events])
                 yield None
 
@@ -124,9 +125,22 @@ def create_worker(settings: SegmentSettings | None = None) -> faust.App:
         settings.topic_contacts_events,
         segmenter.apply_contact_records,
         settings.segment_batch_events,
+        settings.segment_batch_seconds,
     )
-    consume(settings.topic_segments_events, MemberCounter(resources.counts).apply_records, 2000)
-    consume(settings.topic_profiles_events, one_at_a_time(projector.apply_record), 100)
+    # Counts may lag a little (as the other projections, `projection_fetch_wait_ms`): larger
+    # takes cost fewer round trips per membership event.
+    consume(
+        settings.topic_segments_events,
+        MemberCounter(resources.counts).apply_records,
+        2000,
+        settings.projection_fetch_wait_ms / 1000,
+    )
+    consume(
+        settings.topic_profiles_events,
+        one_at_a_time(projector.apply_record),
+        100,
+        settings.segment_batch_seconds,
+    )
 
     async def metrics(view: Any, request: Any) -> Any:
         """Prometheus metrics (dead-lettered records among them)."""
