@@ -616,19 +616,23 @@ class _Change:
 async def _apply_changes(
     schema: ProfileSchema, merged: Mapping[str, _Change], contacts: ContactRepository
 ) -> dict[str, Outcome]:
-    """Apply one change per contact key; the outcome of each. All are inserted first, unread:
-    a document that exists (or once did) refuses the insert; those contacts are then read at
-    once and updated in one bulk write, each conditional on the version read. A contact
-    deleted before, or written meanwhile, goes through `upsert_contact` alone."""
-    suppressions = await contacts.suppressions_of(schema.account_id, list(merged))
+    """Apply one change per contact key; the outcome of each. The contacts are read at once:
+    those the profile never held go in with one bulk insert, the live ones are updated in one
+    bulk write, each conditional on the version read. A contact deleted before, or written
+    meanwhile (an insert refused), goes through `upsert_contact` alone."""
+    stored = await contacts.find_many(schema.profile_id, list(merged))
+    fresh = [key for key, (_, version) in stored.items() if version == 0]
+    suppressions = await contacts.suppressions_of(schema.account_id, fresh)
     now = bson_now()
     new = [
-        _arriving(schema, key, change.values, change.source, suppressions.get(key), None, now)
-        for key, change in merged.items()
+        _arriving(
+            schema, key, merged[key].values, merged[key].source, suppressions.get(key), None, now
+        )
+        for key in fresh
     ]
     outcomes = dict.fromkeys(merged, Outcome.CREATED)
     refused = [contact.key for contact in await contacts.add_many(new)]
-    stored = await contacts.find_many(schema.profile_id, refused)
+    stored = {key: read for key, read in stored.items() if read[1] > 0}
 
     def changed(live: Contact, version: int) -> Saving:
         change = merged[live.key]
@@ -637,7 +641,8 @@ async def _apply_changes(
         )
         return Saving(live, version)
 
-    for key, read in (await _save_live_in_bulk(contacts, stored, changed)).items():
+    left = await _save_live_in_bulk(contacts, stored, changed)
+    for key, read in (left | dict.fromkeys(refused)).items():
         change = merged[key]
         _, outcomes[key] = await upsert_contact(
             schema=schema,
@@ -718,8 +723,11 @@ async def apply_import_rows(
 async def _import_into(
     schema: ProfileSchema, by_key: Mapping[str, list[ImportContact]], contacts: ContactRepository
 ) -> dict[str, list[RowOutcome]]:
-    """Each key's rows applied: their outcomes, in order."""
-    suppressions = await contacts.suppressions_of(schema.account_id, list(by_key))
+    """Each key's rows applied: their outcomes, in order. The contacts are read at once, then
+    written as `_apply_changes` does."""
+    stored = await contacts.find_many(schema.profile_id, list(by_key))
+    fresh = [key for key, (_, version) in stored.items() if version == 0]
+    suppressions = await contacts.suppressions_of(schema.account_id, fresh)
     now = bson_now()
 
     def arriving(version: int) -> Callable[[ImportContact], Contact]:
@@ -733,17 +741,14 @@ async def _import_into(
 
     outcomes: dict[str, list[RowOutcome]] = {}
     new: list[Contact] = []
-    to_read: list[str] = []
-    for key, rows in by_key.items():
+    for key in fresh:
         contact, outcomes[key], _ = import_rows(
-            None, rows, schema=schema, new_contact=arriving(1), now=now
+            None, by_key[key], schema=schema, new_contact=arriving(1), now=now
         )
-        if contact is None:
-            to_read.append(key)  # nothing to create: whether it exists decides (unsubscribe)
-        else:
+        if contact is not None:  # else nothing to create (an unsubscribe): outcomes told
             new.append(contact)
-    to_read += [contact.key for contact in await contacts.add_many(new)]
-    stored = await contacts.find_many(schema.profile_id, to_read)
+    refused = [contact.key for contact in await contacts.add_many(new)]
+    stored = {key: read for key, read in stored.items() if read[1] > 0}
 
     def imported(live: Contact, version: int) -> Saving | None:
         contact, outcomes[live.key], write = import_rows(
@@ -751,7 +756,8 @@ async def _import_into(
         )
         return Saving(contact, version, unevented=True) if write and contact else None
 
-    for key, read in (await _save_live_in_bulk(contacts, stored, imported)).items():
+    left = await _save_live_in_bulk(contacts, stored, imported)
+    for key, read in (left | dict.fromkeys(refused)).items():
         outcomes[key] = await _import_one(schema, by_key[key], contacts, read, arriving)
     return outcomes
 
