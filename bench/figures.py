@@ -46,7 +46,8 @@ async def indexed_like(source: Documents, target: Documents) -> Documents:
     """`target` with the indexes `source` has (the contacts' listing indexes, say)."""
     for name, index in (await source.index_information()).items():
         if name != "_id_":
-            await target.create_index(index["key"], name=name)
+            options = {k: index[k] for k in ("sparse", "unique") if k in index}
+            await target.create_index(index["key"], name=name, **options)
     return target
 
 

@@ -88,8 +88,9 @@ RELAY_FIELDS = {OUTBOX: 1, TOMBSTONE: 1, JOURNAL: 1}
 
 
 # Serves the relay's scan for documents with entries left to publish; every collection with an
-# outbox declares it among its indexes.
-OUTBOX_INDEX = IndexModel([(f"{OUTBOX}.id", ASCENDING)], name="outbox_pending")
+# outbox declares it among its indexes. Sparse: documents with nothing pending (most, and all
+# those a journal wrote, ADR 12) take no entry in it.
+OUTBOX_INDEX = IndexModel([(f"{OUTBOX}.id", ASCENDING)], name="outbox_pending", sparse=True)
 
 
 class OutboxRelay:

@@ -25,7 +25,7 @@ from contacts_shared.mongo import (
     prefix_range,
     update_each,
 )
-from contacts_shared.outbox import OUTBOX, PENDING_FILTER
+from contacts_shared.outbox import OUTBOX, OUTBOX_INDEX, PENDING_FILTER
 from contacts_shared.profiles import MongoSchemaStore, ProfileSchema
 from contacts_shared.rules import RuleGroup, conditions
 from contacts_shared.schema import ContactStatus, ProfileSnapshot
@@ -230,10 +230,7 @@ class ContactProjection:
         self._collection = collection
 
     async def create_indexes(self) -> None:
-        await ensure_indexes(
-            self._collection,
-            [IndexModel([(f"{OUTBOX}.id", ASCENDING)], name="outbox_pending", sparse=True)],
-        )
+        await ensure_indexes(self._collection, [OUTBOX_INDEX])
 
     async def load(self, ids: Sequence[str]) -> dict[str, Document]:
         return {d["_id"]: d for d in await find_by_ids(self._collection, ids)}
