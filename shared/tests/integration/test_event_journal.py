@@ -140,3 +140,20 @@ async def test_an_outbox_write_on_a_live_journals_document_leaves_after_its_even
     await stack.read(3, timeout=2)
     assert seen == [("a", 1), ("a", 2)]  # not b: its writer publishes it
     assert await stack.documents.count_documents({f"{OUTBOX}.id": {"$gt": ""}}) == 0
+
+
+async def test_the_relay_sweeps_what_a_dead_writer_left(stack: Stack) -> None:
+    journal = stack.journal(lease_seconds=0.5)
+    relay = OutboxRelay(
+        stack.documents, stack.publisher, batch_size=10, scan_seconds=0.2, journal=journal
+    )
+    writes = [JournaledWrite.of(k, [entry(stack.topic, k, 1)]) for k in ("a", "b")]
+    token = await journal.record(writes)
+    await stack.documents.insert_many([{"_id": "a", JOURNAL: token}])  # b: never written
+    task = asyncio.create_task(relay.run())
+    seen = await stack.read(1)
+    await stack.read(2, timeout=2)
+    relay.stop()
+    await task
+    assert seen == [("a", 1)]
+    assert await stack.journal_collection.count_documents({}) == 0
