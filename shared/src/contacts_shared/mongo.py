@@ -6,7 +6,7 @@ import asyncio
 import random
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -161,6 +161,25 @@ async def update_each(
         await collection.bulk_write(
             [UpdateOne({"_id": i}, u, upsert=upsert) for i, u in updates], ordered=False
         )
+
+
+async def put_each(
+    collection: Collection, documents: Mapping[Any, Document], *, stored: Container[Any]
+) -> None:
+    """Set each document's fields (`_id` -> fields), creating it if absent. Those not among
+    `stored` (the ids a read just found) are inserted: an upsert of a new document costs several
+    times an insert on DocumentDB. One created meanwhile by another writer refuses its insert and
+    is updated instead, as an upsert would have."""
+    new = [i for i in documents if i not in stored]
+    outcome = await bulk_write_tolerating_duplicates(
+        collection, [InsertOne({"_id": i, **documents[i]}) for i in new]
+    )
+    raced = {new[index] for index in outcome.duplicates}
+    await update_each(
+        collection,
+        [(i, {"$set": fields}) for i, fields in documents.items() if i in stored or i in raced],
+        upsert=True,
+    )
 
 
 # Set by `update_each_if` on each document it writes, to learn which of its writes applied.

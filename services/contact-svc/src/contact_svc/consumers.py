@@ -172,7 +172,7 @@ async def count_contact_events(records: Sequence[Record], *, stats: StatsStore) 
             continue
         marked[contact_id] = CountedMark(version, offset)
         by_profile.setdefault(profile_id, []).append((offset, at, event))
-    await stats.set_marks(marked)  # before the shares: see `stats.counted`
+    await stats.set_marks(marked, stored=marks.keys())  # before the shares: see `stats.counted`
     for profile_id, profile_events in by_profile.items():
         await retry_if_stale(
             partial(_fold, stats, profile_id, records[0].partition, profile_events)

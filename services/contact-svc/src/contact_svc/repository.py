@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -34,8 +34,8 @@ from contacts_shared.mongo import (
     ensure_indexes,
     find_by_ids,
     prefix_range,
+    put_each,
     replace_if_newer,
-    update_each,
     update_each_if,
     update_if,
 )
@@ -624,7 +624,9 @@ class MongoSuppressionStore:
 class StatsStore(Protocol):
     async def marks(self, contact_ids: Sequence[str]) -> dict[str, CountedMark]: ...
 
-    async def set_marks(self, marks: Mapping[str, CountedMark]) -> None: ...
+    async def set_marks(
+        self, marks: Mapping[str, CountedMark], *, stored: Container[str] = ()
+    ) -> None: ...
 
     async def share(self, profile_id: str, partition: int) -> PartitionCounts: ...
 
@@ -647,12 +649,12 @@ class MongoStatsStore:
         found = await find_by_ids(self._marks, contact_ids)
         return {d["_id"]: CountedMark(d["version"], d["offset"]) for d in found}
 
-    async def set_marks(self, marks: Mapping[str, CountedMark]) -> None:
-        await update_each(
-            self._marks,
-            [(i, {"$set": {"version": m.version, "offset": m.offset}}) for i, m in marks.items()],
-            upsert=True,
-        )
+    async def set_marks(
+        self, marks: Mapping[str, CountedMark], *, stored: Container[str] = ()
+    ) -> None:
+        """Write the marks; `stored`: the ids `marks` found (most marks are new: a contact's
+        first event), see `put_each`."""
+        await put_each(self._marks, {i: asdict(m) for i, m in marks.items()}, stored=stored)
 
     async def share(self, profile_id: str, partition: int) -> PartitionCounts:
         document = await self._collection.find_one({"_id": f"{profile_id}|{partition}"})

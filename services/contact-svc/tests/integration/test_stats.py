@@ -133,3 +133,23 @@ async def test_a_crash_between_the_marks_and_the_shares_loses_nothing(
     await count_contact_events([record(created, partition=1, offset=7)], stats=stats_store)
     [share] = await stats_store.of_profile("p1")
     assert (share.offset, share.by_status) == (7, {"active": 1})
+
+
+async def test_marks_are_inserted_when_new_and_written_over_when_stored_meanwhile(
+    stats_store: MongoStatsStore,
+) -> None:
+    await stats_store.set_marks({"p1:a@x.io": CountedMark(version=1, offset=1)})
+    # "a" was stored by another consumer since this one read the marks: not in `stored`.
+    await stats_store.set_marks(
+        {
+            "p1:a@x.io": CountedMark(version=2, offset=5),
+            "p1:b@x.io": CountedMark(version=1, offset=6),
+        }
+    )
+    await stats_store.set_marks(
+        {"p1:b@x.io": CountedMark(version=2, offset=9)}, stored={"p1:b@x.io"}
+    )
+    assert await stats_store.marks(["p1:a@x.io", "p1:b@x.io"]) == {
+        "p1:a@x.io": CountedMark(version=2, offset=5),
+        "p1:b@x.io": CountedMark(version=2, offset=9),
+    }

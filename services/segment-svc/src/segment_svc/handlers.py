@@ -116,7 +116,8 @@ class MemberCounter:
                 )
                 for partition, batch in changes.items()
                 if batch
-            ]
+            ],
+            stored=marks.keys(),
         )
 
 

@@ -23,6 +23,7 @@ from contacts_shared.mongo import (
     ensure_indexes,
     find_by_ids,
     prefix_range,
+    put_each,
     update_each,
 )
 from contacts_shared.outbox import OUTBOX, OUTBOX_INDEX, PENDING_FILTER
@@ -362,6 +363,11 @@ class Members:
         return counts
 
 
+def _mark_id(key: tuple[str, str]) -> str:
+    """A member mark's `_id`: `segment_id|contact_id`."""
+    return f"{key[0]}|{key[1]}"
+
+
 class MemberCounts:
     """Member counts folded from `segments.events` (`segment_svc.counts`): `member_marks`
     (`_id` = `segment_id|contact_id`) and `member_shares` (`_id` = `segment_id|partition`)."""
@@ -371,7 +377,7 @@ class MemberCounts:
         self._shares = shares
 
     async def marks_of(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Mark]:
-        found = await find_by_ids(self._marks, [f"{s}|{c}" for s, c in keys])
+        found = await find_by_ids(self._marks, [_mark_id(key) for key in keys])
         return {
             (d["segment_id"], d["contact_id"]): Mark(
                 Standing(d["member"], d["status"]),
@@ -387,31 +393,26 @@ class MemberCounts:
         found = await find_by_ids(self._shares, [f"{s}|{p}" for s, p in shares])
         return {(d["segment_id"], int(d["_id"].rsplit("|", 1)[1])): d["offset"] for d in found}
 
-    async def record(self, folds: Sequence[Fold]) -> None:
-        """Marks first, then each segment's share of each partition, once up to its offset."""
-        await update_each(
-            self._marks,
-            [
-                (
-                    f"{segment_id}|{contact_id}",
-                    {
-                        "$set": {
-                            "segment_id": segment_id,
-                            "contact_id": contact_id,
-                            "member": mark.standing.member,
-                            "status": mark.standing.status,
-                            "was_member": mark.before.member,
-                            "was_status": mark.before.status,
-                            "sequence": mark.sequence,
-                            "offset": mark.offset,
-                        }
-                    },
-                )
-                for counted in folds
-                for (segment_id, contact_id), mark in counted.marks.items()
-            ],
-            upsert=True,
-        )
+    async def record(
+        self, folds: Sequence[Fold], *, stored: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        """Marks first, then each segment's share of each partition, once up to its offset;
+        `stored`: the marks `marks_of` found (see `put_each`)."""
+        marks = {
+            _mark_id(key): {
+                "segment_id": key[0],
+                "contact_id": key[1],
+                "member": mark.standing.member,
+                "status": mark.standing.status,
+                "was_member": mark.before.member,
+                "was_status": mark.before.status,
+                "sequence": mark.sequence,
+                "offset": mark.offset,
+            }
+            for counted in folds
+            for key, mark in counted.marks.items()
+        }
+        await put_each(self._marks, marks, stored={_mark_id(key) for key in stored})
         shares = []
         for counted in folds:
             # Every segment of the batch moves its share's offset, even with nothing to add.
