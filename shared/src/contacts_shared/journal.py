@@ -43,6 +43,11 @@ def _part_prefix(token: str) -> str:
     return f"{PART}{token}:"
 
 
+def entry_message(entry: Document) -> OutgoingMessage:
+    """An outbox entry (outbox.py) as the message that publishes it."""
+    return OutgoingMessage(entry["topic"], entry["key"], json.dumps(entry["envelope"]).encode())
+
+
 @dataclass(frozen=True)
 class JournaledWrite:
     """A document's write and the messages of the events it tells."""
@@ -53,13 +58,7 @@ class JournaledWrite:
     @classmethod
     def of(cls, document_id: object, entries: Iterable[Document]) -> JournaledWrite:
         """From outbox entries (outbox.py), each envelope serialized once."""
-        return cls(
-            document_id,
-            [
-                OutgoingMessage(e["topic"], e["key"], json.dumps(e["envelope"]).encode())
-                for e in entries
-            ],
-        )
+        return cls(document_id, [entry_message(entry) for entry in entries])
 
 
 @dataclass
@@ -86,19 +85,21 @@ class EventJournal:
     async def record(self, writes: Sequence[JournaledWrite]) -> str:
         """Journal these writes' events before they are written; the token to stamp them with."""
         token = uuid.uuid4().hex
-        parts: list[Document] = []
-        part: list[Document] = []
+        chunks: list[list[Document]] = [[]]
         size = 0
         for write in writes:
+            length = sum(len(m.value) for m in write.messages)
+            if chunks[-1] and size + length > PART_BYTES:
+                chunks.append([])
+                size = 0
             entries = [{"topic": m.topic, "key": m.key, "value": m.value} for m in write.messages]
-            chars = sum(len(m.value) for m in write.messages)
-            if part and size + chars > PART_BYTES:
-                parts.append({"_id": f"{_part_prefix(token)}{len(parts):05d}", "writes": part})
-                part, size = [], 0
-            part.append({"document": write.document_id, "entries": entries})
-            size += chars
-        if part:
-            parts.append({"_id": f"{_part_prefix(token)}{len(parts):05d}", "writes": part})
+            chunks[-1].append({"document": write.document_id, "entries": entries})
+            size += length
+        parts = [
+            {"_id": f"{_part_prefix(token)}{n:05d}", "writes": chunk}
+            for n, chunk in enumerate(chunks)
+            if chunk
+        ]
         header = {"_id": HEADER + token, "token": token, "created_at": bson_now()}
         await self._journal.insert_many([header, *parts], ordered=True)
         return token

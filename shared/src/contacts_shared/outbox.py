@@ -10,7 +10,6 @@ consumers de-duplicate by event id (or by aggregate version).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from collections.abc import Sequence
@@ -20,8 +19,8 @@ from pydantic import BaseModel
 from pymongo import ASCENDING, IndexModel
 
 from contacts_shared.events import DomainEvent, to_envelope
-from contacts_shared.journal import JOURNAL, EventJournal, JournalRound
-from contacts_shared.kafka import EventPublisher, OutgoingMessage
+from contacts_shared.journal import JOURNAL, EventJournal, JournalRound, entry_message
+from contacts_shared.kafka import EventPublisher
 from contacts_shared.mongo import Collection, Document, find_by_ids, update_each
 from contacts_shared.settings import ServiceSettings
 
@@ -134,6 +133,8 @@ class OutboxRelay:
         before it commits its offsets). If Kafka or MongoDB fails meanwhile, the events stay
         where they are until the relay's own loop has them out (the documents at once, the
         journals once their lease is over), so the writer may go on."""
+        if journaled is not None and self._journal is None:
+            raise ValueError("a journaled round, and no journal to publish it from")
         batch = list(queued.items())
         try:
             if journaled is not None and self._journal is not None:
@@ -203,14 +204,11 @@ class OutboxRelay:
     async def _relay(self, documents: list[Document]) -> None:
         """Publish the documents' events in order (after what live journals hold of them),
         wait once for every acknowledgement, then remove exactly the published entries."""
-        earlier = await self._journal.earlier_messages(documents) if self._journal else []
+        journal = self._journal
+        earlier = await journal.earlier_messages(documents) if journal is not None else []
         await self._publisher.publish(
             earlier
-            + [
-                OutgoingMessage(e["topic"], e["key"], json.dumps(e["envelope"]).encode())
-                for document in documents
-                for e in document.get(OUTBOX) or []
-            ]
+            + [entry_message(e) for document in documents for e in document.get(OUTBOX) or []]
         )
         # Remove exactly the published entries: entries queued since the read stay for the
         # next pass.

@@ -621,7 +621,7 @@ async def _apply_changes(
     bulk write, each conditional on the version read. A contact deleted before, or written
     meanwhile (an insert refused), goes through `upsert_contact` alone."""
     stored = await contacts.find_many(schema.profile_id, list(merged))
-    fresh = [key for key, (_, version) in stored.items() if version == 0]
+    fresh = _never_held(stored)
     suppressions = await contacts.suppressions_of(schema.account_id, fresh)
     now = bson_now()
     new = [
@@ -631,8 +631,6 @@ async def _apply_changes(
         for key in fresh
     ]
     outcomes = dict.fromkeys(merged, Outcome.CREATED)
-    refused = [contact.key for contact in await contacts.add_many(new)]
-    stored = {key: read for key, read in stored.items() if read[1] > 0}
 
     def changed(live: Contact, version: int) -> Saving:
         change = merged[live.key]
@@ -641,8 +639,7 @@ async def _apply_changes(
         )
         return Saving(live, version)
 
-    left = await _save_live_in_bulk(contacts, stored, changed)
-    for key, read in (left | dict.fromkeys(refused)).items():
+    for key, read in (await _write_in_bulk(contacts, stored, new, changed)).items():
         change = merged[key]
         _, outcomes[key] = await upsert_contact(
             schema=schema,
@@ -655,25 +652,34 @@ async def _apply_changes(
     return outcomes
 
 
-async def _save_live_in_bulk(
+def _never_held(stored: Mapping[str, tuple[Contact | None, int]]) -> list[str]:
+    """The keys of `find_many`'s answer that the profile never held (no document)."""
+    return [key for key, (_, version) in stored.items() if version == 0]
+
+
+async def _write_in_bulk(
     contacts: ContactRepository,
     stored: Mapping[str, tuple[Contact | None, int]],
+    new: Sequence[Contact],
     change: Callable[[Contact, int], Saving | None],
 ) -> dict[str, tuple[Contact | None, int] | None]:
-    """Write the changes `change` makes to the live contacts among `stored` (None: nothing to
-    write) in one bulk write. The keys left to apply one by one, each with what to start from:
-    its read for a contact deleted before, None (read again) for one written meanwhile."""
+    """Insert `new` (contacts `stored` says the profile never held) in one bulk write, and
+    write the changes `change` makes to the live contacts among `stored` (None: nothing to
+    write) in another. The keys left to apply one by one, each with what to start from: its
+    read for a contact deleted before, None (read again) for one written meanwhile."""
+    refused = [contact.key for contact in await contacts.add_many(new)]
     savings = [
         saving
         for live, version in stored.values()
         if live is not None and (saving := change(live, version)) is not None
     ]
     stale = {contact.key for contact in await contacts.save_many(savings)}
-    return {
+    left = {
         key: None if key in stale else read
         for key, read in stored.items()
-        if read[0] is None or key in stale
+        if key in stale or (read[0] is None and read[1] > 0)
     }
+    return left | dict.fromkeys(refused)
 
 
 def _merge(changes: Iterable[tuple[str, Mapping[str, Any], str]]) -> dict[str, _Change]:
@@ -726,7 +732,7 @@ async def _import_into(
     """Each key's rows applied: their outcomes, in order. The contacts are read at once, then
     written as `_apply_changes` does."""
     stored = await contacts.find_many(schema.profile_id, list(by_key))
-    fresh = [key for key, (_, version) in stored.items() if version == 0]
+    fresh = _never_held(stored)
     suppressions = await contacts.suppressions_of(schema.account_id, fresh)
     now = bson_now()
 
@@ -747,8 +753,6 @@ async def _import_into(
         )
         if contact is not None:  # else nothing to create (an unsubscribe): outcomes told
             new.append(contact)
-    refused = [contact.key for contact in await contacts.add_many(new)]
-    stored = {key: read for key, read in stored.items() if read[1] > 0}
 
     def imported(live: Contact, version: int) -> Saving | None:
         contact, outcomes[live.key], write = import_rows(
@@ -756,8 +760,7 @@ async def _import_into(
         )
         return Saving(contact, version, unevented=True) if write and contact else None
 
-    left = await _save_live_in_bulk(contacts, stored, imported)
-    for key, read in (left | dict.fromkeys(refused)).items():
+    for key, read in (await _write_in_bulk(contacts, stored, new, imported)).items():
         outcomes[key] = await _import_one(schema, by_key[key], contacts, read, arriving)
     return outcomes
 

@@ -308,14 +308,13 @@ class MongoContactRepository:
             return []
         entries = [self._entries(c) for c in contacts]
         if self._journaled is None:
-            events: Document = {}
             documents = [
                 {**contact_document(c), OUTBOX: e} for c, e in zip(contacts, entries, strict=True)
             ]
         else:
             writes = [JournaledWrite.of(c.id, e) for c, e in zip(contacts, entries, strict=True)]
-            events = {JOURNAL: await self._journal.record(writes)}
-            documents = [{**contact_document(c), **events} for c in contacts]
+            token = await self._journal.record(writes)
+            documents = [{**contact_document(c), JOURNAL: token} for c in contacts]
         outcome = await bulk_write_tolerating_duplicates(
             self._collection, [InsertOne(document) for document in documents]
         )
@@ -326,9 +325,7 @@ class MongoContactRepository:
                 if contact.id not in refused_ids:
                     self._events_queued(contact.id, queued)
         else:
-            self._journaled.applied(
-                events[JOURNAL], (w for w in writes if w.document_id not in refused_ids)
-            )
+            self._journaled.applied(token, (w for w in writes if w.document_id not in refused_ids))
         return refused
 
     async def save(
@@ -364,34 +361,32 @@ class MongoContactRepository:
         written either: its events must leave after those (ADR 12)."""
         changed = [(c, e) for c in changes if (e := self._entries(c.contact)) or c.unevented]
         conditions: Document = {DELETED: False}
-        events: Document = {}
-        journaled = [JournaledWrite.of(c.contact.id, e) for c, e in changed if e]
+        journaled: list[JournaledWrite] = []
+        token = None
         if self._journaled is not None:
             conditions[f"{OUTBOX}.0"] = {"$exists": False}
             conditions[JOURNAL] = {"$nin": await self._journal.live_tokens()}
-            if journaled:
-                events = {JOURNAL: await self._journal.record(journaled)}
+            journaled = [JournaledWrite.of(c.contact.id, e) for c, e in changed if e]
+            token = await self._journal.record(journaled) if journaled else None
         writes = []
         for change, entries in changed:
-            document = {**contact_document(change.contact), **(events if entries else {})}
+            document = contact_document(change.contact)
             del document["_id"]
-            queue = outbox_update(entries) if entries and self._journaled is None else {}
-            writes.append(
-                (
-                    change.contact.id,
-                    {**conditions, "version": change.expected_version},
-                    {**queue, "$set": document},
-                )
-            )
+            if not entries:
+                update = {"$set": document}
+            elif token is None:
+                update = {**outbox_update(entries), "$set": document}
+            else:
+                update = {"$set": {**document, JOURNAL: token}}
+            conditions_read = {**conditions, "version": change.expected_version}
+            writes.append((change.contact.id, conditions_read, update))
         applied = await update_each_if(self._collection, writes)
-        if self._journaled is None:
+        if token is not None and self._journaled is not None:
+            self._journaled.applied(token, (w for w in journaled if w.document_id in applied))
+        elif self._journaled is None:
             for change, entries in changed:
                 if change.contact.id in applied and entries:
                     self._events_queued(change.contact.id)
-        elif events:
-            self._journaled.applied(
-                events[JOURNAL], (w for w in journaled if w.document_id in applied)
-            )
         return [change.contact for change, _ in changed if change.contact.id not in applied]
 
     async def suppressions_of(self, account_id: str, keys: Sequence[str]) -> dict[str, Suppression]:
