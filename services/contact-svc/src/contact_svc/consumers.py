@@ -4,9 +4,9 @@ projections of contact events (suppressions, statistics)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
-from datetime import datetime
 from functools import partial
 from itertools import groupby
 
@@ -20,7 +20,7 @@ from contact_svc.handlers import (
     purge_for_import,
 )
 from contact_svc.repository import ContactRepository, StatsStore, SuppressionStore
-from contact_svc.stats import CountedMark, counted
+from contact_svc.stats import EventAt, to_count
 from contacts_shared.commands import (
     CONTACT_COMMAND,
     ImportContact,
@@ -35,7 +35,6 @@ from contacts_shared.events import (
     ContactEvent,
     ContactImported,
     ContactStatusChanged,
-    DomainEvent,
     ProfileDeleted,
     ProfileFieldRemoved,
     event_of,
@@ -150,7 +149,7 @@ async def count_contact_events(records: Sequence[Record], *, stats: StatsStore) 
     """Fold a partition's batch of contact events into its profiles' statistics: one read and
     one write per profile in the batch, and the contacts' marks read and written at once.
     Redelivered records and events the relay published twice count once (see `stats`)."""
-    events: list[tuple[int, datetime, DomainEvent, str, int, str]] = []
+    events: list[EventAt] = []
     for record in records:
         parsed = event_of(record.value)
         if parsed is None:
@@ -163,30 +162,29 @@ async def count_contact_events(records: Sequence[Record], *, stats: StatsStore) 
             identity = (event.contact_id, event.version, event.profile_id)
         else:
             continue
-        events.append((record.offset, envelope.time, event, *identity))
-    marks = await stats.marks(list({contact_id for _, _, _, contact_id, _, _ in events}))
-    by_profile: dict[str, list[tuple[int, datetime, DomainEvent]]] = {}
-    marked: dict[str, CountedMark] = {}
-    for offset, at, event, contact_id, version, profile_id in events:
-        if counted(version, offset, marked.get(contact_id) or marks.get(contact_id)):
-            continue
-        marked[contact_id] = CountedMark(version, offset)
-        by_profile.setdefault(profile_id, []).append((offset, at, event))
-    await stats.set_marks(marked, stored=marks.keys())  # before the shares: see `stats.counted`
+        events.append(EventAt(record.offset, envelope.time, event, *identity))
+    if not events:
+        return
+    partition = records[0].partition
+    profiles = list({each.profile_id for each in events})
+    shares = await asyncio.gather(*(stats.share(p, partition) for p in profiles))
+    marks = await stats.marks(list({each.contact_id for each in events}))
+    marked, by_profile = to_count(
+        events, marks, {share.profile_id: share.offset for share in shares}
+    )
+    await stats.set_marks(marked, stored=marks.keys())  # before the shares: `last_counted`
     for profile_id, profile_events in by_profile.items():
-        await retry_if_stale(
-            partial(_fold, stats, profile_id, records[0].partition, profile_events)
-        )
+        await retry_if_stale(partial(_fold, stats, profile_id, partition, profile_events))
 
 
 async def _fold(
     stats: StatsStore,
     profile_id: str,
     partition: int,
-    events: list[tuple[int, datetime, DomainEvent]],
+    events: list[EventAt],
 ) -> None:
     counts = await stats.share(profile_id, partition)
     counted = counts.offset
-    folded = [counts.fold(event, offset=offset, at=at) for offset, at, event in events]
+    folded = [counts.fold(each.event, offset=each.offset, at=each.at) for each in events]
     if any(folded):
         await stats.store(counts, expected_offset=counted)

@@ -634,15 +634,21 @@ class MongoStatsStore:
     """Per profile, a directory document (`_id` = profile id) listing the partitions that have
     counted its contacts, and a document per partition (`_id` = `profile_id|partition`), so
     reading a profile's statistics takes a few `_id` lookups, however many contacts it has;
-    and per contact, the mark of the last event counted (see `stats.counted`)."""
+    and per contact, the mark of the last event counted (see `stats.to_count`)."""
 
     def __init__(self, collection: Collection, marks: Collection) -> None:
         self._collection = collection
-        self._marks = marks  # `_id` = contact id: the version counted last, and its offset
+        self._marks = marks  # `_id` = contact id: a `CountedMark`
 
     async def marks(self, contact_ids: Sequence[str]) -> dict[str, CountedMark]:
         found = await find_by_ids(self._marks, contact_ids)
-        return {d["_id"]: CountedMark(d["version"], d["offset"]) for d in found}
+        # Marks written before `before` was kept count on from their own version.
+        return {
+            d["_id"]: CountedMark(
+                d["version"], d["offset"], d["before"] if "before" in d else d["version"]
+            )
+            for d in found
+        }
 
     async def set_marks(
         self, marks: Mapping[str, CountedMark], *, stored: Container[str] = ()

@@ -3,11 +3,12 @@
 The counts are split by partition of `contacts.events`: each partition's share is written only
 by the consumer that owns the partition, so it needs no atomic counters across writers, and the
 offset of the last event folded in makes a redelivered record change nothing. An event the
-outbox relay published twice sits at two offsets; each contact's mark (`counted`) tells.
+outbox relay published twice sits at two offsets; each contact's mark tells (`to_count`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -26,24 +27,63 @@ ADDED_WINDOW_DAYS = 30
 
 @dataclass(frozen=True)
 class CountedMark:
-    """The last event of a contact that was counted: its version, and the offset it was at."""
+    """The last event of a contact that was counted: its version and the offset it was at; and
+    the version counted before the batch that counted it (0: none), which holds again while
+    that batch's share is unwritten."""
 
     version: int
     offset: int
+    before: int
 
 
-def counted(version: int, offset: int, mark: CountedMark | None) -> bool:
-    """Whether the event of a contact with this `version`, found at `offset`, is already in
-    the counts, or is a copy of one that is.
+def last_counted(mark: CountedMark | None, share_offset: int) -> int:
+    """The contact's last version in its profile's share, which counted to `share_offset`.
 
-    A contact's events arrive in version order, but the outbox relay may publish an event again
-    later (after a crash between publishing it and clearing it), at another offset. A version
-    above the mark is new. The marked event itself, at its own offset, is a redelivered batch
-    whose shares may not have been written: the share's offset decides. Anything else is a copy.
-    Marks are written before the shares, so a crash between the two loses nothing."""
-    if mark is None or version > mark.version:
-        return False
-    return not (version == mark.version and offset == mark.offset)
+    Marks are written before the shares, so a crash between the two loses nothing: a mark
+    past the share's offset was written by a batch whose share was not, and which is being
+    delivered again; its events count again, from the version counted before it."""
+    if mark is None:
+        return 0
+    return mark.before if mark.offset > share_offset else mark.version
+
+
+@dataclass(frozen=True)
+class EventAt:
+    """A contact event of a partition, at its offset, published at `at`."""
+
+    offset: int
+    at: datetime
+    event: DomainEvent
+    contact_id: str
+    version: int
+    profile_id: str
+
+
+def to_count(
+    events: Sequence[EventAt],
+    marks: Mapping[str, CountedMark],
+    counted_to: Mapping[str, int],
+) -> tuple[dict[str, CountedMark], dict[str, list[EventAt]]]:
+    """Of a partition's batch, in offset order, the marks to write first and then the events
+    to count, by profile. An event at or below its profile share's offset (`counted_to`) is
+    counted already. A contact's events arrive in version order, but the outbox relay may
+    publish one again later (after a crash between publishing and clearing it), at another
+    offset: an event no newer than the contact's last counted version is such a copy."""
+    before: dict[str, int] = {}
+    marked: dict[str, CountedMark] = {}
+    by_profile: dict[str, list[EventAt]] = {}
+    for each in events:
+        share_offset = counted_to.get(each.profile_id, -1)
+        if each.offset <= share_offset:
+            continue
+        if each.contact_id not in before:
+            before[each.contact_id] = last_counted(marks.get(each.contact_id), share_offset)
+        last = marked.get(each.contact_id)
+        if each.version <= (last.version if last else before[each.contact_id]):
+            continue
+        marked[each.contact_id] = CountedMark(each.version, each.offset, before[each.contact_id])
+        by_profile.setdefault(each.profile_id, []).append(each)
+    return marked, by_profile
 
 
 @dataclass

@@ -13,9 +13,9 @@ from aiokafka import ConsumerRecord
 from contact_svc.consumers import count_contact_events
 from contact_svc.domain import Contact
 from contact_svc.repository import MongoStatsStore
-from contact_svc.stats import CountedMark, summarize
+from contact_svc.stats import CountedMark, PartitionCounts, summarize
 from contacts_shared.events import DomainEvent, to_envelope
-from contacts_shared.mongo import connect
+from contacts_shared.mongo import Database, connect
 from contacts_shared.profiles import ProfileSchema
 from contacts_shared.schema import ContactStatus
 
@@ -63,11 +63,15 @@ async def test_stats_follow_creations_status_changes_updates_and_deletions(
 
 
 @pytest.fixture
-async def stats_store(infrastructure: Any, unique: str) -> AsyncIterator[MongoStatsStore]:
+async def stats_database(infrastructure: Any, unique: str) -> AsyncIterator[Database]:
     client = connect(infrastructure.mongodb_url, app_name="test")
-    database = client[f"stats_{unique}"]
-    yield MongoStatsStore(database["profile_stats"], database["stats_marks"])
+    yield client[f"stats_{unique}"]
     await client.close()
+
+
+@pytest.fixture
+def stats_store(stats_database: Database) -> MongoStatsStore:
+    return MongoStatsStore(stats_database["profile_stats"], stats_database["stats_marks"])
 
 
 def record(event: DomainEvent, *, partition: int, offset: int) -> ConsumerRecord[bytes, bytes]:
@@ -120,36 +124,55 @@ async def test_redelivered_events_are_counted_once_per_partition(
     assert await stats_store.of_profile("unknown") == []
 
 
+class DyingBeforeTheShares(MongoStatsStore):
+    """The real store, whose process dies once after writing the marks, before the shares."""
+
+    died = False
+
+    async def store(self, counts: PartitionCounts, *, expected_offset: int) -> None:
+        if not self.died:
+            self.died = True
+            raise ConnectionError("killed")
+        await super().store(counts, expected_offset=expected_offset)
+
+
 async def test_a_crash_between_the_marks_and_the_shares_loses_nothing(
-    stats_store: MongoStatsStore, regular_schema: ProfileSchema
+    stats_database: Database, regular_schema: ProfileSchema
 ) -> None:
+    stats_store = DyingBeforeTheShares(
+        stats_database["profile_stats"], stats_database["stats_marks"]
+    )
     contact = Contact.create(
         schema=regular_schema, key="c@x.io", values={}, source="api", now=datetime.now(UTC)
     )
-    [created] = contact.take_events()
-    # The marks were written, then the process died before the share was.
-    await stats_store.set_marks({contact.id: CountedMark(version=1, offset=7)})
-    await count_contact_events([record(created, partition=1, offset=7)], stats=stats_store)
-    await count_contact_events([record(created, partition=1, offset=7)], stats=stats_store)
+    contact.change_status(ContactStatus.BOUNCED, reason=None, source="api", now=datetime.now(UTC))
+    created, bounced = contact.take_events()
+    # Both events of the contact in one batch: its mark moves to the second.
+    batch = [record(created, partition=1, offset=7), record(bounced, partition=1, offset=8)]
+    with pytest.raises(ConnectionError):
+        await count_contact_events(batch, stats=stats_store)
+    await count_contact_events(batch, stats=stats_store)  # delivered again after the restart
+    await count_contact_events(batch, stats=stats_store)  # and once more
     [share] = await stats_store.of_profile("p1")
-    assert (share.offset, share.by_status) == (7, {"active": 1})
+    assert (share.offset, share.by_status) == (8, {"active": 0, "bounced": 1})
+    assert summarize([share], today=datetime.now(UTC).date()).added_last_7_days == 1
 
 
 async def test_marks_are_inserted_when_new_and_written_over_when_stored_meanwhile(
     stats_store: MongoStatsStore,
 ) -> None:
-    await stats_store.set_marks({"p1:a@x.io": CountedMark(version=1, offset=1)})
+    await stats_store.set_marks({"p1:a@x.io": CountedMark(version=1, offset=1, before=0)})
     # "a" was stored by another consumer since this one read the marks: not in `stored`.
     await stats_store.set_marks(
         {
-            "p1:a@x.io": CountedMark(version=2, offset=5),
-            "p1:b@x.io": CountedMark(version=1, offset=6),
+            "p1:a@x.io": CountedMark(version=2, offset=5, before=1),
+            "p1:b@x.io": CountedMark(version=1, offset=6, before=0),
         }
     )
     await stats_store.set_marks(
-        {"p1:b@x.io": CountedMark(version=2, offset=9)}, stored={"p1:b@x.io"}
+        {"p1:b@x.io": CountedMark(version=2, offset=9, before=1)}, stored={"p1:b@x.io"}
     )
     assert await stats_store.marks(["p1:a@x.io", "p1:b@x.io"]) == {
-        "p1:a@x.io": CountedMark(version=2, offset=5),
-        "p1:b@x.io": CountedMark(version=2, offset=9),
+        "p1:a@x.io": CountedMark(version=2, offset=5, before=1),
+        "p1:b@x.io": CountedMark(version=2, offset=9, before=1),
     }

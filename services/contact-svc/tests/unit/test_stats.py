@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-from contact_svc.stats import CountedMark, PartitionCounts, counted, summarize
+from contact_svc.stats import (
+    CountedMark,
+    EventAt,
+    PartitionCounts,
+    last_counted,
+    summarize,
+    to_count,
+)
 from contacts_shared.commands import ImportAction
 from contacts_shared.events import (
     ContactCreated,
@@ -39,6 +46,12 @@ def created(
     key: str, status: ContactStatus = ContactStatus.ACTIVE, at: datetime = NOW
 ) -> ContactCreated:
     return ContactCreated(contact=snapshot(key, status, at))
+
+
+def bounced(key: str) -> ContactStatusChanged:
+    return ContactStatusChanged(
+        contact=snapshot(key, ContactStatus.BOUNCED), previous_status=ContactStatus.ACTIVE
+    )
 
 
 def deleted(key: str, status: ContactStatus, created_at: datetime) -> ContactDeleted:
@@ -125,13 +138,41 @@ def test_a_profile_sums_its_partitions_shares() -> None:
     assert empty.total == 0 and empty.last_change_at is None
 
 
-def test_marks_tell_new_events_from_copies_and_redeliveries() -> None:
-    mark = CountedMark(version=3, offset=40)
-    assert not counted(1, 10, None)  # never seen
-    assert not counted(4, 41, mark)  # a newer version
-    assert not counted(3, 40, mark)  # the marked event itself: the share's offset decides
-    assert counted(3, 55, mark)  # the relay published it again
-    assert counted(2, 60, mark)  # an older version, published again
+def at(offset: int, event: ContactCreated | ContactStatusChanged, version: int) -> EventAt:
+    return EventAt(offset, NOW, event, "p1:a@x.io", version, "p1")
+
+
+def test_marks_tell_new_events_from_copies() -> None:
+    create, bounce = created("a@x.io"), bounced("a@x.io")
+    batch = [at(10, create, 1), at(11, bounce, 2), at(12, create, 1), at(13, bounce, 2)]
+    marks, by_profile = to_count(batch, {}, {})
+    assert by_profile == {"p1": batch[:2]}  # the relay published both again: copies
+    assert marks == {"p1:a@x.io": CountedMark(version=2, offset=11, before=0)}
+    # Later, against the marks written: the copies count nothing, a newer version does.
+    later = [at(20, create, 1), at(21, bounce, 2), at(22, bounce, 3)]
+    marks, by_profile = to_count(later, marks, {"p1": 13})
+    assert by_profile == {"p1": later[2:]}
+    assert marks == {"p1:a@x.io": CountedMark(version=3, offset=22, before=2)}
+
+
+def test_events_at_or_below_the_shares_offset_are_counted_already() -> None:
+    batch = [at(10, created("a@x.io"), 1), at(11, bounced("a@x.io"), 2)]
+    assert to_count(batch, {}, {"p1": 11}) == ({}, {})
+    assert to_count(batch, {}, {"p1": 10}) == (
+        {"p1:a@x.io": CountedMark(version=2, offset=11, before=0)},
+        {"p1": batch[1:]},
+    )
+
+
+def test_a_batch_whose_share_was_not_written_counts_again_from_the_mark_before_it() -> None:
+    # The batch wrote its mark (created then bounced), and the process died before the share.
+    batch = [at(10, created("a@x.io"), 1), at(11, bounced("a@x.io"), 2)]
+    marks, _ = to_count(batch, {}, {"p1": 9})
+    again, by_profile = to_count(batch, marks, {"p1": 9})
+    assert by_profile == {"p1": batch} and again == marks
+    # Once the share is written, the mark holds.
+    assert last_counted(marks["p1:a@x.io"], 11) == 2
+    assert last_counted(marks["p1:a@x.io"], 9) == 0 and last_counted(None, 9) == 0
 
 
 def imported(

@@ -35,13 +35,27 @@ OUTSIDE = Standing(False, "")
 
 @dataclass(frozen=True)
 class Mark:
-    """A contact's standing as last counted, by the event of `sequence` read at `offset`, and
-    its standing before that event (for that event delivered again)."""
+    """A contact's standing as last counted, by the event of `sequence` read at `offset`; and
+    the standing and sequence counted before the batch that counted it, which hold again while
+    that batch's share is unwritten."""
 
     standing: Standing
-    before: Standing
     sequence: int
     offset: int
+    before: Standing
+    before_sequence: int
+
+
+def last_counted(mark: Mark | None, share_offset: int) -> tuple[Standing, int]:
+    """A contact's standing and sequence in its segment's share, which counted to
+    `share_offset`. Marks are written before the shares, so a crash between the two loses
+    nothing: a mark past the share's offset was written by a batch whose share was not, and
+    which is being delivered again; its changes count again, from the standing before it."""
+    if mark is None:
+        return OUTSIDE, 0
+    if mark.offset > share_offset:
+        return mark.before, mark.before_sequence
+    return mark.standing, mark.sequence
 
 
 @dataclass(frozen=True)
@@ -91,32 +105,29 @@ def fold(
 ) -> Fold:
     """Count one partition's batch of membership changes against the marks held: each change
     takes out what the contact counted for before it and adds what it counts for after. A
-    change no newer than the mark (by sequence) read at another offset is a copy: not counted.
-    A change at or below the offset its segment's share counted to (`counted_to`) was
-    counted already; one above it at the mark's own offset is a redelivery whose share was not
-    written: it counts from the standing the mark kept from before it."""
-    held = dict(marks)
+    change at or below the offset its segment's share counted to (`counted_to`) was counted
+    already; one no newer (by sequence) than the contact's last counted change is a copy,
+    published again after a crash at a later offset: not counted either."""
+    before: dict[tuple[str, str], tuple[Standing, int]] = {}
     deltas: dict[str, Counter[str]] = {}
     written: dict[tuple[str, str], Mark] = {}
     for change in changes:
-        if change.offset <= counted_to.get(change.segment_id, -1):
+        share_offset = counted_to.get(change.segment_id, -1)
+        if change.offset <= share_offset:
             continue
         key = (change.segment_id, change.contact_id)
-        mark = held.get(key)
-        if mark is None:
-            before = OUTSIDE
-        elif mark.offset == change.offset:
-            before = mark.before
-        elif change.sequence <= mark.sequence:
+        if key not in before:
+            before[key] = last_counted(marks.get(key), share_offset)
+        last = written.get(key)
+        standing, sequence = (last.standing, last.sequence) if last else before[key]
+        if change.sequence <= sequence:
             continue
-        else:
-            before = mark.standing
         delta = deltas.setdefault(change.segment_id, Counter())
-        for standing, sign in ((before, -1), (change.standing, 1)):
-            if standing.member:
+        for counted, sign in ((standing, -1), (change.standing, 1)):
+            if counted.member:
                 delta[TOTAL] += sign
-                delta[standing.status] += sign
-        held[key] = written[key] = Mark(change.standing, before, change.sequence, change.offset)
+                delta[counted.status] += sign
+        written[key] = Mark(change.standing, change.sequence, change.offset, *before[key])
     return Fold(
         partition,
         last_offset,

@@ -381,9 +381,11 @@ class MemberCounts:
         return {
             (d["segment_id"], d["contact_id"]): Mark(
                 Standing(d["member"], d["status"]),
-                Standing(d["was_member"], d["was_status"]),
                 d["sequence"],
                 d["offset"],
+                Standing(d["was_member"], d["was_status"]),
+                # Marks written before `was_sequence` was kept: `was_*` is from just before.
+                d["was_sequence"] if "was_sequence" in d else d["sequence"] - 1,
             )
             for d in found
         }
@@ -406,6 +408,7 @@ class MemberCounts:
                 "status": mark.standing.status,
                 "was_member": mark.before.member,
                 "was_status": mark.before.status,
+                "was_sequence": mark.before_sequence,
                 "sequence": mark.sequence,
                 "offset": mark.offset,
             }
