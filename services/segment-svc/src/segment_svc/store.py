@@ -302,26 +302,40 @@ class Members:
         )
 
     async def apply(self, entries: Sequence[Document]) -> None:
-        """Apply member changes in one bulk write, each only over older ones (by `rev`)."""
+        """Apply member changes, each only over older ones (by `rev`): entering members are
+        inserted where no record is (an upsert of a new document costs several inserts on
+        DocumentDB), the rest, and those refused, updated in one bulk write."""
+        records = [(f"{entry['segment_id']}|{entry['key']}", entry) for entry in entries]
+        entering = [(_id, entry) for _id, entry in records if entry["kind"] == "entered"]
+        outcome = await bulk_write_tolerating_duplicates(
+            self._collection,
+            [InsertOne({"_id": _id, **self._values(entry), "in": True}) for _id, entry in entering],
+        )
+        refused = {entering[index][0] for index in outcome.duplicates}
         operations = []
-        for entry in entries:
-            rev = entry["rev"]
-            member = entry["member"]
-            _id = f"{entry['segment_id']}|{entry['key']}"
-            values = {
-                "rev": rev,
-                "segment_id": entry["segment_id"],
-                "key": entry["key"],
-                "contact_id": entry["contact_id"],
-            }
+        for _id, entry in records:
+            if entry["kind"] == "entered" and _id not in refused:
+                continue
             change: Document = (
-                {"$set": {**values, **member, "in": True}, "$unset": {"left_at": ""}}
-                if member is not None
-                else {"$set": {**values, "in": False, "left_at": bson_now()}}
+                {"$set": {**self._values(entry), "in": True}, "$unset": {"left_at": ""}}
+                if entry["member"] is not None
+                else {"$set": {**self._values(entry), "in": False, "left_at": bson_now()}}
             )
-            operations.append(UpdateOne({"_id": _id, "rev": {"$lt": rev}}, change, upsert=True))
+            operations.append(
+                UpdateOne({"_id": _id, "rev": {"$lt": entry["rev"]}}, change, upsert=True)
+            )
         # A member record already at a newer rev makes its upsert collide: it stays.
         await bulk_write_tolerating_duplicates(self._collection, operations)
+
+    @staticmethod
+    def _values(entry: Document) -> Document:
+        return {
+            "rev": entry["rev"],
+            "segment_id": entry["segment_id"],
+            "key": entry["key"],
+            "contact_id": entry["contact_id"],
+            **(entry["member"] or {}),
+        }
 
     async def forget_tombstones(self) -> int:
         result = await self._collection.delete_many(

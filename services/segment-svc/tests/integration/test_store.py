@@ -103,6 +103,24 @@ async def test_member_records_follow_the_newest_write_whatever_the_order(
     assert await resources.members.counts("v1") == {s.value: 0 for s in ContactStatus}
 
 
+async def test_members_enter_leave_and_enter_again_in_order(resources: Resources) -> None:
+    held: dict[str, Any] = {}
+    for version, city in enumerate(["Lima", "Quito", "Lima"], start=1):
+        writes = contact_writes(
+            [state("d@x.com", version, city)], held, {"p1": [SEGMENT]}, now=NOW, topic="t"
+        )
+        await resources.projection.write(writes)
+        await resources.members.apply(writes[0][2])  # the last enters over its tombstone
+        held = await resources.projection.load(["p1:d@x.com"])
+        member = await resources.members.get("v1", "d@x.com")
+        assert (member is not None) == (city == "Lima")
+        assert member is None or (member["rev"], member["status"]) == (version, "active")
+    # An older entry applied late, over the newer record, changes nothing.
+    first = contact_writes([state("d@x.com", 1, "Lima")], {}, {"p1": [SEGMENT]}, now=NOW, topic="t")
+    await resources.members.apply(first[0][2])
+    assert (await resources.members.get("v1", "d@x.com") or {})["rev"] == 3
+
+
 async def test_entries_left_behind_are_relayed_once_and_removed(
     resources: Resources, topic: str, read_envelopes: Any
 ) -> None:
