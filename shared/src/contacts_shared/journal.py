@@ -18,9 +18,10 @@ de-duplicate by event id or aggregate version.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -48,12 +49,19 @@ def entry_message(entry: Document) -> OutgoingMessage:
     return OutgoingMessage(entry["topic"], entry["key"], json.dumps(entry["envelope"]).encode())
 
 
+# Applies records kept in a journal beside its events (segment-svc's member records), before the
+# journal is removed.
+RecordsApplier = Callable[[Sequence[Document]], Awaitable[None]]
+
+
 @dataclass(frozen=True)
 class JournaledWrite:
-    """A document's write and the messages of the events it tells."""
+    """A document's write, the messages of the events it tells, and records to apply with
+    them (for a journal that has a `RecordsApplier`)."""
 
     document_id: object
     messages: list[OutgoingMessage]
+    records: list[Document] = field(default_factory=list)
 
     @classmethod
     def of(cls, document_id: object, entries: Iterable[Document]) -> JournaledWrite:
@@ -67,20 +75,28 @@ class JournalRound:
     order, and its journals, removed once those events are on Kafka."""
 
     tokens: list[str] = field(default_factory=list)
-    messages: list[OutgoingMessage] = field(default_factory=list)
+    writes: list[JournaledWrite] = field(default_factory=list)
 
     def applied(self, token: str, writes: Iterable[JournaledWrite]) -> None:
         self.tokens.append(token)
-        self.messages.extend(m for write in writes for m in write.messages)
+        self.writes.extend(writes)
 
 
 class EventJournal:
     """The journal of one collection's bulk writes (`documents`), kept in `journal`."""
 
-    def __init__(self, journal: Collection, documents: Collection, *, lease_seconds: float) -> None:
+    def __init__(
+        self,
+        journal: Collection,
+        documents: Collection,
+        *,
+        lease_seconds: float,
+        apply_records: RecordsApplier | None = None,
+    ) -> None:
         self._journal = journal
         self._documents = documents
         self._lease = timedelta(seconds=lease_seconds)
+        self._apply_records = apply_records
 
     async def record(self, writes: Sequence[JournaledWrite]) -> str:
         """Journal these writes' events before they are written; the token to stamp them with."""
@@ -92,8 +108,11 @@ class EventJournal:
             if chunks[-1] and size + length > PART_BYTES:
                 chunks.append([])
                 size = 0
+            if write.records and self._apply_records is None:
+                raise ValueError("records journaled, and nothing to apply them")
             entries = [{"topic": m.topic, "key": m.key, "value": m.value} for m in write.messages]
-            chunks[-1].append({"document": write.document_id, "entries": entries})
+            kept = {"document": write.document_id, "entries": entries}
+            chunks[-1].append({**kept, "records": write.records} if write.records else kept)
             size += length
         parts = [
             {"_id": f"{_part_prefix(token)}{n:05d}", "writes": chunk}
@@ -110,22 +129,39 @@ class EventJournal:
         return [header["token"] async for header in cursor]
 
     async def publish(self, round: JournalRound, publisher: EventPublisher) -> None:
-        """Publish a round's events, then remove its journals."""
-        await publisher.publish(round.messages)
+        """Publish a round's events (and apply its records), then remove its journals."""
+        await self._emit(round.writes, publisher)
         await self._remove(round.tokens)
 
     async def earlier_messages(self, documents: Sequence[Document]) -> list[OutgoingMessage]:
         """The events live journals hold of these documents' last journaled writes (read with
         `JOURNAL`), to publish before anything written to them since."""
+        return [m for write in await self._earlier(documents) for m in write.messages]
+
+    async def flush(self, documents: Sequence[Document], publisher: EventPublisher) -> None:
+        """Publish (and apply) what live journals hold of these documents' last journaled
+        writes, for a writer about to write over their stamps: the journal's sweep will not
+        publish them then, and they must leave before the new write's events."""
+        await self._emit(await self._earlier(documents), publisher)
+
+    async def _earlier(self, documents: Sequence[Document]) -> list[JournaledWrite]:
         by_token: dict[str, set[object]] = {}
         for document in documents:
             if token := document.get(JOURNAL):
                 by_token.setdefault(token, set()).add(document["_id"])
         live = await find_by_ids(self._journal, [HEADER + t for t in by_token], {"token": 1})
-        messages: list[OutgoingMessage] = []
+        writes: list[JournaledWrite] = []
         for header in live:
-            messages += await self._messages_of(header["token"], by_token[header["token"]])
-        return messages
+            writes += await self._writes_of(header["token"], by_token[header["token"]])
+        return writes
+
+    async def _emit(self, writes: Sequence[JournaledWrite], publisher: EventPublisher) -> None:
+        messages = [m for write in writes for m in write.messages]
+        records = [r for write in writes for r in write.records]
+        if records and self._apply_records is not None:
+            await asyncio.gather(self._apply_records(records), publisher.publish(messages))
+        elif messages:
+            await publisher.publish(messages)
 
     async def sweep(self, publisher: EventPublisher) -> int:
         """Publish what journals past their lease hold of the writes that applied, and remove
@@ -136,14 +172,12 @@ class EventJournal:
         )
         tokens = [header["token"] async for header in cursor.limit(SWEEP_BATCH)]
         for token in tokens:
-            await publisher.publish(await self._messages_of(token, None))
+            await self._emit(await self._writes_of(token, None), publisher)
             await self._remove([token])
         return len(tokens)
 
-    async def _messages_of(
-        self, token: str, documents: set[object] | None
-    ) -> list[OutgoingMessage]:
-        """The events journal `token` holds of those of `documents` (None: all of its) still
+    async def _writes_of(self, token: str, documents: set[object] | None) -> list[JournaledWrite]:
+        """The writes journal `token` holds of those of `documents` (None: all of its) still
         stamped with it, that is whose journaled write applied."""
         writes = [
             write
@@ -159,10 +193,13 @@ class EventJournal:
             if document.get(JOURNAL) == token
         }
         return [
-            OutgoingMessage(entry["topic"], entry["key"], entry["value"])
+            JournaledWrite(
+                write["document"],
+                [OutgoingMessage(e["topic"], e["key"], e["value"]) for e in write["entries"]],
+                write.get("records", []),
+            )
             for write in writes
             if write["document"] in stamped
-            for entry in write["entries"]
         ]
 
     async def _remove(self, tokens: Sequence[str]) -> None:

@@ -196,7 +196,9 @@ async def test_a_journaled_batch_writes_each_row_once_unless_earlier_events_wait
         journaled.tokens
     )
     assert not any(documents[k].get(OUTBOX) for k in once)
-    assert sorted(m.key for m in journaled.messages) == sorted(f"p1:{k}" for k in once)
+    assert sorted(m.key for w in journaled.writes for m in w.messages) == sorted(
+        f"p1:{k}" for k in once
+    )
     assert list(queued) == ["p1:k8@x.io", "p1:k9@x.io"]
     assert [len(documents[k][OUTBOX]) for k in ("k8@x.io", "k9@x.io")] == [2, 1]
 

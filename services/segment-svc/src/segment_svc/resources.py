@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from contacts_shared.journal import EventJournal
 from contacts_shared.kafka import EventPublisher
 from contacts_shared.mongo import MongoClient, connect
 from contacts_shared.profiles import MongoSchemaStore
@@ -25,6 +26,7 @@ class Resources:
     segments: SegmentStore
     projection: ContactProjection
     members: Members
+    journal: EventJournal
     relay: MembershipRelay
     counts: MemberCounts
 
@@ -41,6 +43,12 @@ class Resources:
         schemas = MongoSchemaStore(database["schemas"])
         projection = ContactProjection(database["contacts"])
         members = Members(database["members"])
+        journal = EventJournal(
+            database["membership_journal"],
+            database["contacts"],
+            lease_seconds=settings.journal_lease_seconds,
+            apply_records=members.apply,
+        )
         return cls(
             client,
             publisher,
@@ -48,13 +56,13 @@ class Resources:
             SegmentStore(database["segments"], schemas),
             projection,
             members,
-            MembershipRelay(projection, members, publisher),
+            journal,
+            MembershipRelay(projection, members, publisher, journal),
             MemberCounts(database["member_marks"], database["member_shares"]),
         )
 
     async def create_indexes(self) -> None:
         await self.segments.create_indexes()
-        await self.projection.create_indexes()
         await self.members.create_indexes()
 
     async def close(self) -> None:

@@ -24,5 +24,3 @@ class SegmentSettings(ServiceSettings):
     rebuild_pages_in_flight: int = Field(default=4, ge=1, le=32)
     # How often the worker looks for a rebuild to run and for a new UTC day.
     rebuild_poll_seconds: float = Field(default=1.0, gt=0)
-    # Outbox entries older than this are relayed by the scan (their writer crashed).
-    outbox_left_behind_seconds: float = Field(default=30.0, gt=0)

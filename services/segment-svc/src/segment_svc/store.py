@@ -4,16 +4,16 @@ segment as the API lists them (`members`)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel, InsertOne, ReturnDocument, UpdateOne
 
+from contacts_shared.journal import JOURNAL, EventJournal, JournaledWrite, JournalRound
 from contacts_shared.kafka import EventPublisher, OutgoingMessage
 from contacts_shared.mongo import (
     Collection,
@@ -24,9 +24,7 @@ from contacts_shared.mongo import (
     find_by_ids,
     prefix_range,
     put_each,
-    update_each,
 )
-from contacts_shared.outbox import OUTBOX, OUTBOX_INDEX, PENDING_FILTER
 from contacts_shared.profiles import MongoSchemaStore, ProfileSchema
 from contacts_shared.rules import RuleGroup, conditions
 from contacts_shared.schema import ContactStatus, ProfileSnapshot
@@ -230,33 +228,26 @@ class ContactProjection:
     def __init__(self, collection: Collection) -> None:
         self._collection = collection
 
-    async def create_indexes(self) -> None:
-        await ensure_indexes(self._collection, [OUTBOX_INDEX])
-
     async def load(self, ids: Sequence[str]) -> dict[str, Document]:
         return {d["_id"]: d for d in await find_by_ids(self._collection, ids)}
 
-    async def write(self, writes: Sequence[Write]) -> list[str]:
-        """Write each `(held, new fields, outbox entries)`: an insert where nothing was held,
-        else an update conditional on the held `rev`. Returns the ids whose write lost a race."""
-        token = uuid.uuid4().hex
-        now = bson_now()
+    async def write(self, writes: Sequence[Write], token: str) -> list[str]:
+        """Write each `(held, new fields, entries)`, stamped with `token` (the journal of their
+        entries, if they have any): an insert where nothing was held, else an update
+        conditional on the held `rev`. Returns the ids whose write lost a race."""
         operations: list[InsertOne[Document] | UpdateOne] = []
-        for held, fields, entries in writes:
-            stamp = {"token": token, "written_at": now}
+        for held, fields, _ in writes:
             if held is None:
-                operations.append(InsertOne({**fields, **stamp, "rev": 1, OUTBOX: entries}))
+                operations.append(InsertOne({**fields, JOURNAL: token, "rev": 1}))
             else:
-                update: Document = {"$set": {**fields, **stamp}, "$inc": {"rev": 1}}
-                if entries:
-                    update["$push"] = {OUTBOX: {"$each": entries}}
+                update: Document = {"$set": {**fields, JOURNAL: token}, "$inc": {"rev": 1}}
                 operations.append(UpdateOne({"_id": held["_id"], "rev": held["rev"]}, update))
         outcome = await bulk_write_tolerating_duplicates(self._collection, operations)
         if outcome.applied == len(operations):
             return []
         ids = [fields["_id"] for _, fields, _ in writes]
-        written = await find_by_ids(self._collection, ids, {"token": 1})
-        done = {d["_id"] for d in written if d.get("token") == token}
+        written = await find_by_ids(self._collection, ids, {JOURNAL: 1})
+        done = {d["_id"] for d in written if d.get(JOURNAL) == token}
         return [i for i in ids if i not in done]
 
     async def page(self, profile_id: str, after: str | None, limit: int) -> list[Document]:
@@ -266,19 +257,6 @@ class ContactProjection:
             bounds = {**bounds, "$gt": after}
         cursor = self._collection.find({"_id": bounds}, limit=limit).sort("_id").hint("_id_")
         return [d async for d in cursor]
-
-    async def pending(self, older_than: datetime, limit: int) -> list[Document]:
-        """Documents whose outbox entries were left behind (a crash between write and relay)."""
-        cursor = self._collection.find(
-            {**PENDING_FILTER, "written_at": {"$lt": older_than}}, {OUTBOX: 1}, limit=limit
-        )
-        return [d async for d in cursor]
-
-    async def settle(self, published: Mapping[str, list[Document]]) -> None:
-        await update_each(
-            self._collection,
-            [(i, {"$pullAll": {OUTBOX: entries}}) for i, entries in published.items()],
-        )
 
 
 class Members:
@@ -468,46 +446,56 @@ class MemberCounts:
 
 
 class MembershipRelay:
-    """Publishes membership events and writes member records from outbox entries, then removes
-    exactly those entries from the contacts' documents."""
+    """Writes contacts' documents and then, once, what their writes tell: membership events
+    and member records, journaled beside the documents (ADR 12) rather than in them, so each
+    document is written once."""
 
     def __init__(
-        self, projection: ContactProjection, members: Members, publisher: EventPublisher
+        self,
+        projection: ContactProjection,
+        members: Members,
+        publisher: EventPublisher,
+        journal: EventJournal,
     ) -> None:
         self._projection = projection
         self.members = members
         self._publisher = publisher
+        self._journal = journal
 
     async def write(self, writes: Sequence[Write]) -> set[str]:
-        """Write contacts' documents with their entries (`ContactProjection.write`), then
-        relay the entries of those written; the ids whose write lost a race."""
-        lost = set(await self._projection.write(writes))
-        await self.relay(
-            {fields["_id"]: entries for _, fields, entries in writes if fields["_id"] not in lost}
-        )
+        """Journal the writes' entries, write the documents stamped with the journal's token
+        (`ContactProjection.write`), then publish and apply the entries of those written and
+        remove the journal; the ids whose write lost a race. What a live journal (a writer
+        that died, or one racing this one) holds of these documents goes out first."""
+        await self._journal.flush([held for held, _, _ in writes if held], self._publisher)
+        journaled = [
+            JournaledWrite(
+                fields["_id"], [_message(e) for e in entries], [_record(e) for e in entries]
+            )
+            for _, fields, entries in writes
+            if entries
+        ]
+        token = await self._journal.record(journaled) if journaled else uuid.uuid4().hex
+        lost = set(await self._projection.write(writes, token))
+        if journaled:
+            done = JournalRound()
+            done.applied(token, (w for w in journaled if w.document_id not in lost))
+            await self._journal.publish(done, self._publisher)
         return lost
 
-    async def relay(self, written: Mapping[str, list[Document]]) -> None:
-        """`written`: contact id -> the outbox entries its write queued, in order."""
-        queued = {i: entries for i, entries in written.items() if entries}
-        if not queued:
-            return
-        # Member records and events are independent of each other; both precede the removal.
-        await asyncio.gather(
-            self.members.apply([entry for entries in queued.values() for entry in entries]),
-            self._publisher.publish(
-                OutgoingMessage(
-                    entry["topic"], entry["contact_id"], json.dumps(entry["envelope"]).encode()
-                )
-                for entries in queued.values()
-                for entry in entries
-                if "envelope" in entry
-            ),
-        )
-        await self._projection.settle(queued)
+    async def sweep(self) -> int:
+        """Publish and apply what writers that died left in journals past their lease; how
+        many journals."""
+        return await self._journal.sweep(self._publisher)
 
-    async def relay_left_behind(self, older_than: timedelta, limit: int = 500) -> int:
-        """Relay entries a crashed process left in documents; how many documents."""
-        documents = await self._projection.pending(bson_now() - older_than, limit)
-        await self.relay({d["_id"]: d[OUTBOX] for d in documents})
-        return len(documents)
+
+def _message(entry: Document) -> OutgoingMessage:
+    """A membership entry's event, keyed by contact so one contact's events stay in order."""
+    return OutgoingMessage(
+        entry["topic"], entry["contact_id"], json.dumps(entry["envelope"]).encode()
+    )
+
+
+def _record(entry: Document) -> Document:
+    """A membership entry's member record change (`Members.apply`)."""
+    return {k: entry[k] for k in ("kind", "segment_id", "key", "contact_id", "rev", "member")}

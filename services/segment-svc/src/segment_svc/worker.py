@@ -11,7 +11,6 @@ import logging
 import socket
 import tempfile
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -148,10 +147,6 @@ def create_worker(settings: SegmentSettings | None = None) -> faust.App:
 
     app.page("/metrics")(metrics)
 
-    async def relay_at_start() -> None:
-        # Entries a crashed predecessor left: no need to wait for them to age.
-        await _logged(resources.relay.relay_left_behind(timedelta(0)), "relay at start")
-
     async def rebuilds() -> None:
         await _logged(
             resources.segments.request_new_day_rebuilds(bson_now().date().isoformat()),
@@ -161,11 +156,11 @@ def create_worker(settings: SegmentSettings | None = None) -> faust.App:
             pass
 
     async def left_behind() -> None:
-        age = timedelta(seconds=settings.outbox_left_behind_seconds)
-        await _logged(resources.relay.relay_left_behind(age), "relay left behind")
+        # Journals past their lease: their writer died before publishing them.
+        while await _logged(resources.relay.sweep(), "journal sweep"):
+            pass
         await _logged(resources.members.forget_tombstones(), "tombstones")
 
-    app.task(relay_at_start)
     app.timer(interval=settings.rebuild_poll_seconds)(rebuilds)
     app.timer(interval=settings.outbox_scan_seconds)(left_behind)
 

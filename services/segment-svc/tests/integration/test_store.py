@@ -1,15 +1,16 @@
 """segment-svc's collections on the real MongoDB-protocol server and Kafka: conditional writes
-of projected contacts, member records ordered by the write that made them, and the relay of
-entries a crashed worker left behind."""
+of projected contacts, member records ordered by the write that made them, and the journal of
+what a crashed worker left unpublished."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from contacts_shared.kafka import EventPublisher, OutgoingMessage
 from contacts_shared.profiles import ProfileSchema
 from contacts_shared.rules import RuleGroup
 from contacts_shared.schema import ContactStatus, FieldSpec, FieldType, ProfileSnapshot, ProfileType
@@ -19,6 +20,7 @@ from segment_svc.handlers import Rebuilder
 from segment_svc.membership import ContactState, contact_writes
 from segment_svc.resources import Resources
 from segment_svc.settings import SegmentSettings
+from segment_svc.store import MembershipRelay
 
 pytestmark = pytest.mark.integration
 
@@ -51,37 +53,61 @@ def topic(unique: str) -> str:
 
 
 @pytest.fixture
-async def resources(infrastructure: Any, unique: str, topic: str) -> AsyncIterator[Resources]:
-    settings = SegmentSettings(
+def settings(infrastructure: Any, unique: str, topic: str) -> SegmentSettings:
+    return SegmentSettings(
         kafka_bootstrap_servers=infrastructure.kafka_bootstrap_servers,
         mongodb_url=infrastructure.mongodb_url,
         mongodb_database=f"segment_svc_store_{unique}",
         topic_segments_events=topic,
     )
+
+
+@pytest.fixture
+async def resources(settings: SegmentSettings) -> AsyncIterator[Resources]:
     opened = Resources.open(settings)
     await opened.create_indexes()
     yield opened
     await opened.close()
 
 
+class DeadPublisher(EventPublisher):
+    """The process dies once its documents are written, before their events are out."""
+
+    async def publish(self, messages: Iterable[OutgoingMessage]) -> None:
+        raise ConnectionError("killed")
+
+
+@pytest.fixture
+async def dying(settings: SegmentSettings) -> AsyncIterator[Resources]:
+    """Resources over the same collections whose writer dies before publishing."""
+    opened = Resources.open(settings)
+    opened.publisher = DeadPublisher(
+        settings.kafka_bootstrap_servers, client_id="dying", topics=[], partitions=1
+    )
+    opened.relay = MembershipRelay(
+        opened.projection, opened.members, opened.publisher, opened.journal
+    )
+    yield opened
+    await opened.close()
+
+
 async def test_a_write_from_a_stale_read_loses_and_is_reported(resources: Resources) -> None:
     first = contact_writes([state("a@x.com", 1, "Lima")], {}, {"p1": [SEGMENT]}, now=NOW, topic="t")
-    assert await resources.projection.write(first) == []
+    assert await resources.projection.write(first, "w1") == []
     held = await resources.projection.load(["p1:a@x.com"])
     # Two writers read the same document; the second to write lost the race.
     one = contact_writes(
         [state("a@x.com", 2, "Quito")], held, {"p1": [SEGMENT]}, now=NOW, topic="t"
     )
     two = contact_writes([state("a@x.com", 3, "Lima")], held, {"p1": [SEGMENT]}, now=NOW, topic="t")
-    assert await resources.projection.write(one) == []
-    assert await resources.projection.write(two) == ["p1:a@x.com"]
-    # A second insert of a contact that now exists loses too (its upsert collides on `_id`).
+    assert await resources.projection.write(one, "w2") == []
+    assert await resources.projection.write(two, "w3") == ["p1:a@x.com"]
+    # A second insert of a contact that now exists loses too (its insert collides on `_id`).
     again = contact_writes([state("a@x.com", 4, "Lima")], {}, {"p1": [SEGMENT]}, now=NOW, topic="t")
-    assert await resources.projection.write(again) == ["p1:a@x.com"]
+    assert await resources.projection.write(again, "w4") == ["p1:a@x.com"]
     document = (await resources.projection.load(["p1:a@x.com"]))["p1:a@x.com"]
     assert (document["version"], document["rev"], document["segments"]) == (2, 2, {})
-    assert [e["kind"] for e in document["outbox"]] == ["entered", "left"]
-    assert [e["rev"] for e in document["outbox"]] == [1, 2]
+    assert (document["journal"], "outbox" in document) == ("w2", False)
 
 
 async def test_member_records_follow_the_newest_write_whatever_the_order(
@@ -90,12 +116,12 @@ async def test_member_records_follow_the_newest_write_whatever_the_order(
     entered = contact_writes(
         [state("b@x.com", 1, "Lima")], {}, {"p1": [SEGMENT]}, now=NOW, topic="t"
     )
-    await resources.projection.write(entered)
+    await resources.projection.write(entered, "w1")
     held = await resources.projection.load(["p1:b@x.com"])
     left = contact_writes(
         [state("b@x.com", 2, "Quito")], held, {"p1": [SEGMENT]}, now=NOW, topic="t"
     )
-    await resources.projection.write(left)
+    await resources.projection.write(left, "w2")
     # Two relays racing: the newer entry applied first, then the older one late.
     await resources.members.apply(left[0][2])
     await resources.members.apply(entered[0][2])
@@ -109,7 +135,7 @@ async def test_members_enter_leave_and_enter_again_in_order(resources: Resources
         writes = contact_writes(
             [state("d@x.com", version, city)], held, {"p1": [SEGMENT]}, now=NOW, topic="t"
         )
-        await resources.projection.write(writes)
+        await resources.projection.write(writes, f"w{version}")
         await resources.members.apply(writes[0][2])  # the last enters over its tombstone
         held = await resources.projection.load(["p1:d@x.com"])
         member = await resources.members.get("v1", "d@x.com")
@@ -121,8 +147,12 @@ async def test_members_enter_leave_and_enter_again_in_order(resources: Resources
     assert (await resources.members.get("v1", "d@x.com") or {})["rev"] == 3
 
 
-async def test_entries_left_behind_are_relayed_once_and_removed(
-    resources: Resources, topic: str, read_envelopes: Any
+async def test_what_a_dead_writer_journaled_is_published_once_after_its_lease(
+    resources: Resources,
+    dying: Resources,
+    settings: SegmentSettings,
+    topic: str,
+    read_envelopes: Any,
 ) -> None:
     writes = contact_writes(
         [state(f"c{i}@x.com", 1, "Lima" if i % 2 else "Quito") for i in range(10)],
@@ -131,16 +161,43 @@ async def test_entries_left_behind_are_relayed_once_and_removed(
         now=NOW,
         topic=topic,
     )
-    # Written, then the worker "died" before relaying.
-    assert await resources.projection.write(writes) == []
-    # Only the five who entered have entries to relay.
-    assert await resources.relay.relay_left_behind(older_than=timedelta(0)) == 5
-    assert await resources.relay.relay_left_behind(older_than=timedelta(0)) == 0
+    with pytest.raises(ConnectionError):
+        await dying.relay.write(writes)
+    assert len(await resources.projection.load([f"p1:c{i}@x.com" for i in range(10)])) == 10
+    assert await resources.relay.sweep() == 0  # within its lease: its writer's, maybe alive
+    expired = Resources.open(settings.model_copy(update={"journal_lease_seconds": 0.001}))
+    try:
+        assert await expired.relay.sweep() == 1
+        assert await expired.relay.sweep() == 0
+    finally:
+        await expired.close()
     members = [m["key"] async for page in resources.members.pages("v1") for m in page]
     assert members == [f"c{i}@x.com" for i in (1, 3, 5, 7, 9)]
     envelopes = await read_envelopes(topic, until=lambda e: len(e) >= 5)
     assert sorted(e.data["key"] for e in envelopes) == members
-    assert all(e.type == "contacts.segment.contact_entered" for e in envelopes)
+    assert all(e.type == ENTERED for e in envelopes)
+
+
+async def test_a_later_write_publishes_a_live_journals_events_of_its_contact_first(
+    resources: Resources, dying: Resources, topic: str, read_envelopes: Any
+) -> None:
+    entered = contact_writes(
+        [state("e@x.com", 1, "Lima")], {}, {"p1": [SEGMENT]}, now=NOW, topic=topic
+    )
+    with pytest.raises(ConnectionError):
+        await dying.relay.write(entered)
+    # The restarted worker gets a newer event of the contact before the journal's lease ends.
+    held = await resources.projection.load(["p1:e@x.com"])
+    left = contact_writes(
+        [state("e@x.com", 2, "Quito")], held, {"p1": [SEGMENT]}, now=NOW, topic=topic
+    )
+    assert await resources.relay.write(left) == set()
+    envelopes = await read_envelopes(topic, until=lambda e: len(e) >= 2)
+    assert [(e.type, e.data["sequence"]) for e in envelopes] == [
+        (ENTERED, 1),
+        ("contacts.segment.contact_left", 2),
+    ]
+    assert await resources.members.get("v1", "e@x.com") is None
 
 
 def virtual(rules: dict[str, Any], version: int) -> ProfileSnapshot:
@@ -241,7 +298,10 @@ async def test_a_rebuild_walks_every_page_with_pages_in_flight(
     states = [state(f"r{i:03d}@x.com", 1, cities[i % 4]) for i in range(61)]
     # Projected before the segment existed: no memberships yet.
     assert (
-        await resources.projection.write(contact_writes(states, {}, {}, now=NOW, topic=topic)) == []
+        await resources.projection.write(
+            contact_writes(states, {}, {}, now=NOW, topic=topic), "seeded"
+        )
+        == []
     )
     await resources.segments.apply_virtual(
         virtual({"all": [{"field": "City", "op": "equals", "value": "lima"}]}, 1)
