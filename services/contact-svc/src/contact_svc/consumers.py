@@ -20,7 +20,7 @@ from contact_svc.handlers import (
     purge_for_import,
 )
 from contact_svc.repository import ContactRepository, StatsStore, SuppressionStore
-from contact_svc.stats import EventAt, to_count
+from contact_svc.stats import EventAt, PartitionCounts, to_count
 from contacts_shared.commands import (
     CONTACT_COMMAND,
     ImportContact,
@@ -173,17 +173,20 @@ async def count_contact_events(records: Sequence[Record], *, stats: StatsStore) 
         events, marks, {share.profile_id: share.offset for share in shares}
     )
     await stats.set_marks(marked, stored=marks.keys())  # before the shares: `last_counted`
+    read = {share.profile_id: share for share in shares}
     for profile_id, profile_events in by_profile.items():
-        await retry_if_stale(partial(_fold, stats, profile_id, partition, profile_events))
+        await retry_if_stale(partial(_fold, stats, read, profile_id, partition, profile_events))
 
 
 async def _fold(
     stats: StatsStore,
+    read: dict[str, PartitionCounts],
     profile_id: str,
     partition: int,
     events: list[EventAt],
 ) -> None:
-    counts = await stats.share(profile_id, partition)
+    # The share as the batch read it, the first time; read again after a lost race.
+    counts = read.pop(profile_id, None) or await stats.share(profile_id, partition)
     counted = counts.offset
     folded = [counts.fold(each.event, offset=each.offset, at=each.at) for each in events]
     if any(folded):
