@@ -1,6 +1,6 @@
 """Membership changes of one contact, from its newest state and the segments of its profile
-(pure). What changes becomes outbox entries: the membership events to publish and the member
-records to write, applied together by the relay."""
+(pure). What changes becomes entries: the membership events to publish and the member records
+to write, journaled and applied together by the relay (ADR 12)."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ class Member:
 
 @dataclass(frozen=True)
 class MembershipChange:
-    """A contact's memberships after a change, and the outbox entries that tell it."""
+    """A contact's memberships after a change, and the entries that tell it."""
 
     members: dict[str, Member]
     entries: list[Document]
@@ -185,7 +185,6 @@ def _event_entry(event: MembershipEvent, segment: Segment, topic: str) -> Docume
     )
     envelope = to_envelope(event, account_id=segment.account_id, source=SOURCE, event_id=event_id)
     return {
-        "id": event_id,
         "segment_id": event.segment_id,
         "contact_id": event.contact_id,
         "key": event.key,
@@ -201,7 +200,7 @@ def members_of(document: Mapping[str, Any] | None) -> dict[str, Member]:
     return {vid: Member(m["since"], ContactStatus(m["status"])) for vid, m in stored.items()}
 
 
-# A contact document's write: (the document as read or None, its new fields, outbox entries).
+# A contact document's write: (the document as read or None, its new fields, its entries).
 Write = tuple[Document | None, Document, list[Document]]
 
 

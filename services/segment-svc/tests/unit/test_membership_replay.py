@@ -109,8 +109,10 @@ class Replay:
             for entry in entries:
                 if entry["kind"] == "status":
                     continue
-                assert entry["id"] not in self.event_ids, "a membership event told twice"
-                self.event_ids.add(entry["id"])
+                assert entry["envelope"]["id"] not in self.event_ids, (
+                    "a membership event told twice"
+                )
+                self.event_ids.add(entry["envelope"]["id"])
                 members = self.seen[entry["segment_id"]]
                 if entry["kind"] == "entered":
                     assert entry["contact_id"] not in members
