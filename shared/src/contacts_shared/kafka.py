@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import struct
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -12,7 +14,6 @@ from typing import TypeAlias
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
 from prometheus_client import Counter
 
 from contacts_shared.mongo import server_unavailable
@@ -41,11 +42,42 @@ class OutgoingMessage:
     partition: int | None = None
 
 
+_MURMUR_M = 0x5BD1E995
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash (`org.apache.kafka.common.utils.Utils.murmur2`), unsigned: the one
+    aiokafka's default partitioner uses, in half its time (the key's words read at once), which
+    counts at two records a contact."""
+    length = len(data)
+    h = 0x9747B28C ^ length
+    for word in struct.unpack_from(f"<{length >> 2}I", data):
+        k = (word * _MURMUR_M) & 0xFFFFFFFF
+        k = ((k ^ (k >> 24)) * _MURMUR_M) & 0xFFFFFFFF
+        h = ((h * _MURMUR_M) & 0xFFFFFFFF) ^ k
+    if tail := length & 3:
+        whole = length - tail
+        if tail == 3:
+            h ^= data[whole + 2] << 16
+        if tail >= 2:
+            h ^= data[whole + 1] << 8
+        h = ((h ^ data[whole]) * _MURMUR_M) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * _MURMUR_M) & 0xFFFFFFFF
+    return h ^ (h >> 15)
+
+
 def partition_of(key: str, partitions: int) -> int:
     """The partition a record keyed `key` lands on among `partitions`, as Kafka's default
     partitioner (murmur2) chooses it, so a sender can number its records per partition."""
-    hashed: int = murmur2(key.encode())
-    return (hashed & 0x7FFFFFFF) % partitions
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+def key_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """aiokafka's default partitioner (Kafka's) with the faster `murmur2`."""
+    if key is None:
+        return random.choice(available or all_partitions)
+    return all_partitions[(murmur2(key) & 0x7FFFFFFF) % len(all_partitions)]
 
 
 async def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int) -> None:
@@ -91,6 +123,7 @@ class EventPublisher:
                     enable_idempotence=True,
                     linger_ms=5,
                     request_timeout_ms=15000,
+                    partitioner=key_partitioner,
                 )
                 try:
                     await producer.start()

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from contacts_shared.kafka import backing_server_away
 from contacts_shared.logs import account_id_var, configure_logging, request_id_var
 from contacts_shared.mongo import StaleDocument
+from contacts_shared.runtime import settle_heap
 from contacts_shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -221,6 +222,7 @@ def create_service_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with resources(app):
+            settle_heap()
             log.info("service started")
             yield
         log.info("service stopped")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+from email_validator import EmailNotValidError, validate_email
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -28,6 +29,63 @@ def test_emails_are_trimmed_lowercased_and_checked_without_dns() -> None:
     for bad in ("ana", "ana@", "@example.com", "ana@@example.com", "", 42):
         with pytest.raises(ValueError):
             normalize_email(bad)
+
+
+def email_validator_verdict(address: str) -> str | None:
+    """What email_validator alone makes of an address (the rule normalize_email keeps)."""
+    try:
+        return validate_email(address.strip(), check_deliverability=False).normalized.lower()
+    except EmailNotValidError:
+        return None
+
+
+def assert_checked_as_email_validator_does(address: str) -> None:
+    expected = email_validator_verdict(address)
+    for _ in range(2):  # the second time, the domain's verdict comes from memory
+        if expected is None:
+            with pytest.raises(ValueError):
+                normalize_email(address)
+        else:
+            assert normalize_email(address) == expected
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "Ana.Perez@Example.COM",
+        "o'brien+tag@mail.example.org",
+        "a@localhost",  # special-use names email_validator refuses
+        "a@printer.local",
+        "a@site.test",
+        "a@x.invalid",
+        "a@example.123",  # an all-numeric top-level domain
+        "a@-bad.example.com",
+        "a@bad-.example.com",
+        "a@example..com",
+        "a@example.com.",
+        "a@com",
+        "a..b@example.com",
+        ".a@example.com",
+        "a.@example.com",
+        "a@xn--bcher-kva.example",  # IDNA: normalized to its Unicode form
+        "a@xn--zz.example",  # not valid IDNA
+        "a@bücher.example",
+        '"quoted"@example.com',
+        "Ana <ana@example.com>",
+        "x" * 64 + "@example.com",
+        "x" * 70 + "@example.com",  # email_validator allows a long local part unless strict
+        "x" * 200 + "@" + "d" * 49 + ".com",  # 254 characters
+        "x" * 200 + "@" + "d" * 50 + ".com",  # 255
+        "a@" + "d" * 64 + ".com",  # a label over 63
+    ],
+)
+def test_emails_are_checked_as_email_validator_checks_them(address: str) -> None:
+    assert_checked_as_email_validator_does(address)
+
+
+@given(st.from_regex(r"[a-zA-Z0-9.!#_+-]{1,80}@[a-zA-Z0-9.-]{1,80}", fullmatch=True))
+def test_plain_addresses_are_checked_as_email_validator_checks_them(address: str) -> None:
+    assert_checked_as_email_validator_does(address)
 
 
 def test_phones_become_e164_with_the_default_region() -> None:

@@ -28,6 +28,7 @@ from contacts_shared.kafka import (
 )
 from contacts_shared.logs import configure_logging
 from contacts_shared.mongo import bson_now
+from contacts_shared.runtime import settle_heap
 from segment_svc.handlers import MemberCounter, ProfileProjector, Rebuilder, Segmenter
 from segment_svc.resources import Resources
 from segment_svc.settings import SegmentSettings
@@ -203,6 +204,7 @@ def main() -> None:
     asyncio.run(prepare(settings))
     asyncio.set_event_loop(asyncio.new_event_loop())
     worker = faust.Worker(create_worker(settings), loglevel=settings.log_level.lower())
+    settle_heap()
     worker.execute_from_commandline()
 
 
