@@ -111,8 +111,7 @@ async def main(args: argparse.Namespace) -> None:
         topic_contacts_commands=f"contacts.commands.scale.{run}",
         profile_events_group=f"scale-{run}-schemas",
         contact_commands_group=f"scale-{run}-commands",
-        suppressions_group=f"scale-{run}-suppressions",
-        stats_group=f"scale-{run}-stats",
+        contact_events_group=f"scale-{run}-events",
         api_keys={args.api_key: args.account},
         # Nothing here writes through the API: the relay's periodic scan for leftover events
         # would only add its own queries to the ones being timed.

@@ -152,8 +152,7 @@ def platform_env(infrastructure: Any, unique: str) -> PlatformEnv:
             "CONTACTS_MONGODB_DATABASE": f"contact_svc_{tag}_{unique}",
             "CONTACTS_PROFILE_EVENTS_GROUP": f"schemas-{unique}",
             "CONTACTS_CONTACT_COMMANDS_GROUP": f"commands-{unique}",
-            "CONTACTS_SUPPRESSIONS_GROUP": f"suppressions-{unique}",
-            "CONTACTS_STATS_GROUP": f"stats-{unique}",
+            "CONTACTS_CONTACT_EVENTS_GROUP": f"contact-events-{unique}",
         }
         import_env = {
             **env,

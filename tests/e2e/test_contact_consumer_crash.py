@@ -61,8 +61,7 @@ async def test_a_killed_consumer_resumes_without_loss_or_duplicates(
         "CONTACTS_MONGODB_DATABASE": f"contact_svc_kill_{unique}",
         "CONTACTS_PROFILE_EVENTS_GROUP": f"schemas-{unique}",
         "CONTACTS_CONTACT_COMMANDS_GROUP": f"commands-{unique}",
-        "CONTACTS_SUPPRESSIONS_GROUP": f"suppressions-{unique}",
-        "CONTACTS_STATS_GROUP": f"stats-{unique}",
+        "CONTACTS_CONTACT_EVENTS_GROUP": f"contact-events-{unique}",
     }
     first = service_process("contact_svc.app:create_app", contact_env)
     profile_svc.start()

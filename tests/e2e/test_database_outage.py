@@ -185,8 +185,7 @@ async def test_an_outage_answers_503_and_loses_nothing(
             "CONTACTS_MONGODB_DATABASE": f"contact_svc_outage_{unique}",
             "CONTACTS_PROFILE_EVENTS_GROUP": f"schemas-{unique}",
             "CONTACTS_CONTACT_COMMANDS_GROUP": f"commands-{unique}",
-            "CONTACTS_SUPPRESSIONS_GROUP": f"suppressions-{unique}",
-            "CONTACTS_STATS_GROUP": f"stats-{unique}",
+            "CONTACTS_CONTACT_EVENTS_GROUP": f"contact-events-{unique}",
         },
     )
     profile_svc.start()

@@ -43,8 +43,7 @@ def contact_settings(
         mongodb_database=f"contact_svc_{unique}",
         profile_events_group=f"contact-svc-{unique}",
         contact_commands_group=f"contact-svc-commands-{unique}",
-        suppressions_group=f"contact-svc-suppressions-{unique}",
-        stats_group=f"contact-svc-stats-{unique}",
+        contact_events_group=f"contact-svc-events-{unique}",
     )
 
 

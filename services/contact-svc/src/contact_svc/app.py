@@ -14,8 +14,7 @@ from contact_svc.api import router, stats_router, webhook_router
 from contact_svc.consumers import (
     apply_contact_commands,
     apply_profile_event,
-    count_contact_events,
-    follow_suppressions,
+    project_contact_events,
 )
 from contact_svc.domain import ContactError, ContactExists, ContactNotFound, ProfileUnknown
 from contact_svc.handlers import WebhookRejected, WebhookSourceNotFound
@@ -111,16 +110,10 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
                     results_topic=settings.topic_imports_results,
                 ),
             ),
-            "suppressions": consumer(
-                settings.suppressions_group,
+            "contact-events": consumer(
+                settings.contact_events_group,
                 settings.topic_contacts_events,
-                one_at_a_time(partial(follow_suppressions, suppressions=suppressions)),
-                projection=True,
-            ),
-            "stats": consumer(
-                settings.stats_group,
-                settings.topic_contacts_events,
-                partial(count_contact_events, stats=stats),
+                partial(project_contact_events, stats=stats, suppressions=suppressions),
                 projection=True,
             ),
         }

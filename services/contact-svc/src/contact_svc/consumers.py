@@ -35,6 +35,8 @@ from contacts_shared.events import (
     ContactEvent,
     ContactImported,
     ContactStatusChanged,
+    DomainEvent,
+    EventEnvelope,
     ProfileDeleted,
     ProfileFieldRemoved,
     event_of,
@@ -116,14 +118,26 @@ async def apply_contact_commands(
     )
 
 
-async def follow_suppressions(record: Record, *, suppressions: SuppressionStore) -> None:
+async def project_contact_events(
+    records: Sequence[Record], *, stats: StatsStore, suppressions: SuppressionStore
+) -> None:
+    """contact-svc's projections of its own events, fed by one consumer so each batch is read
+    and parsed once: the account-wide suppression list, then the profiles' statistics. Both
+    are idempotent, so a batch handled again after a failure changes nothing."""
+    events = [
+        (record.offset, *parsed)
+        for record in records
+        if (parsed := event_of(record.value)) is not None
+    ]
+    for _, _, event in events:
+        await follow_suppressions(event, suppressions=suppressions)
+    await count_contact_events(events, partition=records[0].partition, stats=stats)
+
+
+async def follow_suppressions(event: DomainEvent, *, suppressions: SuppressionStore) -> None:
     """From contact-svc's own events, the account-wide suppression list: a contact that
     becomes unsubscribed, bounced or complained suppresses its email or phone in the account;
     a manual re-activation through the API lifts it. Newest wins, so replays change nothing."""
-    parsed = event_of(record.value)
-    if parsed is None:
-        return
-    event = parsed[1]
     if isinstance(event, ContactImported) and not (event.created or event.previous_status):
         return  # an import that changed values only
     if not isinstance(event, ContactCreated | ContactStatusChanged | ContactImported):
@@ -145,16 +159,15 @@ async def follow_suppressions(record: Record, *, suppressions: SuppressionStore)
         await suppressions.lift(contact.account_id, contact.key, contact.status_changed_at)
 
 
-async def count_contact_events(records: Sequence[Record], *, stats: StatsStore) -> None:
-    """Fold a partition's batch of contact events into its profiles' statistics: one read and
-    one write per profile in the batch, and the contacts' marks read and written at once.
-    Redelivered records and events the relay published twice count once (see `stats`)."""
-    events: list[EventAt] = []
-    for record in records:
-        parsed = event_of(record.value)
-        if parsed is None:
-            continue
-        envelope, event = parsed
+async def count_contact_events(
+    events: Sequence[tuple[int, EventEnvelope, DomainEvent]], *, partition: int, stats: StatsStore
+) -> None:
+    """Fold a partition's batch of contact events (offset, envelope, event) into its profiles'
+    statistics: one read and one write per profile in the batch, and the contacts' marks read
+    and written at once. Redelivered records and events the relay published twice count once
+    (see `stats`)."""
+    counted: list[EventAt] = []
+    for offset, envelope, event in events:
         if isinstance(event, ContactEvent):
             contact = event.contact
             identity = (contact.id, contact.version, contact.profile_id)
@@ -162,15 +175,14 @@ async def count_contact_events(records: Sequence[Record], *, stats: StatsStore) 
             identity = (event.contact_id, event.version, event.profile_id)
         else:
             continue
-        events.append(EventAt(record.offset, envelope.time, event, *identity))
-    if not events:
+        counted.append(EventAt(offset, envelope.time, event, *identity))
+    if not counted:
         return
-    partition = records[0].partition
-    profiles = list({each.profile_id for each in events})
+    profiles = list({each.profile_id for each in counted})
     shares = await asyncio.gather(*(stats.share(p, partition) for p in profiles))
-    marks = await stats.marks(list({each.contact_id for each in events}))
+    marks = await stats.marks(list({each.contact_id for each in counted}))
     marked, by_profile = to_count(
-        events, marks, {share.profile_id: share.offset for share in shares}
+        counted, marks, {share.profile_id: share.offset for share in shares}
     )
     await stats.set_marks(marked, stored=marks.keys())  # before the shares: `last_counted`
     read = {share.profile_id: share for share in shares}

@@ -67,8 +67,13 @@ def _split_identity(
 ) -> tuple[str, dict[str, object]]:
     """The contact key (from the path, or the identity field of the body) and the rest."""
     identity = schema.identity
-    rest = {name: value for name, value in given.items() if schema.field_named(name) != identity}
-    in_body = [value for name, value in given.items() if schema.field_named(name) == identity]
+    rest: dict[str, object] = {}
+    in_body = []
+    for name, value in given.items():
+        if schema.field_named(name) is identity:
+            in_body.append(value)
+        else:
+            rest[name] = value
     if key is None:
         if not in_body:
             raise ValuesInvalid([FieldProblem(identity.name, "is required")])

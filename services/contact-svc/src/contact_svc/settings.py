@@ -14,8 +14,7 @@ class ContactSettings(ServiceSettings):
     default_phone_region: str = Field(default="CL", pattern="^[A-Z]{2}$")
     profile_events_group: str = "contact-svc.profile-schemas"
     contact_commands_group: str = "contact-svc.commands"
-    suppressions_group: str = "contact-svc.suppressions"
-    stats_group: str = "contact-svc.stats"
+    contact_events_group: str = "contact-svc.contact-events"  # suppressions and statistics
     # Webhook records a source may send a second, per process, and how many it may save up
     # while quiet; the burst holds at least one full request (1,000 records).
     webhook_records_per_second: float = Field(default=5000, gt=0)

@@ -10,9 +10,9 @@ import httpx
 import pytest
 from aiokafka import ConsumerRecord
 
-from contact_svc.consumers import count_contact_events
+from contact_svc.consumers import project_contact_events
 from contact_svc.domain import Contact
-from contact_svc.repository import MongoStatsStore
+from contact_svc.repository import MongoStatsStore, MongoSuppressionStore
 from contact_svc.stats import CountedMark, PartitionCounts, summarize
 from contacts_shared.events import DomainEvent, to_envelope
 from contacts_shared.mongo import Database, connect
@@ -74,6 +74,11 @@ def stats_store(stats_database: Database) -> MongoStatsStore:
     return MongoStatsStore(stats_database["profile_stats"], stats_database["stats_marks"])
 
 
+@pytest.fixture
+def suppressions(stats_database: Database) -> MongoSuppressionStore:
+    return MongoSuppressionStore(stats_database["suppressions"])
+
+
 def record(event: DomainEvent, *, partition: int, offset: int) -> ConsumerRecord[bytes, bytes]:
     envelope = to_envelope(event, account_id="a1", source="test")
     return ConsumerRecord(
@@ -92,7 +97,9 @@ def record(event: DomainEvent, *, partition: int, offset: int) -> ConsumerRecord
 
 
 async def test_redelivered_events_are_counted_once_per_partition(
-    stats_store: MongoStatsStore, regular_schema: ProfileSchema
+    stats_store: MongoStatsStore,
+    suppressions: MongoSuppressionStore,
+    regular_schema: ProfileSchema,
 ) -> None:
     now = datetime.now(UTC)
     a, b = (
@@ -113,8 +120,10 @@ async def test_redelivered_events_are_counted_once_per_partition(
     for _ in range(2):  # everything delivered twice, as after a crash before the commit
         for partition in (0, 2):
             batch = [each for each in records if each.partition == partition]
-            await count_contact_events(batch, stats=stats_store)
-        await count_contact_events(records[2:], stats=stats_store)  # and the last ones alone
+            await project_contact_events(batch, stats=stats_store, suppressions=suppressions)
+        await project_contact_events(
+            records[2:], stats=stats_store, suppressions=suppressions
+        )  # and the last ones alone
 
     shares = await stats_store.of_profile("p1")
     assert sorted((s.partition, s.offset) for s in shares) == [(0, 1), (2, 0)]
@@ -122,6 +131,9 @@ async def test_redelivered_events_are_counted_once_per_partition(
     assert stats.total == 2
     assert stats.by_status["active"] == stats.by_status["bounced"] == 1
     assert await stats_store.of_profile("unknown") == []
+    # The same consumer keeps the account's suppression list from the same events.
+    suppressed = await suppressions.get_many("a1", ["a@x.io", "b@x.io"])
+    assert {key: s.status for key, s in suppressed.items()} == {"a@x.io": ContactStatus.BOUNCED}
 
 
 class DyingBeforeTheShares(MongoStatsStore):
@@ -137,7 +149,7 @@ class DyingBeforeTheShares(MongoStatsStore):
 
 
 async def test_a_crash_between_the_marks_and_the_shares_loses_nothing(
-    stats_database: Database, regular_schema: ProfileSchema
+    stats_database: Database, suppressions: MongoSuppressionStore, regular_schema: ProfileSchema
 ) -> None:
     stats_store = DyingBeforeTheShares(
         stats_database["profile_stats"], stats_database["stats_marks"]
@@ -150,9 +162,13 @@ async def test_a_crash_between_the_marks_and_the_shares_loses_nothing(
     # Both events of the contact in one batch: its mark moves to the second.
     batch = [record(created, partition=1, offset=7), record(bounced, partition=1, offset=8)]
     with pytest.raises(ConnectionError):
-        await count_contact_events(batch, stats=stats_store)
-    await count_contact_events(batch, stats=stats_store)  # delivered again after the restart
-    await count_contact_events(batch, stats=stats_store)  # and once more
+        await project_contact_events(batch, stats=stats_store, suppressions=suppressions)
+    await project_contact_events(
+        batch, stats=stats_store, suppressions=suppressions
+    )  # delivered again after the restart
+    await project_contact_events(
+        batch, stats=stats_store, suppressions=suppressions
+    )  # and once more
     [share] = await stats_store.of_profile("p1")
     assert (share.offset, share.by_status) == (8, {"active": 0, "bounced": 1})
     assert summarize([share], today=datetime.now(UTC).date()).added_last_7_days == 1
