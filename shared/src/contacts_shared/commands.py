@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -37,6 +38,17 @@ class UpsertContact(ContactCommandBase):
     command_id: str
     source: str = Field(description="e.g. webhook:<source id>")
     received_at: datetime
+
+
+class UpsertContacts(BaseModel):
+    """A webhook delivery's upserts that share a partition of `contacts.commands`, in one
+    message sent to that partition: a delivery costs a message per partition instead of one per
+    record (ADR 13). Applied as its upserts, in order; each is keyed by its contact as above."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: Literal["contacts.command.upsert_contacts"] = "contacts.command.upsert_contacts"
+    upserts: tuple[UpsertContact, ...] = Field(min_length=1)
 
 
 # -- imports ---------------------------------------------------------------------------------
@@ -94,12 +106,19 @@ class PurgeForImport(BaseModel):
         return f"import:{self.import_id}"
 
 
+OneContactCommand = UpsertContact | ImportContact | PurgeForImport
 ContactCommand = Annotated[
-    UpsertContact | ImportContact | PurgeForImport, Field(discriminator="type")
+    UpsertContact | UpsertContacts | ImportContact | PurgeForImport, Field(discriminator="type")
 ]
-CONTACT_COMMAND: TypeAdapter[UpsertContact | ImportContact | PurgeForImport] = TypeAdapter(
-    ContactCommand
+CONTACT_COMMAND: TypeAdapter[UpsertContact | UpsertContacts | ImportContact | PurgeForImport] = (
+    TypeAdapter(ContactCommand)
 )
+
+
+def commands_in(value: bytes) -> Sequence[OneContactCommand]:
+    """The commands a record of `contacts.commands` carries, in order."""
+    command = CONTACT_COMMAND.validate_json(value)
+    return command.upserts if isinstance(command, UpsertContacts) else (command,)
 
 
 class ImportRowsApplied(BaseModel):

@@ -22,12 +22,12 @@ from contact_svc.handlers import (
 from contact_svc.repository import ContactRepository, StatsStore, SuppressionStore
 from contact_svc.stats import EventAt, PartitionCounts, to_count
 from contacts_shared.commands import (
-    CONTACT_COMMAND,
     ImportContact,
     ImportPurged,
     ImportRowsApplied,
     PurgeForImport,
     UpsertContact,
+    commands_in,
 )
 from contacts_shared.events import (
     ContactCreated,
@@ -83,7 +83,7 @@ async def apply_contact_commands(
     offsets are committed (docs/adr/0008, 0010). A redelivered batch changes nothing and
     reports the same outcomes; events a crash kept from Kafka are still in the outbox, and the
     relay's scan publishes them."""
-    commands = [CONTACT_COMMAND.validate_json(record.value or b"") for record in records]
+    commands = [command for record in records for command in commands_in(record.value or b"")]
     queued, journaled = QueuedDocuments(), JournalRound()
     queueing = contacts.queueing_to(queued, journaled)
     outcomes: ImportOutcomes = {}

@@ -37,8 +37,14 @@ from contact_svc.webhooks import (
     record_fields,
     verify,
 )
-from contacts_shared.commands import ImportContact, PurgeForImport, RowOutcome, UpsertContact
-from contacts_shared.kafka import EventPublisher, OutgoingMessage
+from contacts_shared.commands import (
+    ImportContact,
+    PurgeForImport,
+    RowOutcome,
+    UpsertContact,
+    UpsertContacts,
+)
+from contacts_shared.kafka import EventPublisher, OutgoingMessage, partition_of
 from contacts_shared.mongo import StaleDocument, bson_now, retry_if_stale
 from contacts_shared.profiles import ProfileSchema, SchemaStore
 from contacts_shared.schema import ContactStatus
@@ -578,8 +584,20 @@ async def ingest_webhook(
         )
         results.append(ItemResult(index, Outcome.ACCEPTED, key))
     if commands:
+        partitions = await publisher.partitions_of(topic)
+        by_partition: dict[int, list[UpsertContact]] = {}
+        for command in commands:
+            by_partition.setdefault(partition_of(command.partition_key, partitions), []).append(
+                command
+            )
         await publisher.publish(
-            OutgoingMessage(topic, c.partition_key, c.model_dump_json().encode()) for c in commands
+            OutgoingMessage(
+                topic,
+                upserts[0].partition_key,
+                UpsertContacts(upserts=tuple(upserts)).model_dump_json().encode(),
+                partition=partition,
+            )
+            for partition, upserts in by_partition.items()
         )
     return results
 
