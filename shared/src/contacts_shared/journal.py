@@ -19,12 +19,12 @@ de-duplicate by event id or aggregate version.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from pydantic_core import to_json
 from pymongo import DeleteMany
 
 from contacts_shared.kafka import EventPublisher, OutgoingMessage
@@ -46,7 +46,7 @@ def _part_prefix(token: str) -> str:
 
 def entry_message(entry: Document) -> OutgoingMessage:
     """An outbox entry (outbox.py) as the message that publishes it."""
-    return OutgoingMessage(entry["topic"], entry["key"], json.dumps(entry["envelope"]).encode())
+    return OutgoingMessage(entry["topic"], entry["key"], to_json(entry["envelope"]))
 
 
 # Applies records kept in a journal beside its events (segment-svc's member records), before the

@@ -17,7 +17,7 @@ from contact_svc.domain import Contact, ContactOrder, page_cursor
 from contact_svc.repository import ContactRepository, WebhookSourceStore
 from contact_svc.settings import ContactSettings
 from contact_svc.stats import ProfileStats
-from contact_svc.webhooks import SignatureError, WebhookFormat, WebhookSource
+from contact_svc.webhooks import RecentSources, SignatureError, WebhookFormat, WebhookSource
 from contacts_shared.journal import JournalRound
 from contacts_shared.outbox import OutboxRelay, QueuedDocuments
 from contacts_shared.profiles import ProfileSchema, SchemaStore
@@ -376,6 +376,11 @@ def sources_of(request: Request) -> WebhookSourceStore:
     return sources
 
 
+def recent_sources(request: Request) -> RecentSources:
+    recent: RecentSources = request.app.state.recent_webhook_sources
+    return recent
+
+
 @webhook_router.post("/v1/webhook-sources", status_code=status.HTTP_201_CREATED)
 async def create_webhook_source(
     body: WebhookSourceIn, account_id: AccountId, request: Request
@@ -406,18 +411,22 @@ async def get_webhook_source(
 async def rotate_webhook_secret(
     source_id: str, account_id: AccountId, request: Request
 ) -> dict[str, str]:
-    """Replace the signing secret; the old one stops working at once."""
+    """Replace the signing secret; the old one stops working at once on the replica that
+    answers, within `CONTACTS_WEBHOOK_SOURCE_CACHE_SECONDS` (1 s) on the others."""
     secret = await handlers.rotate_webhook_secret(
         account_id=account_id, source_id=source_id, sources=sources_of(request)
     )
+    recent_sources(request).forget(source_id)
     return {"secret": secret}
 
 
 @webhook_router.delete("/v1/webhook-sources/{source_id}", status_code=204)
 async def delete_webhook_source(source_id: str, account_id: AccountId, request: Request) -> None:
-    """Stop accepting this source's webhooks."""
+    """Stop accepting this source's webhooks (within `CONTACTS_WEBHOOK_SOURCE_CACHE_SECONDS`
+    on the other replicas)."""
     await handlers.owned_source(sources_of(request), account_id, source_id)
     await sources_of(request).remove(source_id)
+    recent_sources(request).forget(source_id)
 
 
 @webhook_router.post("/v1/webhooks/{source_id}", status_code=status.HTTP_202_ACCEPTED)
@@ -445,6 +454,7 @@ async def receive_webhook(
                 schemas=request.app.state.schemas,
                 publisher=request.app.state.publisher,
                 limits=request.app.state.webhook_limits,
+                recent=recent_sources(request),
             )
     except SignatureError as exc:
         raise Problem(401, "Unauthorized", str(exc)) from exc

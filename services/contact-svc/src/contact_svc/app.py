@@ -25,7 +25,7 @@ from contact_svc.repository import (
     MongoWebhookSourceStore,
 )
 from contact_svc.settings import ContactSettings
-from contact_svc.webhooks import SourceRateLimits
+from contact_svc.webhooks import RecentSources, SourceRateLimits
 from contacts_shared.journal import EventJournal
 from contacts_shared.kafka import EventPublisher, one_at_a_time, service_consumer
 from contacts_shared.mongo import connect, ping
@@ -125,6 +125,7 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
             settings.webhook_records_per_second, settings.webhook_burst_records
         )
         app.state.webhooks_in_flight = InFlightLimit(settings.webhook_max_in_flight)
+        app.state.recent_webhook_sources = RecentSources(settings.webhook_source_cache_seconds)
         app.state.readiness_checks.update(mongodb=lambda: ping(client), kafka=publisher.check)
         tasks = [asyncio.create_task(relay.run(), name="outbox-relay")] + [
             asyncio.create_task(c.run(), name=name) for name, c in consumers.items()

@@ -29,6 +29,7 @@ from contact_svc.domain import (
 from contact_svc.repository import ContactRepository, Saving, StatsStore, WebhookSourceStore
 from contact_svc.stats import ProfileStats, summarize
 from contact_svc.webhooks import (
+    RecentSources,
     SignatureError,
     SourceRateLimits,
     WebhookFormat,
@@ -542,11 +543,13 @@ async def ingest_webhook(
     schemas: SchemaStore,
     publisher: EventPublisher,
     limits: SourceRateLimits,
+    recent: RecentSources,
 ) -> list[ItemResult]:
     """Check the signature and the source's rate, validate every record, and put the valid ones
     on the command topic; returns only once Kafka has them all. Per-record results; nothing of
-    a bad record is kept."""
-    source = await sources.get(source_id)
+    a bad record is kept. The source and its profile come from `recent` when it has them."""
+    kept = recent.get(source_id, now)
+    source = kept[0] if kept else await sources.get(source_id)
     if source is None:
         raise SignatureError("unknown webhook source")  # no hint whether the id exists
     verify(source.secret, timestamp, signed, body, now)
@@ -558,7 +561,11 @@ async def ingest_webhook(
             f"source {source.id} is over its {limits.rate:g} records a second; retry later",
             retry_after=wait,
         )
-    schema = await writable_schema(schemas, source.account_id, source.profile_id)
+    if kept:
+        schema = kept[1]
+    else:
+        schema = await writable_schema(schemas, source.account_id, source.profile_id)
+        recent.keep(source, schema, now)
     received_at = bson_now()
     results: list[ItemResult] = []
     commands: list[UpsertContact] = []

@@ -22,3 +22,6 @@ class ContactSettings(ServiceSettings):
     # Webhook requests one process works on at once (each waits for Kafka's acknowledgements);
     # beyond it they are answered 429 at once, so a slow broker does not pile up requests.
     webhook_max_in_flight: int = Field(default=64, ge=1)
+    # How long a process answers webhooks from the source and profile it read (0: read them for
+    # every delivery); a rotated secret or a removed source is seen by other processes after it.
+    webhook_source_cache_seconds: float = Field(default=1.0, ge=0)

@@ -11,6 +11,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from contacts_shared.profiles import ProfileSchema
+
 MAX_CLOCK_SKEW_SECONDS = 300
 SIGNATURE_PREFIX = "sha256="
 
@@ -95,6 +97,33 @@ def record_fields(
         if value is not None:
             fields[field_name] = value
     return fields
+
+
+@dataclass
+class RecentSources:
+    """Webhook sources, each with its profile's schema, as read in the last `seconds`, in this
+    process: a store's deliveries come many a second, and each would otherwise wait for two
+    reads on a busy server. A source this process rotates or removes is forgotten at once;
+    other processes see such a change, or a changed profile, within `seconds`. The command
+    consumer checks values against the profile as it stands when it applies them."""
+
+    seconds: float
+    max_sources: int = 10_000
+    _read: dict[str, tuple[float, WebhookSource, ProfileSchema]] = field(default_factory=dict)
+
+    def get(self, source_id: str, now: float) -> tuple[WebhookSource, ProfileSchema] | None:
+        entry = self._read.get(source_id)
+        if entry is None or not 0 <= now - entry[0] < self.seconds:
+            return None
+        return entry[1], entry[2]
+
+    def keep(self, source: WebhookSource, schema: ProfileSchema, now: float) -> None:
+        if len(self._read) >= self.max_sources:
+            self._read.clear()  # bounded: the sources past it are read again
+        self._read[source.id] = (now, source, schema)
+
+    def forget(self, source_id: str) -> None:
+        self._read.pop(source_id, None)
 
 
 @dataclass

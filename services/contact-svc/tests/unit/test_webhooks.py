@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from contact_svc.webhooks import (
+    RecentSources,
     SignatureError,
     SourceRateLimits,
     WebhookFormat,
+    WebhookSource,
     new_secret,
     record_fields,
     signature,
     verify,
 )
+from contacts_shared.profiles import ProfileSchema
+from contacts_shared.schema import FieldSpec, FieldType, ProfileType
 
 BODY = b'{"email": "a@example.com"}'
 
@@ -82,3 +88,53 @@ def test_a_source_spends_its_burst_then_waits_for_its_rate() -> None:
     # Quiet for long, it saves up no more than the burst.
     assert limits.take("s1", 1000, now=3600.0) == 0.0
     assert limits.take("s1", 1, now=3600.0) == 0.01
+
+
+def source(source_id: str) -> WebhookSource:
+    return WebhookSource(
+        id=source_id,
+        account_id="a1",
+        profile_id="p1",
+        format=WebhookFormat.GENERIC,
+        mapping={"mail": "email"},
+        secret=new_secret(),
+        created_at=datetime(2026, 11, 29, tzinfo=UTC),
+    )
+
+
+SCHEMA = ProfileSchema(
+    profile_id="p1",
+    account_id="a1",
+    type=ProfileType.REGULAR,
+    fields=(FieldSpec(name="email", key="email", type=FieldType.EMAIL, identity=True),),
+    version=1,
+)
+
+
+def test_a_source_read_is_kept_for_its_seconds_then_read_again() -> None:
+    recent = RecentSources(seconds=1.0)
+    s1 = source("s1")
+    assert recent.get("s1", now=100.0) is None
+    recent.keep(s1, SCHEMA, now=100.0)
+    assert recent.get("s1", now=100.9) == (s1, SCHEMA)
+    assert recent.get("s1", now=101.0) is None  # stale: read again
+    assert recent.get("s1", now=99.0) is None  # the clock went back: read again
+    assert recent.get("s2", now=100.5) is None
+
+
+def test_a_forgotten_source_is_read_again_and_none_is_kept_when_disabled() -> None:
+    recent = RecentSources(seconds=1.0)
+    recent.keep(source("s1"), SCHEMA, now=100.0)
+    recent.forget("s1")
+    assert recent.get("s1", now=100.1) is None
+    disabled = RecentSources(seconds=0)
+    disabled.keep(source("s1"), SCHEMA, now=100.0)
+    assert disabled.get("s1", now=100.0) is None
+
+
+def test_the_sources_kept_are_bounded() -> None:
+    recent = RecentSources(seconds=10.0, max_sources=2)
+    for name in ("s1", "s2", "s3"):
+        recent.keep(source(name), SCHEMA, now=100.0)
+    assert recent.get("s3", now=100.0) is not None
+    assert recent.get("s1", now=100.0) is None

@@ -4,13 +4,13 @@ segment as the API lists them (`members`)."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+from pydantic_core import to_json
 from pymongo import ASCENDING, IndexModel, InsertOne, ReturnDocument, UpdateOne
 
 from contacts_shared.journal import JOURNAL, EventJournal, JournaledWrite, JournalRound
@@ -491,9 +491,7 @@ class MembershipRelay:
 
 def _message(entry: Document) -> OutgoingMessage:
     """A membership entry's event, keyed by contact so one contact's events stay in order."""
-    return OutgoingMessage(
-        entry["topic"], entry["contact_id"], json.dumps(entry["envelope"]).encode()
-    )
+    return OutgoingMessage(entry["topic"], entry["contact_id"], to_json(entry["envelope"]))
 
 
 def _record(entry: Document) -> Document:
