@@ -18,7 +18,6 @@ from contact_svc.webhooks import (
     verify,
 )
 from contacts_shared.profiles import ProfileSchema
-from contacts_shared.schema import FieldSpec, FieldType, ProfileType
 
 BODY = b'{"email": "a@example.com"}'
 
@@ -102,39 +101,34 @@ def source(source_id: str) -> WebhookSource:
     )
 
 
-SCHEMA = ProfileSchema(
-    profile_id="p1",
-    account_id="a1",
-    type=ProfileType.REGULAR,
-    fields=(FieldSpec(name="email", key="email", type=FieldType.EMAIL, identity=True),),
-    version=1,
-)
-
-
-def test_a_source_read_is_kept_for_its_seconds_then_read_again() -> None:
+def test_a_source_read_is_kept_for_its_seconds_then_read_again(
+    regular_schema: ProfileSchema,
+) -> None:
     recent = RecentSources(seconds=1.0)
     s1 = source("s1")
     assert recent.get("s1", now=100.0) is None
-    recent.keep(s1, SCHEMA, now=100.0)
-    assert recent.get("s1", now=100.9) == (s1, SCHEMA)
+    recent.keep(s1, regular_schema, now=100.0)
+    assert recent.get("s1", now=100.9) == (s1, regular_schema)
     assert recent.get("s1", now=101.0) is None  # stale: read again
     assert recent.get("s1", now=99.0) is None  # the clock went back: read again
     assert recent.get("s2", now=100.5) is None
 
 
-def test_a_forgotten_source_is_read_again_and_none_is_kept_when_disabled() -> None:
+def test_a_forgotten_source_is_read_again_and_none_is_kept_when_disabled(
+    regular_schema: ProfileSchema,
+) -> None:
     recent = RecentSources(seconds=1.0)
-    recent.keep(source("s1"), SCHEMA, now=100.0)
+    recent.keep(source("s1"), regular_schema, now=100.0)
     recent.forget("s1")
     assert recent.get("s1", now=100.1) is None
     disabled = RecentSources(seconds=0)
-    disabled.keep(source("s1"), SCHEMA, now=100.0)
+    disabled.keep(source("s1"), regular_schema, now=100.0)
     assert disabled.get("s1", now=100.0) is None
 
 
-def test_the_sources_kept_are_bounded() -> None:
+def test_the_sources_kept_are_bounded(regular_schema: ProfileSchema) -> None:
     recent = RecentSources(seconds=10.0, max_sources=2)
     for name in ("s1", "s2", "s3"):
-        recent.keep(source(name), SCHEMA, now=100.0)
+        recent.keep(source(name), regular_schema, now=100.0)
     assert recent.get("s3", now=100.0) is not None
     assert recent.get("s1", now=100.0) is None
