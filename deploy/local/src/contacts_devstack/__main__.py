@@ -13,7 +13,7 @@ from contacts_devstack.processes import (
     log,
     port_open,
     read_pid,
-    start_process,
+    start_processes,
     stop_process,
 )
 from contacts_devstack.stack import (
@@ -91,8 +91,9 @@ def up(cfg: StackConfig, with_services: bool) -> None:
     if not with_services:
         return
     apis = {name for name, *_ in SERVICES}
-    for proc in service_processes(cfg):
-        start_process(cfg, proc)
+    services = service_processes(cfg)
+    start_processes(cfg, services)
+    for proc in services:
         what = "/docs" if proc.name in apis else "  (stream worker, liveness)"
         print(f"{proc.name:<15}http://{cfg.host}:{proc.port}{what}")
     if "CONTACTS_API_KEYS" not in os.environ:

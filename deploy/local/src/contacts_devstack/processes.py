@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,12 +158,31 @@ def read_pid(cfg: StackConfig, name: str) -> int | None:
 
 def start_process(cfg: StackConfig, proc: Process) -> None:
     """Start `proc` detached unless something already listens on its port."""
+    start_processes(cfg, [proc])
+
+
+def start_processes(cfg: StackConfig, procs: Sequence[Process]) -> None:
+    """Start each of `procs` detached unless something already listens on its port, all at
+    once (independent services start side by side), then wait until each listens."""
+    started = [(proc, child) for proc in procs if (child := _launch(cfg, proc)) is not None]
+    for proc, child in started:
+        log_path = cfg.run_dir / f"{proc.name}.log"
+        try:
+            wait_for_port(cfg.host, proc.port, proc.start_timeout, pid=child.pid)
+        except (RuntimeError, TimeoutError) as exc:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(
+                f"{proc.name} failed to start: {exc}\n--- {log_path} ---\n{tail}"
+            ) from exc
+        log(f"{proc.name}: started (pid {child.pid}) on {cfg.host}:{proc.port}, log {log_path}")
+
+
+def _launch(cfg: StackConfig, proc: Process) -> subprocess.Popen[bytes] | None:
     if port_open(cfg.host, proc.port):
         log(f"{proc.name}: already listening on {cfg.host}:{proc.port}")
-        return
+        return None
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = cfg.run_dir / f"{proc.name}.log"
-    with log_path.open("ab") as out:
+    with (cfg.run_dir / f"{proc.name}.log").open("ab") as out:
         child = subprocess.Popen(
             proc.command,
             cwd=proc.cwd,
@@ -175,14 +195,7 @@ def start_process(cfg: StackConfig, proc: Process) -> None:
             group=proc.user,
         )
     pid_file(cfg, proc.name).write_text(str(child.pid))
-    try:
-        wait_for_port(cfg.host, proc.port, proc.start_timeout, pid=child.pid)
-    except (RuntimeError, TimeoutError) as exc:
-        tail = log_path.read_text(errors="replace")[-2000:]
-        raise RuntimeError(
-            f"{proc.name} failed to start: {exc}\n--- {log_path} ---\n{tail}"
-        ) from exc
-    log(f"{proc.name}: started (pid {child.pid}) on {cfg.host}:{proc.port}, log {log_path}")
+    return child
 
 
 def stop_process(

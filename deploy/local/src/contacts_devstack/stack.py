@@ -20,6 +20,7 @@ from contacts_devstack.processes import (
     port_open,
     run_checked,
     start_process,
+    start_processes,
     stop_process,
 )
 
@@ -124,12 +125,10 @@ def start_infrastructure(cfg: StackConfig) -> None:
     properties = kafka_properties(cfg)
     if not port_open(cfg.host, cfg.kafka_port):
         format_kafka_storage(cfg, properties)
-    start_process(
-        cfg, Process("kafka", cfg.kafka_port, java_command(cfg, "kafka.Kafka", str(properties)))
-    )
     if not port_open(cfg.host, cfg.postgres_port):
         documentdb.prepare_cluster(cfg)
-    start_process(cfg, documentdb.postgres_process(cfg))
+    kafka = Process("kafka", cfg.kafka_port, java_command(cfg, "kafka.Kafka", str(properties)))
+    start_processes(cfg, [kafka, documentdb.postgres_process(cfg)])  # side by side
     documentdb.create_extension(cfg)
     start_process(cfg, documentdb.ferretdb_process(cfg))
 
