@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -49,6 +49,30 @@ class UpsertContacts(BaseModel):
 
     type: Literal["contacts.command.upsert_contacts"] = "contacts.command.upsert_contacts"
     upserts: tuple[UpsertContact, ...] = Field(min_length=1)
+
+
+# Well under the 1 MB a Kafka record may have by default, whatever a delivery holds.
+UPSERTS_RECORD_BYTES = 256 * 1024
+
+
+def upserts_records(
+    upserts: Iterable[UpsertContact], *, max_bytes: int = UPSERTS_RECORD_BYTES
+) -> Iterator[bytes]:
+    """`UpsertContacts` records carrying `upserts` in order, each under `max_bytes` (but one
+    whose single upsert is larger): each upsert is serialized once, and the records are joined
+    from those parts."""
+    head = f'{{"type":"{UpsertContacts.model_fields["type"].default}","upserts":['.encode()
+    parts: list[bytes] = []
+    size = len(head) + 2
+    for upsert in upserts:
+        part = upsert.model_dump_json().encode()
+        if parts and size + len(part) + 1 > max_bytes:
+            yield head + b",".join(parts) + b"]}"
+            parts, size = [], len(head) + 2
+        parts.append(part)
+        size += len(part) + 1
+    if parts:
+        yield head + b",".join(parts) + b"]}"
 
 
 # -- imports ---------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from contacts_shared.commands import UpsertContact, UpsertContacts, commands_in
+from contacts_shared.commands import UpsertContact, UpsertContacts, commands_in, upserts_records
 
 
 def upsert(key: str, **values: object) -> UpsertContact:
@@ -26,6 +26,18 @@ def test_a_batch_record_carries_its_upserts_in_order() -> None:
     upserts = (upsert("b@x.io", n=1), upsert("a@x.io"), upsert("b@x.io", n=2))
     record = UpsertContacts(upserts=upserts).model_dump_json().encode()
     assert commands_in(record) == upserts
+
+
+def test_upserts_go_in_records_of_bounded_size_in_order() -> None:
+    upserts = [upsert(f"c{i}@x.io", note="n" * 300) for i in range(40)]
+    records = list(upserts_records(upserts, max_bytes=4096))
+    assert len(records) > 1
+    assert all(len(record) <= 4096 for record in records)
+    assert [c for record in records for c in commands_in(record)] == upserts
+    [whole] = upserts_records(upserts)
+    assert commands_in(whole) == tuple(upserts)
+    big = upsert("big@x.io", note="n" * 5000)  # alone over the bound: a record of its own
+    assert [commands_in(r) for r in upserts_records([big], max_bytes=4096)] == [(big,)]
 
 
 def test_a_single_command_record_carries_itself() -> None:

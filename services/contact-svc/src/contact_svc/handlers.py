@@ -43,7 +43,7 @@ from contacts_shared.commands import (
     PurgeForImport,
     RowOutcome,
     UpsertContact,
-    UpsertContacts,
+    upserts_records,
 )
 from contacts_shared.kafka import EventPublisher, OutgoingMessage, partition_of
 from contacts_shared.mongo import StaleDocument, bson_now, retry_if_stale
@@ -598,13 +598,9 @@ async def ingest_webhook(
                 command
             )
         await publisher.publish(
-            OutgoingMessage(
-                topic,
-                upserts[0].partition_key,
-                UpsertContacts(upserts=tuple(upserts)).model_dump_json().encode(),
-                partition=partition,
-            )
+            OutgoingMessage(topic, upserts[0].partition_key, record, partition=partition)
             for partition, upserts in by_partition.items()
+            for record in upserts_records(upserts)
         )
     return results
 
