@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from contacts_shared.events import DomainEvent, EventEnvelope, ProfileDeleted, ProfileEvent
 from contacts_shared.mongo import Collection, replace_if_newer
 from contacts_shared.schema import FieldSpec, ProfileSnapshot, ProfileType
-from contacts_shared.values import identity_key, name_key, typed_values
+from contacts_shared.values import field_named, fields_by_name, identity_key, typed_values
 
 # A deleted profile's schema stays, with its last version, so a late event cannot revive it.
 DELETED = "deleted"
@@ -55,12 +55,11 @@ class ProfileSchema:
         return next(spec for spec in self.fields if spec.identity)
 
     def field_named(self, name: str) -> FieldSpec | None:
-        """`contacts_shared.values.field_named`, from a lookup built once."""
-        return self._fields_by_name.get(name_key(name.strip()))
+        return field_named(self._fields_by_name, name)
 
     @cached_property  # asked for every value of every row
     def _fields_by_name(self) -> dict[str, FieldSpec]:
-        return {name_key(spec.name): spec for spec in reversed(self.fields)}  # the first wins
+        return fields_by_name(self.fields)
 
     def identity_key(self, raw: object, default_region: str) -> str:
         """The contact key: normalized email or E.164 phone; ValuesInvalid says why not."""

@@ -214,9 +214,15 @@ def convert(
     return _text(raw)
 
 
-def field_named(fields: Sequence[FieldSpec], name: str) -> FieldSpec | None:
-    wanted = name_key(name.strip())
-    return next((spec for spec in fields if name_key(spec.name) == wanted), None)
+def fields_by_name(fields: Sequence[FieldSpec]) -> dict[str, FieldSpec]:
+    """The fields under their names' `name_key` (of two alike, the first): what `field_named`
+    looks in, built once for a profile."""
+    return {name_key(spec.name): spec for spec in reversed(fields)}
+
+
+def field_named(by_name: Mapping[str, FieldSpec], name: str) -> FieldSpec | None:
+    """The field called `name` (see `name_key`), surrounding spaces ignored."""
+    return by_name.get(name_key(name.strip()))
 
 
 def identity_key(identity: FieldSpec, raw: object, default_region: str) -> str:
@@ -240,8 +246,9 @@ def typed_values(
     required fields must be present."""
     problems: list[FieldProblem] = []
     pairs: list[tuple[FieldSpec, object]] = []
+    by_name = fields_by_name(fields)
     for name, raw in given.items():
-        spec = field_named(fields, name)
+        spec = field_named(by_name, name)
         if spec is None:
             problems.append(FieldProblem(name, "no such field in this profile"))
         else:

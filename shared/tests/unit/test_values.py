@@ -15,6 +15,7 @@ from contacts_shared.values import (
     ValuesInvalid,
     convert,
     field_named,
+    fields_by_name,
     identity_key,
     normalize_email,
     normalize_phone,
@@ -144,7 +145,7 @@ def test_any_date_written_day_first_or_month_first_reads_back(day: date, sep: st
 
 
 def test_field_names_match_ignoring_case_but_not_accents() -> None:
-    fields = (EMAIL, BIRTHDAY)
+    fields = fields_by_name((EMAIL, BIRTHDAY))
     assert field_named(fields, "  FECHA DE NACIMIENTO ") is BIRTHDAY
     assert field_named(fields, "Fécha de Nacimiento") is None
 

@@ -156,11 +156,6 @@ def read_pid(cfg: StackConfig, name: str) -> int | None:
     return pid if pid_alive(pid) else None
 
 
-def start_process(cfg: StackConfig, proc: Process) -> None:
-    """Start `proc` detached unless something already listens on its port."""
-    start_processes(cfg, [proc])
-
-
 def start_processes(cfg: StackConfig, procs: Sequence[Process]) -> None:
     """Start each of `procs` detached unless something already listens on its port, all at
     once (independent services start side by side), then wait until each listens."""

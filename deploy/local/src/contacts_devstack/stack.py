@@ -19,7 +19,6 @@ from contacts_devstack.processes import (
     StackConfig,
     port_open,
     run_checked,
-    start_process,
     start_processes,
     stop_process,
 )
@@ -130,7 +129,7 @@ def start_infrastructure(cfg: StackConfig) -> None:
     kafka = Process("kafka", cfg.kafka_port, java_command(cfg, "kafka.Kafka", str(properties)))
     start_processes(cfg, [kafka, documentdb.postgres_process(cfg)])  # side by side
     documentdb.create_extension(cfg)
-    start_process(cfg, documentdb.ferretdb_process(cfg))
+    start_processes(cfg, [documentdb.ferretdb_process(cfg)])
 
 
 def stop_infrastructure(cfg: StackConfig) -> None:
