@@ -13,10 +13,9 @@ from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
-from contacts_shared.mongo import server_unavailable
+from contacts_shared.faults import OUTAGES, is_outage
 from contacts_shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -176,19 +175,7 @@ RecordHandler = Callable[[Record], Awaitable[None]]
 BatchHandler = Callable[[Sequence[Record]], Awaitable[None]]
 
 
-# Tells an error that means a backing server is away (and will be back) from one of the records.
-Outage = Callable[[Exception], bool]
 MAX_OUTAGE_PAUSE_SECONDS = 5.0
-
-
-def never(_: Exception) -> bool:
-    return False
-
-
-def backing_server_away(exc: BaseException) -> bool:
-    """Kafka or the database is away (and will be back): wait or answer 503, never fail the
-    request's records for it."""
-    return isinstance(exc, KafkaError) or server_unavailable(exc)
 
 
 def one_at_a_time(handler: RecordHandler) -> BatchHandler:
@@ -207,9 +194,10 @@ class GuardedHandler:
     A batch whose handler keeps failing is retried `max_attempts` times with backoff, then its
     records are handled one by one, each retried the same way and then published to
     `<topic><dead_letter_suffix>` with the error in its headers, so one poison message never
-    blocks its partition and is never silently dropped. While a backing server is away
-    (`outage`) the handler is retried until it is back. Handlers must be idempotent: after a
-    crash, or a failed batch, records are delivered again.
+    blocks its partition and is never silently dropped. While a server or broker is away
+    (`faults.is_outage`) the handler is retried until it is back, with no further fetches
+    meanwhile, and the process reports not ready (`faults.OUTAGES`). Handlers must be
+    idempotent: after a crash, or a failed batch, records are delivered again.
     """
 
     def __init__(
@@ -220,14 +208,12 @@ class GuardedHandler:
         dead_letter_suffix: str = ".dlq",
         max_attempts: int = 3,
         retry_backoff_seconds: float = 0.2,
-        outage: Outage = never,
     ) -> None:
         self._publisher = publisher
         self._handler = handler
         self._dead_letter_suffix = dead_letter_suffix
         self._max_attempts = max_attempts
         self._retry_backoff_seconds = retry_backoff_seconds
-        self._outage = outage
         self.stopping = asyncio.Event()
 
     async def handle(self, records: Sequence[Record]) -> None:
@@ -242,9 +228,11 @@ class GuardedHandler:
         and must not be dead-lettered."""
         error: Exception | None = None
         attempt, outage_pause = 1, self._retry_backoff_seconds
+        part = f"consumer of {records[0].topic}"
         while attempt <= self._max_attempts:
             try:
                 await self._handler(records)
+                OUTAGES.over(part)
                 return None
             except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then parked
                 error = exc
@@ -254,13 +242,15 @@ class GuardedHandler:
                     "offsets": f"{records[0].offset}-{records[-1].offset}",
                     "error": repr(exc),
                 }
-                if self._outage(exc):
+                if is_outage(exc):
                     if self.stopping.is_set():
                         raise  # uncommitted: the next owner of the partition handles them
+                    OUTAGES.waiting(part)
                     log.warning("a backing server is away, waiting for it", extra=position)
                     await asyncio.sleep(outage_pause)
                     outage_pause = min(outage_pause * 2, MAX_OUTAGE_PAUSE_SECONDS)
                     continue
+                OUTAGES.over(part)
                 log.warning(
                     "handler failed, retrying"
                     if attempt < self._max_attempts
@@ -311,7 +301,6 @@ class ConsumerRunner:
         max_attempts: int = 3,
         retry_backoff_seconds: float = 0.2,
         batch_size: int = 500,
-        outage: Outage = never,
     ) -> None:
         self._consumer = consumer
         self._guard = GuardedHandler(
@@ -320,7 +309,6 @@ class ConsumerRunner:
             dead_letter_suffix=dead_letter_suffix,
             max_attempts=max_attempts,
             retry_backoff_seconds=retry_backoff_seconds,
-            outage=outage,
         )
         self._batch_size = batch_size
 
@@ -356,13 +344,11 @@ class SupervisedConsumer:
         partitions: int,
         dead_letter_suffix: str = ".dlq",
         batch_size: int = 500,
-        outage: Outage = never,
         fetch_min_bytes: int = 1,
         fetch_wait_ms: int = 500,
     ) -> None:
         """`fetch_min_bytes`, `fetch_wait_ms`: the broker answers a fetch once it has that
         much, or the wait is over (Kafka's defaults: at once)."""
-        self._outage = outage
         self._batch_size = batch_size
         self._fetch = {"fetch_min_bytes": fetch_min_bytes, "fetch_max_wait_ms": fetch_wait_ms}
         self._bootstrap_servers = bootstrap_servers
@@ -374,6 +360,7 @@ class SupervisedConsumer:
         self._dead_letter_suffix = dead_letter_suffix
         self._runner: ConsumerRunner | None = None
         self._stopping = asyncio.Event()
+        self._part = f"consumer group {group_id}"
 
     async def run(self) -> None:
         backoff = 0.5
@@ -400,13 +387,15 @@ class SupervisedConsumer:
                     self._handler,
                     dead_letter_suffix=self._dead_letter_suffix,
                     batch_size=self._batch_size,
-                    outage=self._outage,
                 )
                 if self._stopping.is_set():
                     return
                 backoff = 0.5
+                OUTAGES.over(self._part)
                 await self._runner.run()
             except Exception as exc:  # noqa: BLE001 - broker away: reconnect with backoff
+                if is_outage(exc):
+                    OUTAGES.waiting(self._part)
                 log.warning(
                     "consumer failed, reconnecting",
                     extra={"group": self._group_id, "error": repr(exc)},
@@ -451,6 +440,5 @@ def service_consumer(
         partitions=settings.topic_partitions,
         dead_letter_suffix=settings.dead_letter_suffix,
         batch_size=settings.consumer_batch_records,
-        outage=backing_server_away,
         **fetch,
     )

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from pymongo import AsyncMongoClient, IndexModel, InsertOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, OperationFailure
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 T = TypeVar("T")
 Document = dict[str, Any]
@@ -31,32 +31,6 @@ def connect(url: str, *, app_name: str) -> MongoClient:
 async def ping(client: MongoClient) -> None:
     """Raise unless the server answers."""
     await client.admin.command("ping")
-
-
-INTERNAL_ERROR = 1
-# How FerretDB words an InternalError while its PostgreSQL is away or restarting ("unexpected
-# EOF": a pooled connection found dead, before new ones are refused).
-BACKEND_AWAY = (
-    "failed to connect",
-    "conn closed",
-    "connection refused",
-    "terminating connection",
-    "unexpected EOF",
-    "connection reset by peer",
-)
-
-
-def server_unavailable(exc: BaseException) -> bool:
-    """True for an error that means the database is away (and will be back), not that the
-    request is wrong: a connection failure, or FerretDB's answer while its PostgreSQL is down."""
-    if isinstance(exc, ConnectionFailure):
-        return True
-    message = str(exc)
-    return (
-        isinstance(exc, OperationFailure)
-        and exc.code == INTERNAL_ERROR
-        and any(sign in message for sign in BACKEND_AWAY)
-    )
 
 
 # What makes two indexes of one name the same index, besides their keys.

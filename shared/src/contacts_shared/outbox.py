@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from pymongo import ASCENDING, IndexModel
 
 from contacts_shared.events import DomainEvent, to_envelope
+from contacts_shared.faults import OUTAGES, is_outage
 from contacts_shared.journal import JOURNAL, EventJournal, JournalRound, entry_message
 from contacts_shared.kafka import EventPublisher
 from contacts_shared.mongo import Collection, Document, find_by_ids, update_each
@@ -154,6 +155,7 @@ class OutboxRelay:
         loop = asyncio.get_running_loop()
         next_scan = loop.time()
         backoff = self._scan_seconds
+        part = f"relay of {self._collection.full_name}"
         while not self._stopping.is_set():
             self._wake.clear()  # before the pass, so a notify during it is not lost
             try:
@@ -166,7 +168,10 @@ class OutboxRelay:
                 while self._queued:
                     await self.relay_queued()
                 backoff = self._scan_seconds
+                OUTAGES.over(part)
             except Exception as exc:  # noqa: BLE001 - Kafka or MongoDB away: retry later
+                if is_outage(exc):
+                    OUTAGES.waiting(part)
                 log.warning("outbox relay failed, will retry", extra={"error": repr(exc)})
                 backoff = min(max(backoff, 0.5) * 2, 30.0)
                 next_scan = loop.time() + backoff

@@ -12,6 +12,8 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, Protocol
 
+from bson import ObjectId
+
 from contacts_shared.events import DomainEvent, EventEnvelope, ProfileDeleted, ProfileEvent
 from contacts_shared.mongo import Collection, replace_if_newer
 from contacts_shared.schema import FieldSpec, ProfileSnapshot, ProfileType
@@ -78,12 +80,29 @@ class SchemaStore(Protocol):
     async def apply(self, schema: ProfileSchema, *, deleted: bool) -> bool: ...
 
 
+# Beyond `wait`: an ObjectId keeps whole seconds of its minting, and profile-svc's clock may
+# run somewhat ahead of ours.
+MINTING_SLACK_SECONDS = 2.0
+
+
+def wait_for_new_profile_until(profile_id: str, wait: float) -> float | None:
+    """Until when (Unix time) a request may wait for `profile_id` to reach the projection: a
+    profile id carries its creation time (profile-svc mints ObjectIds), and only one minted in
+    the last `wait` seconds can be on its way. None for an older or malformed id: it is
+    unknown now and will stay so, whatever the wait."""
+    if not ObjectId.is_valid(profile_id):
+        return None
+    minted = ObjectId(profile_id).generation_time.timestamp()
+    return minted + wait + MINTING_SLACK_SECONDS
+
+
 class PatientSchemas:
-    """The schemas as a request handler should see them: a profile not in the projection yet is
-    looked for again for up to `wait` seconds before it counts as unknown. profile-svc's events
-    reach the projection a moment after profile-svc answered, and a client that creates a
-    profile and uses it at once must not be told it does not exist. Consumers use the store
-    itself: they must not stall on a profile that is gone."""
+    """The schemas as a request handler should see them: a profile created a moment ago and
+    not in the projection yet is looked for again until `wait` seconds after its creation
+    before it counts as unknown. profile-svc's events reach the projection a moment after
+    profile-svc answered, and a client that creates a profile and uses it at once must not be
+    told it does not exist; an older or mistyped id is unknown at once, without holding the
+    request. Consumers use the store itself: they must not stall on a profile that is gone."""
 
     def __init__(self, store: SchemaStore, *, wait: float, poll: float = 0.05) -> None:
         self._store = store
@@ -91,9 +110,9 @@ class PatientSchemas:
         self._poll = poll
 
     async def get(self, profile_id: str) -> ProfileSchema | None:
-        deadline = time.monotonic() + self._wait
         while (schema := await self._store.get(profile_id)) is None:
-            if time.monotonic() >= deadline:
+            until = wait_for_new_profile_until(profile_id, self._wait)
+            if until is None or time.time() >= until:
                 return None
             await asyncio.sleep(self._poll)
         return schema

@@ -34,8 +34,9 @@ class ServiceSettings(BaseSettings):
     dead_letter_suffix: str = ".dlq"
 
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
-    # How long a request naming a profile this service has not heard of yet waits for it to
-    # arrive from profiles.events before the answer is 404 (see `profiles.PatientSchemas`).
+    # How long after a profile's creation a request naming it, when this service has not heard
+    # of it yet, waits for it to arrive from profiles.events before the answer is 404; an id
+    # minted earlier is answered 404 at once (see `profiles.PatientSchemas`).
     profile_wait_seconds: float = Field(default=3.0, ge=0)
     # How often the outbox relay scans for events left by a crashed process.
     outbox_scan_seconds: float = Field(default=10.0, gt=0)

@@ -20,7 +20,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from contacts_shared.kafka import backing_server_away
+from contacts_shared.faults import OUTAGES, is_outage
 from contacts_shared.logs import account_id_var, configure_logging, request_id_var
 from contacts_shared.mongo import StaleDocument
 from contacts_shared.runtime import settle_heap
@@ -229,7 +229,8 @@ def create_service_app(
 
     app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
     app.state.settings = settings
-    app.state.readiness_checks = {}
+    # Whatever the service registers, and its consumers and relays waiting out an outage.
+    app.state.readiness_checks = {"consumers": OUTAGES.check}
 
     @app.exception_handler(Problem)
     async def handle_problem(request: Request, exc: Problem) -> Response:
@@ -258,7 +259,7 @@ def create_service_app(
     @app.exception_handler(PyMongoError)
     @app.exception_handler(KafkaError)
     async def handle_server_error(request: Request, exc: Exception) -> Response:
-        if backing_server_away(exc):
+        if is_outage(exc):
             log.warning("a backing server is unavailable", extra={"error": repr(exc)})
             return unavailable(exc, instance=request.url.path)
         return await handle_unexpected(request, exc)

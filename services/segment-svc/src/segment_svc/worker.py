@@ -22,7 +22,6 @@ from contacts_shared.kafka import (
     BatchHandler,
     GuardedHandler,
     Record,
-    backing_server_away,
     ensure_topics,
     one_at_a_time,
 )
@@ -110,7 +109,6 @@ def create_worker(settings: SegmentSettings | None = None) -> faust.App:
             resources.publisher,
             handler,
             dead_letter_suffix=settings.dead_letter_suffix,
-            outage=backing_server_away,
         )
 
         async def agent(stream: Any) -> AsyncIterator[None]:
