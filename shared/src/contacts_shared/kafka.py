@@ -7,12 +7,14 @@ import asyncio
 import logging
 import random
 import struct
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaTimeoutError
 from prometheus_client import Counter
 
 from contacts_shared.faults import OUTAGES, is_outage
@@ -101,18 +103,38 @@ class EventPublisher:
     """Publishes to Kafka; connects on first use so a service starts while Kafka is down."""
 
     def __init__(
-        self, bootstrap_servers: str, *, client_id: str, topics: Iterable[str], partitions: int
+        self,
+        bootstrap_servers: str,
+        *,
+        client_id: str,
+        topics: Iterable[str],
+        partitions: int,
+        call_timeout: float = 8.0,
     ) -> None:
+        """`call_timeout`: the longest a start or a publish may wait for the broker before it
+        fails with KafkaTimeoutError (an outage: consumers wait, requests answer 503)."""
         self._bootstrap_servers = bootstrap_servers
         self._client_id = client_id
         self._topics = tuple(topics)
         self._partitions = partitions
+        self._call_timeout = call_timeout
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
 
+    @classmethod
+    def of_service(cls, settings: ServiceSettings, topics: Iterable[str]) -> EventPublisher:
+        """The publisher of a service, to `topics`, with its settings' timeout."""
+        return cls(
+            settings.kafka_bootstrap_servers,
+            client_id=settings.service_name,
+            topics=topics,
+            partitions=settings.topic_partitions,
+            call_timeout=settings.kafka_call_timeout_seconds,
+        )
+
     async def producer(self) -> AIOKafkaProducer:
         """The started producer; raises KafkaError while the broker cannot be reached."""
-        async with self._lock:
+        async with self._lock, self._deadline("start"):
             if self._producer is None:
                 await ensure_topics(self._bootstrap_servers, self._topics, self._partitions)
                 producer = AIOKafkaProducer(
@@ -121,7 +143,7 @@ class EventPublisher:
                     acks="all",
                     enable_idempotence=True,
                     linger_ms=5,
-                    request_timeout_ms=15000,
+                    request_timeout_ms=int(self._call_timeout * 1000),
                     partitioner=key_partitioner,
                 )
                 try:
@@ -132,6 +154,16 @@ class EventPublisher:
                 self._producer = producer
             return self._producer
 
+    @asynccontextmanager
+    async def _deadline(self, call: str) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self._call_timeout):
+                yield
+        except TimeoutError as exc:
+            raise KafkaTimeoutError(
+                f"Kafka did not answer a {call} within {self._call_timeout:g}s"
+            ) from exc
+
     async def publish(self, messages: Iterable[OutgoingMessage]) -> None:
         """Send every message and wait until the broker has acknowledged all of them.
 
@@ -139,17 +171,18 @@ class EventPublisher:
         cannot reorder or duplicate within a partition.
         """
         producer = await self.producer()
-        pending = [
-            await producer.send(
-                m.topic,
-                m.value,
-                key=m.key.encode(),
-                partition=m.partition,
-                headers=list(m.headers) or None,
-            )
-            for m in messages
-        ]
-        await asyncio.gather(*pending)
+        async with self._deadline("publish"):
+            pending = [
+                await producer.send(
+                    m.topic,
+                    m.value,
+                    key=m.key.encode(),
+                    partition=m.partition,
+                    headers=list(m.headers) or None,
+                )
+                for m in messages
+            ]
+            await asyncio.gather(*pending)
 
     async def partitions_of(self, topic: str) -> int:
         """How many partitions `topic` has (a sender numbering its records per partition)."""
@@ -159,7 +192,8 @@ class EventPublisher:
     async def check(self) -> None:
         """Raise unless the broker answers a metadata request."""
         producer = await self.producer()
-        await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout=3)
+        async with self._deadline("metadata request"):
+            await producer.client.fetch_all_metadata()
 
     async def close(self) -> None:
         async with self._lock:

@@ -11,10 +11,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import pymongo
 from pymongo import AsyncMongoClient, IndexModel, InsertOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
+
+from contacts_shared.settings import ServiceSettings
 
 T = TypeVar("T")
 Document = dict[str, Any]
@@ -23,19 +26,44 @@ Database = AsyncDatabase[Document]
 Collection = AsyncCollection[Document]
 
 
-def connect(url: str, *, app_name: str) -> MongoClient:
-    """A client that connects lazily; no I/O happens until the first command."""
-    return AsyncMongoClient(url, appname=app_name, tz_aware=True, serverSelectionTimeoutMS=5000)
+def connect(url: str, *, app_name: str, call_timeout: float | None = None) -> MongoClient:
+    """A client that connects lazily; no I/O happens until the first command. `call_timeout`:
+    the longest a server may take to answer one round trip (a wedged server then fails the
+    call as an outage, `faults.is_outage`, instead of holding it forever)."""
+    return AsyncMongoClient(
+        url,
+        appname=app_name,
+        tz_aware=True,
+        serverSelectionTimeoutMS=5000,
+        socketTimeoutMS=None if call_timeout is None else int(call_timeout * 1000),
+    )
 
 
-async def ping(client: MongoClient) -> None:
-    """Raise unless the server answers."""
-    await client.admin.command("ping")
+def service_client(settings: ServiceSettings) -> MongoClient:
+    """The client a service opens: its server, its name, its call timeout."""
+    return connect(
+        settings.mongodb_url,
+        app_name=settings.service_name,
+        call_timeout=settings.mongodb_call_timeout_seconds,
+    )
+
+
+READINESS = "readiness"
+
+
+async def round_trip(database: Database, instance: str) -> None:
+    """Raise unless the server writes a document and reads it back: a server that answers
+    pings while its writes hang (a wedged storage engine) is not one to send requests to."""
+    now = bson_now()
+    await database[READINESS].replace_one({"_id": instance}, {"at": now}, upsert=True)
+    if await database[READINESS].find_one({"_id": instance, "at": now}) is None:
+        raise RuntimeError("the readiness document written was not read back")
 
 
 # What makes two indexes of one name the same index, besides their keys.
 INDEX_OPTIONS = ("unique", "sparse", "partialFilterExpression", "expireAfterSeconds")
 INDEX_NOT_FOUND = 27
+INDEX_BUILD_SECONDS = 3600.0
 
 
 def _same_index(existing: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
@@ -52,6 +80,11 @@ async def ensure_indexes(collection: Collection, wanted: Sequence[IndexModel]) -
     rebuild one whose keys or options changed under the same name, drop those no longer
     wanted. A new version's start-up so brings an older database in line instead of failing on
     a conflicting definition. Replicas starting together may race; each step tolerates that."""
+    with pymongo.timeout(INDEX_BUILD_SECONDS):  # beyond a call's timeout, at a large size
+        await _ensure_indexes(collection, wanted)
+
+
+async def _ensure_indexes(collection: Collection, wanted: Sequence[IndexModel]) -> None:
     existing = {index["name"]: index async for index in await collection.list_indexes()}
     existing.pop("_id_", None)
     for model in wanted:

@@ -34,6 +34,15 @@ class ServiceSettings(BaseSettings):
     dead_letter_suffix: str = ".dlq"
 
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    # Every request is answered by then; past it, 503 with Retry-After (a server or broker that
+    # does not answer holds no client for longer).
+    request_deadline_seconds: float = Field(default=10.0, gt=0)
+    # The longest one MongoDB round trip or one Kafka call may take: a wedged server or an
+    # unreachable broker fails the call as an outage, which consumers wait out.
+    mongodb_call_timeout_seconds: float = Field(default=20.0, gt=0)
+    kafka_call_timeout_seconds: float = Field(default=8.0, gt=0)
+    # /readyz gives each check this long.
+    readiness_timeout_seconds: float = Field(default=3.0, gt=0)
     # How long after a profile's creation a request naming it, when this service has not heard
     # of it yet, waits for it to arrive from profiles.events before the answer is 404; an id
     # minted earlier is answered 404 at once (see `profiles.PatientSchemas`).

@@ -3,8 +3,11 @@ request and account ids, RFC 9457 problem+json errors, and bearer API keys."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -21,8 +24,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contacts_shared.faults import OUTAGES, is_outage
+from contacts_shared.kafka import EventPublisher
 from contacts_shared.logs import account_id_var, configure_logging, request_id_var
-from contacts_shared.mongo import StaleDocument
+from contacts_shared.mongo import Database, StaleDocument, round_trip
 from contacts_shared.runtime import settle_heap
 from contacts_shared.settings import ServiceSettings
 
@@ -157,6 +161,46 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, send)
 
 
+class Deadline:
+    """Answers every request by `seconds` after it arrived: a handler still waiting then for a
+    server or broker is cancelled and the client gets 503 with `Retry-After`. The deadline
+    ends once the response has started: a streamed export may run on."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+        async with asyncio.timeout(self.seconds) as deadline:
+
+            async def send_started(message: Message) -> None:
+                nonlocal started
+                if message["type"] == "http.response.start":
+                    started = True
+                    deadline.reschedule(None)
+                await send(message)
+
+            try:
+                await self.app(scope, receive, send_started)
+            except asyncio.CancelledError:
+                if started or not deadline.expired():
+                    raise
+        if deadline.expired() and not started:
+            log.warning("request deadline passed", extra={"deadline_seconds": self.seconds})
+            late = Problem(
+                503,
+                "Service Unavailable",
+                f"No answer within the request deadline of {self.seconds:g}s: a server or "
+                "broker is slow or away; retry shortly",
+                headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)},
+            )
+            await late.response(instance=scope["path"])(scope, receive, send)
+
+
 async def require_json(request: Request) -> None:
     """Routes with a JSON body refuse other content types with 415."""
     if request.method not in {"POST", "PUT", "PATCH"}:
@@ -189,6 +233,17 @@ def current_account(request: Request) -> str:
 
 
 AccountId = Annotated[str, Depends(current_account)]
+
+
+def ready_when_reachable(app: FastAPI, database: Database, publisher: EventPublisher) -> None:
+    """Readiness of a service that needs its database and Kafka: a document written and read
+    back (a wedged server answers pings), and a metadata request answered by the broker."""
+    instance = f"{app.state.settings.service_name}:{socket.gethostname()}:{os.getpid()}"
+    app.state.readiness_checks.update(
+        mongodb=lambda: round_trip(database, instance), kafka=publisher.check
+    )
+
+
 ReadinessCheck = Callable[[], Awaitable[None]]
 Resources = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -270,7 +325,9 @@ def create_service_app(
         problem = Problem(500, "Internal Server Error", "An unexpected error occurred")
         return problem.response(instance=request.url.path)
 
-    # Inside the request-context middleware: its task group would wrap our 413 in a group.
+    # Inside the request-context middleware: its task group would wrap our 413 in a group;
+    # the deadline innermost, so the 503 it answers is logged and counted like any answer.
+    app.add_middleware(Deadline, seconds=settings.request_deadline_seconds)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
 
     @app.middleware("http")
@@ -306,11 +363,15 @@ def create_service_app(
 
     @app.get("/readyz", tags=["operations"])
     async def readyz() -> Response:
-        """Kafka and MongoDB are reachable."""
+        """What the service needs answers in time: a real round trip to each, and no consumer
+        or relay waiting out an outage."""
         failed: dict[str, str] = {}
         for name, check in app.state.readiness_checks.items():
             try:
-                await check()
+                async with asyncio.timeout(settings.readiness_timeout_seconds):
+                    await check()
+            except TimeoutError:
+                failed[name] = f"no answer within {settings.readiness_timeout_seconds:g}s"
             except Exception as exc:  # noqa: BLE001 - any failure means not ready
                 failed[name] = repr(exc)
         if failed:

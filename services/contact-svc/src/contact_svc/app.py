@@ -28,11 +28,11 @@ from contact_svc.settings import ContactSettings
 from contact_svc.webhooks import RecentSources, SourceRateLimits
 from contacts_shared.journal import EventJournal
 from contacts_shared.kafka import EventPublisher, one_at_a_time, service_consumer
-from contacts_shared.mongo import connect, ping
+from contacts_shared.mongo import service_client
 from contacts_shared.outbox import OutboxRelay
 from contacts_shared.profiles import MongoSchemaStore, PatientSchemas, ProfileNotWritable
 from contacts_shared.values import ValuesInvalid
-from contacts_shared.web import InFlightLimit, Problem, create_service_app
+from contacts_shared.web import InFlightLimit, Problem, create_service_app, ready_when_reachable
 
 # The refusals of the contact rules and of the shared value and profile rules they apply.
 REFUSALS = (ContactError, ValuesInvalid, ProfileNotWritable)
@@ -59,13 +59,10 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def resources(app: FastAPI) -> AsyncIterator[None]:
-        client = connect(settings.mongodb_url, app_name=settings.service_name)
+        client = service_client(settings)
         database = client[settings.mongodb_database]
-        publisher = EventPublisher(
-            settings.kafka_bootstrap_servers,
-            client_id=settings.service_name,
-            topics=[settings.topic_contacts_events, settings.topic_imports_results],
-            partitions=settings.topic_partitions,
+        publisher = EventPublisher.of_service(
+            settings, [settings.topic_contacts_events, settings.topic_imports_results]
         )
         journal = EventJournal(
             database["contacts_journal"],
@@ -126,7 +123,7 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
         )
         app.state.webhooks_in_flight = InFlightLimit(settings.webhook_max_in_flight)
         app.state.recent_webhook_sources = RecentSources(settings.webhook_source_cache_seconds)
-        app.state.readiness_checks.update(mongodb=lambda: ping(client), kafka=publisher.check)
+        ready_when_reachable(app, database, publisher)
         tasks = [asyncio.create_task(relay.run(), name="outbox-relay")] + [
             asyncio.create_task(c.run(), name=name) for name, c in consumers.items()
         ]

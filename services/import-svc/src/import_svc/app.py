@@ -11,10 +11,10 @@ from functools import partial
 from fastapi import FastAPI, Request, Response
 
 from contacts_shared.kafka import EventPublisher, one_at_a_time, service_consumer
-from contacts_shared.mongo import connect, ping
+from contacts_shared.mongo import service_client
 from contacts_shared.outbox import OutboxRelay
 from contacts_shared.profiles import MongoSchemaStore, PatientSchemas
-from contacts_shared.web import Problem, create_service_app
+from contacts_shared.web import Problem, create_service_app, ready_when_reachable
 from import_svc.api import router
 from import_svc.consumers import count_outcomes, follow_profiles
 from import_svc.handlers import ImportNotFound, ImportRefused, Worker
@@ -27,13 +27,10 @@ def create_app(settings: ImportSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def resources(app: FastAPI) -> AsyncIterator[None]:
-        client = connect(settings.mongodb_url, app_name=settings.service_name)
+        client = service_client(settings)
         database = client[settings.mongodb_database]
-        publisher = EventPublisher(
-            settings.kafka_bootstrap_servers,
-            client_id=settings.service_name,
-            topics=[settings.topic_contacts_commands, settings.topic_imports_events],
-            partitions=settings.topic_partitions,
+        publisher = EventPublisher.of_service(
+            settings, [settings.topic_contacts_commands, settings.topic_imports_events]
         )
         relay = OutboxRelay(
             database["imports"],
@@ -75,7 +72,7 @@ def create_app(settings: ImportSettings | None = None) -> FastAPI:
         )
         app.state.store = store
         app.state.schemas = PatientSchemas(schemas, wait=settings.profile_wait_seconds)
-        app.state.readiness_checks.update(mongodb=lambda: ping(client), kafka=publisher.check)
+        ready_when_reachable(app, database, publisher)
         tasks = [
             asyncio.create_task(worker.run(stopping), name="import-worker"),
             asyncio.create_task(relay.run(), name="outbox-relay"),

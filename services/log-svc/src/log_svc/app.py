@@ -10,8 +10,8 @@ from functools import partial
 from fastapi import FastAPI
 
 from contacts_shared.kafka import EventPublisher, one_at_a_time, service_consumer
-from contacts_shared.mongo import connect, ping
-from contacts_shared.web import create_service_app
+from contacts_shared.mongo import service_client
+from contacts_shared.web import create_service_app, ready_when_reachable
 from log_svc.api import router
 from log_svc.consumers import record_contact_events, record_import_event
 from log_svc.repository import AuditTrail, ImportLog, RefusedRows
@@ -23,13 +23,10 @@ def create_app(settings: LogSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def resources(app: FastAPI) -> AsyncIterator[None]:
-        client = connect(settings.mongodb_url, app_name=settings.service_name)
+        client = service_client(settings)
         # Publishes only dead letters of the records it cannot handle.
-        publisher = EventPublisher(
-            settings.kafka_bootstrap_servers,
-            client_id=settings.service_name,
-            topics=[settings.topic_imports_events, settings.topic_contacts_events],
-            partitions=settings.topic_partitions,
+        publisher = EventPublisher.of_service(
+            settings, [settings.topic_imports_events, settings.topic_contacts_events]
         )
         database = client[settings.mongodb_database]
         import_log = ImportLog(database["import_logs"])
@@ -55,7 +52,7 @@ def create_app(settings: LogSettings | None = None) -> FastAPI:
         ]
         app.state.import_log, app.state.audit_trail = import_log, audit_trail
         app.state.refused_rows = refused_rows
-        app.state.readiness_checks.update(mongodb=lambda: ping(client), kafka=publisher.check)
+        ready_when_reachable(app, database, publisher)
         tasks = [asyncio.create_task(c.run(), name="consumer") for c in consumers]
         try:
             yield

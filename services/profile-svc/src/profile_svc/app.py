@@ -9,9 +9,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from contacts_shared.kafka import EventPublisher
-from contacts_shared.mongo import connect, ping
+from contacts_shared.mongo import service_client
 from contacts_shared.outbox import OutboxRelay
-from contacts_shared.web import Problem, create_service_app
+from contacts_shared.web import Problem, create_service_app, ready_when_reachable
 from profile_svc.api import router
 from profile_svc.domain import ProfileConflict, ProfileError, ProfileInvalid, ProfileNotFound
 from profile_svc.repository import MongoProfileRepository
@@ -34,13 +34,8 @@ def create_app(settings: ProfileSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def resources(app: FastAPI) -> AsyncIterator[None]:
-        client = connect(settings.mongodb_url, app_name=settings.service_name)
-        publisher = EventPublisher(
-            settings.kafka_bootstrap_servers,
-            client_id=settings.service_name,
-            topics=[settings.topic_profiles_events],
-            partitions=settings.topic_partitions,
-        )
+        client = service_client(settings)
+        publisher = EventPublisher.of_service(settings, [settings.topic_profiles_events])
         collection = client[settings.mongodb_database]["profiles"]
         relay = OutboxRelay(
             collection,
@@ -51,7 +46,7 @@ def create_app(settings: ProfileSettings | None = None) -> FastAPI:
         profiles = MongoProfileRepository(collection, settings, events_queued=relay.notify)
         await profiles.create_indexes()
         app.state.profiles = profiles
-        app.state.readiness_checks.update(mongodb=lambda: ping(client), kafka=publisher.check)
+        ready_when_reachable(app, client[settings.mongodb_database], publisher)
         relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
         try:
             yield

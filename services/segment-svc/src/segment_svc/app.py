@@ -8,8 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from contacts_shared.mongo import ping
-from contacts_shared.web import create_service_app
+from contacts_shared.web import create_service_app, ready_when_reachable
 from segment_svc.api import router
 from segment_svc.resources import Resources
 from segment_svc.settings import SegmentSettings
@@ -22,9 +21,7 @@ def create_app(settings: SegmentSettings | None = None) -> FastAPI:
     async def resources(app: FastAPI) -> AsyncIterator[None]:
         opened = Resources.open(settings)
         app.state.resources = opened
-        app.state.readiness_checks.update(
-            mongodb=lambda: ping(opened.client), kafka=opened.publisher.check
-        )
+        ready_when_reachable(app, opened.client[settings.mongodb_database], opened.publisher)
         try:
             yield
         finally:

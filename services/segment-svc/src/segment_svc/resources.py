@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from contacts_shared.journal import EventJournal
 from contacts_shared.kafka import EventPublisher
-from contacts_shared.mongo import MongoClient, connect
+from contacts_shared.mongo import MongoClient, service_client
 from contacts_shared.profiles import MongoSchemaStore
 from segment_svc.settings import SegmentSettings
 from segment_svc.store import (
@@ -32,14 +32,9 @@ class Resources:
 
     @classmethod
     def open(cls, settings: SegmentSettings) -> Resources:
-        client = connect(settings.mongodb_url, app_name=settings.service_name)
+        client = service_client(settings)
         database = client[settings.mongodb_database]
-        publisher = EventPublisher(
-            settings.kafka_bootstrap_servers,
-            client_id=settings.service_name,
-            topics=[settings.topic_segments_events],
-            partitions=settings.topic_partitions,
-        )
+        publisher = EventPublisher.of_service(settings, [settings.topic_segments_events])
         schemas = MongoSchemaStore(database["schemas"])
         projection = ContactProjection(database["contacts"])
         members = Members(database["members"])
