@@ -31,6 +31,13 @@ DEAD_LETTERED = Counter(
 
 TOPIC_ALREADY_EXISTS = 36
 
+# What a parked record carries besides its own headers (read back by `dead_letters`).
+DLQ_HEADER_PREFIX = "dlq-"
+ERROR_HEADER = "dlq-error"
+ORIGINAL_TOPIC_HEADER = "dlq-original-topic"
+ORIGINAL_PARTITION_HEADER = "dlq-original-partition"
+ORIGINAL_OFFSET_HEADER = "dlq-original-offset"
+
 
 @dataclass(frozen=True)
 class OutgoingMessage:
@@ -310,10 +317,10 @@ class GuardedHandler:
         )
         headers = (
             *tuple(record.headers),
-            ("dlq-error", repr(exc).encode()),
-            ("dlq-original-topic", record.topic.encode()),
-            ("dlq-original-partition", str(record.partition).encode()),
-            ("dlq-original-offset", str(record.offset).encode()),
+            (ERROR_HEADER, repr(exc).encode()),
+            (ORIGINAL_TOPIC_HEADER, record.topic.encode()),
+            (ORIGINAL_PARTITION_HEADER, str(record.partition).encode()),
+            (ORIGINAL_OFFSET_HEADER, str(record.offset).encode()),
         )
         key = record.key.decode() if record.key is not None else ""
         await self._publisher.publish([OutgoingMessage(topic, key, record.value or b"", headers)])
