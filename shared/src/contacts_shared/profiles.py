@@ -13,14 +13,16 @@ from functools import cached_property
 from typing import Any, Protocol
 
 from bson import ObjectId
+from pymongo import ASCENDING, IndexModel
 
 from contacts_shared.events import DomainEvent, EventEnvelope, ProfileDeleted, ProfileEvent
-from contacts_shared.mongo import Collection, replace_if_newer
+from contacts_shared.mongo import Collection, ensure_indexes, replace_if_newer
 from contacts_shared.schema import FieldSpec, ProfileSnapshot, ProfileType
 from contacts_shared.values import field_named, fields_by_name, identity_key, typed_values
 
 # A deleted profile's schema stays, with its last version, so a late event cannot revive it.
 DELETED = "deleted"
+ACCOUNT = "account_id"
 
 
 class ProfileNotWritable(Exception):
@@ -140,6 +142,21 @@ class MongoSchemaStore:
             created_at=document.get("created_at"),
         )
 
+    async def create_indexes(self) -> None:
+        await ensure_indexes(self._collection, [IndexModel([(ACCOUNT, ASCENDING)], name=ACCOUNT)])
+
+    async def holding_contacts(self, account_id: str) -> list[str]:
+        """The ids of the account's profiles that hold contacts (not deleted, not virtual)."""
+        cursor = self._collection.find(
+            {
+                ACCOUNT: account_id,
+                DELETED: {"$ne": True},
+                "type": {"$ne": ProfileType.VIRTUAL.value},
+            },
+            {"_id": 1},
+        )
+        return [document["_id"] async for document in cursor]
+
     async def apply(self, schema: ProfileSchema, *, deleted: bool) -> bool:
         """Store `schema` unless a newer or equal version is there; True if stored."""
         return await replace_if_newer(
@@ -147,7 +164,7 @@ class MongoSchemaStore:
             schema.profile_id,
             {"version": {"$lt": schema.version}},
             {
-                "account_id": schema.account_id,
+                ACCOUNT: schema.account_id,
                 "type": schema.type.value,
                 "fields": [spec.model_dump(mode="json") for spec in schema.fields],
                 "version": schema.version,

@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from contact_svc import handlers
-from contact_svc.domain import Contact, ContactOrder, page_cursor
+from contact_svc.domain import API_SOURCE, Contact, ContactOrder, page_cursor
 from contact_svc.repository import ContactRepository, WebhookSourceStore
 from contact_svc.settings import ContactSettings
 from contact_svc.stats import ProfileStats
@@ -25,7 +25,6 @@ from contacts_shared.schema import ContactStatus
 from contacts_shared.web import AccountId, InFlightLimit, Problem
 
 router = APIRouter(prefix="/v1/profiles/{profile_id}/contacts", tags=["contacts"])
-SOURCE = "api"
 
 
 class ContactIn(BaseModel):
@@ -109,7 +108,7 @@ async def create_contact(
         profile_id=profile_id,
         fields=body.fields,
         status=body.status,
-        source=SOURCE,
+        source=API_SOURCE,
         **ports(request),
     )
     response.headers["location"] = f"/v1/profiles/{profile_id}/contacts/{contact.key}"
@@ -196,7 +195,7 @@ async def upsert_batch(
         account_id=account_id,
         profile_id=profile_id,
         items=body.contacts,
-        source=SOURCE,
+        source=API_SOURCE,
         **(ports(request) | {"contacts": contacts}),
     )
     relay: OutboxRelay = request.app.state.relay
@@ -273,7 +272,7 @@ async def put_contact(
         key=key,
         fields=body.fields,
         status=body.status,
-        source=SOURCE,
+        source=API_SOURCE,
         **ports(request),
     )
     if created:
@@ -293,7 +292,7 @@ async def patch_contact(
         fields=body.fields,
         status=body.status,
         status_reason=body.status_reason,
-        source=SOURCE,
+        source=API_SOURCE,
         **ports(request),
     )
     return ContactOut.of(schema, contact)
@@ -305,7 +304,7 @@ async def delete_contact(
 ) -> None:
     """Remove a contact from the profile."""
     await handlers.delete_contact(
-        account_id=account_id, profile_id=profile_id, key=key, source=SOURCE, **ports(request)
+        account_id=account_id, profile_id=profile_id, key=key, source=API_SOURCE, **ports(request)
     )
 
 

@@ -17,7 +17,7 @@ from contact_svc.consumers import (
     project_contact_events,
 )
 from contact_svc.domain import ContactError, ContactExists, ContactNotFound, ProfileUnknown
-from contact_svc.handlers import WebhookRejected, WebhookSourceNotFound
+from contact_svc.handlers import WebhookRejected, WebhookSourceNotFound, enforce_suppressions
 from contact_svc.repository import (
     MongoContactRepository,
     MongoStatsStore,
@@ -87,6 +87,7 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
         schemas = MongoSchemaStore(database["profile_schemas"])
         stats = MongoStatsStore(database["profile_stats"], database["stats_marks"])
         await contacts.create_indexes()
+        await schemas.create_indexes()
 
         consumer = partial(service_consumer, settings, publisher)
         consumers = {
@@ -110,7 +111,15 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
             "contact-events": consumer(
                 settings.contact_events_group,
                 settings.topic_contacts_events,
-                partial(project_contact_events, stats=stats, suppressions=suppressions),
+                partial(
+                    project_contact_events,
+                    stats=stats,
+                    enforce=partial(
+                        enforce_suppressions,
+                        profiles_of=schemas.holding_contacts,
+                        contacts=contacts,
+                    ),
+                ),
                 projection=True,
             ),
         }

@@ -6,20 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from itertools import groupby
 
-from contact_svc.domain import SUPPRESSING, Suppression
 from contact_svc.handlers import (
-    SUPPRESSION_SOURCE,
     ImportOutcomes,
     apply_import_rows,
     apply_upserts,
     delete_profile_contacts,
     purge_for_import,
 )
-from contact_svc.repository import ContactRepository, StatsStore, SuppressionStore
+from contact_svc.repository import ContactRepository, StatsStore
 from contact_svc.stats import EventAt, PartitionCounts, to_count
 from contacts_shared.commands import (
     ImportContact,
@@ -30,11 +28,8 @@ from contacts_shared.commands import (
     commands_in,
 )
 from contacts_shared.events import (
-    ContactCreated,
     ContactDeleted,
     ContactEvent,
-    ContactImported,
-    ContactStatusChanged,
     DomainEvent,
     EventEnvelope,
     ProfileDeleted,
@@ -118,45 +113,24 @@ async def apply_contact_commands(
     )
 
 
+# Brings under the suppression list what a batch of contact events shows escaped it.
+Enforcement = Callable[[Sequence[DomainEvent]], Awaitable[int]]
+
+
 async def project_contact_events(
-    records: Sequence[Record], *, stats: StatsStore, suppressions: SuppressionStore
+    records: Sequence[Record], *, stats: StatsStore, enforce: Enforcement
 ) -> None:
-    """contact-svc's projections of its own events, fed by one consumer so each batch is read
-    and parsed once: the account-wide suppression list, then the profiles' statistics. Both
+    """What contact-svc keeps from its own events, fed by one consumer so each batch is read
+    and parsed once: the contacts that escaped the account-wide suppression list brought
+    under it (`handlers.enforce_suppressions`, ADR 15), then the profiles' statistics. Both
     are idempotent, so a batch handled again after a failure changes nothing."""
     events = [
         (record.offset, *parsed)
         for record in records
         if (parsed := event_of(record.value)) is not None
     ]
-    for _, _, event in events:
-        await follow_suppressions(event, suppressions=suppressions)
+    await enforce([event for _, _, event in events])
     await count_contact_events(events, partition=records[0].partition, stats=stats)
-
-
-async def follow_suppressions(event: DomainEvent, *, suppressions: SuppressionStore) -> None:
-    """From contact-svc's own events, the account-wide suppression list: a contact that
-    becomes unsubscribed, bounced or complained suppresses its email or phone in the account;
-    a manual re-activation through the API lifts it. Newest wins, so replays change nothing."""
-    if isinstance(event, ContactImported) and not (event.created or event.previous_status):
-        return  # an import that changed values only
-    if not isinstance(event, ContactCreated | ContactStatusChanged | ContactImported):
-        return
-    contact = event.contact
-    if contact.status_source == SUPPRESSION_SOURCE:
-        return  # arrived suppressed: the suppression is already on record
-    if contact.status in SUPPRESSING:
-        await suppressions.record(
-            Suppression(
-                account_id=contact.account_id,
-                key=contact.key,
-                status=contact.status,
-                profile_id=contact.profile_id,
-                at=contact.status_changed_at,
-            )
-        )
-    elif isinstance(event, ContactStatusChanged) and contact.status_source == "api":
-        await suppressions.lift(contact.account_id, contact.key, contact.status_changed_at)
 
 
 async def count_contact_events(

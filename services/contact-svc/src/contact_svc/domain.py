@@ -76,6 +76,50 @@ class Suppression:
         return f"{self.status.value} in profile {self.profile_id} (account-wide suppression)"
 
 
+@dataclass(frozen=True)
+class SuppressionLifted:
+    """An explicit re-activation: the email or phone may arrive active again."""
+
+    account_id: str
+    key: str
+    at: datetime
+
+
+# Where a status that follows an email or phone from elsewhere in the account says it came from.
+SUPPRESSION_SOURCE = "suppression"
+# The source of a change asked for through the API: only there is a re-activation explicit.
+API_SOURCE = "api"
+
+
+def suppression_told(event: DomainEvent) -> Suppression | SuppressionLifted | None:
+    """What a contact event says of the account-wide suppression list: a contact that becomes
+    unsubscribed, bounced or complained suppresses its email or phone in the account; one
+    re-activated through the API lifts it; a status that came from the list itself, or a
+    change of values only, says nothing."""
+    if isinstance(event, ContactImported) and not (event.created or event.previous_status):
+        return None
+    if not isinstance(event, ContactCreated | ContactStatusChanged | ContactImported):
+        return None
+    contact = event.contact
+    if contact.status_source == SUPPRESSION_SOURCE:
+        return None
+    if contact.status in SUPPRESSING:
+        return Suppression(
+            account_id=contact.account_id,
+            key=contact.key,
+            status=contact.status,
+            profile_id=contact.profile_id,
+            at=contact.status_changed_at,
+        )
+    if (
+        isinstance(event, ContactStatusChanged)
+        and contact.status is ContactStatus.ACTIVE
+        and contact.status_source == API_SOURCE
+    ):
+        return SuppressionLifted(contact.account_id, contact.key, contact.status_changed_at)
+    return None
+
+
 def contact_id(profile_id: str, key: str) -> str:
     return f"{profile_id}:{key}"
 

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, InsertOne
+from pymongo import ASCENDING, DESCENDING, IndexModel, InsertOne, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from contact_svc.domain import (
@@ -19,7 +19,9 @@ from contact_svc.domain import (
     ImportStamp,
     PagePosition,
     Suppression,
+    SuppressionLifted,
     contact_id,
+    suppression_told,
 )
 from contact_svc.stats import CountedMark, PartitionCounts
 from contact_svc.webhooks import WebhookFormat, WebhookSource
@@ -35,7 +37,6 @@ from contacts_shared.mongo import (
     find_by_ids,
     prefix_range,
     put_each,
-    replace_if_newer,
     update_each_if,
     update_if,
 )
@@ -284,16 +285,24 @@ class MongoContactRepository:
         }
         return {key: _stored(found.get(key)) for key in keys}
 
-    def _entries(self, contact: Contact) -> list[Document]:
-        return outbox_entries(
-            contact.take_events(), account_id=contact.account_id, settings=self._settings
-        )
+    async def _entries(self, contacts: Sequence[Contact]) -> list[list[Document]]:
+        """Each contact's events as outbox entries. What they say of the account-wide
+        suppression list is written first, before the contacts (ADR 15): once a write that
+        unsubscribes is answered, every later arrival of the email or phone finds it."""
+        events = [contact.take_events() for contact in contacts]
+        told = [change for each in events for e in each if (change := suppression_told(e))]
+        if told:
+            await self._suppressions.apply(told)
+        return [
+            outbox_entries(each, account_id=contact.account_id, settings=self._settings)
+            for contact, each in zip(contacts, events, strict=True)
+        ]
 
     async def add(self, contact: Contact, *, stored_version: int) -> None:
         """Store a new contact; `stored_version` is what `find` said (0, or a deleted one's)."""
         if stored_version == 0:
             try:
-                entries = self._entries(contact)
+                [entries] = await self._entries([contact])
                 await self._collection.insert_one({**contact_document(contact), OUTBOX: entries})
             except DuplicateKeyError as exc:
                 raise StaleDocument(contact.id) from exc
@@ -306,7 +315,7 @@ class MongoContactRepository:
         meanwhile came to exist for are not written and are returned, to be applied again."""
         if not contacts:
             return []
-        entries = [self._entries(c) for c in contacts]
+        entries = await self._entries(contacts)
         if self._journaled is None:
             documents = [
                 {**contact_document(c), OUTBOX: e} for c, e in zip(contacts, entries, strict=True)
@@ -338,7 +347,7 @@ class MongoContactRepository:
     ) -> None:
         """Write the contact's change with its events, if it has any; `unevented`: write even
         without (a change no event tells, as an import's stamp on an unchanged contact)."""
-        entries = self._entries(contact)
+        [entries] = await self._entries([contact])
         if not entries and not unevented:
             return
         document = contact_document(contact)
@@ -359,7 +368,8 @@ class MongoContactRepository:
         has changed since it was read are not written and are returned, to be applied again.
         Journaled, a document with events in its outbox or a live journal's write is not
         written either: its events must leave after those (ADR 12)."""
-        changed = [(c, e) for c in changes if (e := self._entries(c.contact)) or c.unevented]
+        told = await self._entries([change.contact for change in changes])
+        changed = [(c, e) for c, e in zip(changes, told, strict=True) if e or c.unevented]
         conditions: Document = {DELETED: False}
         journaled: list[JournaledWrite] = []
         token = None
@@ -570,13 +580,12 @@ class MongoWebhookSourceStore:
 class SuppressionStore(Protocol):
     async def get_many(self, account_id: str, keys: Sequence[str]) -> dict[str, Suppression]: ...
 
-    async def record(self, suppression: Suppression) -> None: ...
-
-    async def lift(self, account_id: str, key: str, at: datetime) -> None: ...
+    async def apply(self, changes: Sequence[Suppression | SuppressionLifted]) -> None: ...
 
 
 class MongoSuppressionStore:
-    """One document per (account, email or phone): the newest suppressing status wins."""
+    """One document per (account, email or phone): the newest suppressing status or lift
+    wins, so a change applied again, or late, leaves a newer one as it is."""
 
     def __init__(self, collection: Collection) -> None:
         self._collection = collection
@@ -597,23 +606,31 @@ class MongoSuppressionStore:
         )
         return {suppression.key: suppression for suppression in suppressions}
 
-    async def _write_if_newer(self, _id: str, at: datetime, fields: Document) -> None:
-        # An older event, redelivered or late, leaves the newer state as it is.
-        await replace_if_newer(self._collection, _id, {"at": {"$lte": at}}, {**fields, "at": at})
-
-    async def record(self, suppression: Suppression) -> None:
-        await self._write_if_newer(
-            f"{suppression.account_id}:{suppression.key}",
-            suppression.at,
-            {
-                "status": suppression.status.value,
-                "profile_id": suppression.profile_id,
-                "lifted": False,
-            },
+    async def apply(self, changes: Sequence[Suppression | SuppressionLifted]) -> None:
+        """Record suppressions and lifts in one bulk write, each unless a newer one is there
+        (its conditional upsert then meets the document's `_id`: a duplicate, not an error)."""
+        newest: dict[str, Suppression | SuppressionLifted] = {}
+        for change in changes:
+            _id = f"{change.account_id}:{change.key}"
+            if _id not in newest or newest[_id].at <= change.at:
+                newest[_id] = change
+        await bulk_write_tolerating_duplicates(
+            self._collection,
+            [
+                UpdateOne(
+                    {"_id": _id, "at": {"$lte": change.at}},
+                    {"$set": {"at": change.at, **_suppression_fields(change)}},
+                    upsert=True,
+                )
+                for _id, change in newest.items()
+            ],
         )
 
-    async def lift(self, account_id: str, key: str, at: datetime) -> None:
-        await self._write_if_newer(f"{account_id}:{key}", at, {"lifted": True})
+
+def _suppression_fields(change: Suppression | SuppressionLifted) -> Document:
+    if isinstance(change, SuppressionLifted):
+        return {"lifted": True}
+    return {"status": change.status.value, "profile_id": change.profile_id, "lifted": False}
 
 
 class StatsStore(Protocol):

@@ -77,8 +77,8 @@ def upsert(key: str, account: str = "a1", profile: str = "p1", **values: Any) ->
 async def test_a_batch_is_merged_per_contact_and_applied_once(stores: Stores) -> None:
     existing = upsert("old@x.io", nombre="Old")
     await apply_upserts([existing], schemas=stores.schemas, contacts=stores.contacts)
-    await stores.suppressions.record(
-        Suppression("a1", "gone@x.io", ContactStatus.BOUNCED, "p9", datetime.now(UTC))
+    await stores.suppressions.apply(
+        [Suppression("a1", "gone@x.io", ContactStatus.BOUNCED, "p9", datetime.now(UTC))]
     )
     batch = [
         upsert("new@x.io", nombre="Ana"),
