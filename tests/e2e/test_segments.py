@@ -168,6 +168,8 @@ async def test_members_follow_contact_changes_and_rules_changes(
     )
     assert accepted.status_code == 202, accepted.text
 
+    ready = await api.get(f"{platform.worker.url}/readyz")  # no agent waits for a server
+    assert (ready.status_code, ready.json()["status"]) == (200, "ready")
     contacts = f"{platform.contact_url}/v1/profiles/{base['id']}/contacts"
     assert (await eventually(lambda: platform.members(santiago), lambda m: len(m) == 3)) == {
         "ana@x.com",

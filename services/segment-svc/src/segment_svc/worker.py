@@ -18,6 +18,7 @@ import faust
 from aiokafka import ConsumerRecord
 from prometheus_client import generate_latest
 
+from contacts_shared.faults import OUTAGES, ServersAway
 from contacts_shared.kafka import (
     BatchHandler,
     GuardedHandler,
@@ -145,6 +146,16 @@ def create_worker(settings: SegmentSettings | None = None) -> faust.App:
         return view.bytes(generate_latest(), content_type="text/plain; version=0.0.4")
 
     app.page("/metrics")(metrics)
+
+    async def readyz(view: Any, request: Any) -> Any:
+        """Not ready (503) while an agent waits for MongoDB or Kafka to return."""
+        try:
+            await OUTAGES.check()
+        except ServersAway as away:
+            return view.json({"status": "not ready", "detail": str(away)}, status=503)
+        return view.json({"status": "ready"})
+
+    app.page("/readyz")(readyz)
 
     async def rebuilds() -> None:
         await _logged(
