@@ -45,14 +45,46 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+class OncePerInterval(logging.Filter):
+    """Passes each message template of the loggers under `names` once per `seconds` (others
+    all); the next one passed says how many were held back. While a broker is away, aiokafka
+    warns of every reconnection attempt (about 120 lines a second): one a template every few
+    seconds tells as much. A handler's filter: a logger's own sees none of its children's."""
+
+    def __init__(self, seconds: float, names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.names = names
+        self._last: dict[tuple[str, object], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.names):
+            return True
+        template = (record.name, record.msg)
+        last, held = self._last.get(template, (float("-inf"), 0))
+        if record.created - last < self.seconds:
+            self._last[template] = (last, held + 1)
+            return False
+        self._last[template] = (record.created, 0)
+        if held:
+            record.held_back = held
+        return True
+
+
+# Third-party clients, and how often they may repeat one warning.
+CLIENTS = ("aiokafka", "pymongo")
+CLIENT_WARNING_SECONDS = 10.0
+
+
 def configure_logging(service: str, level: str = "INFO") -> None:
     """Send every logger's records to stdout as JSON lines."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter(service))
+    handler.addFilter(OncePerInterval(CLIENT_WARNING_SECONDS, CLIENTS))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "pymongo"):
+    for noisy in CLIENTS:
         logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))
     # uvicorn installs plain-text handlers of its own: route its records through ours.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):

@@ -1,0 +1,388 @@
+"""contact-svc while Kafka is away, under a webhook load (issue 19): the broker is killed with
+SIGKILL and started again on its own data, and meanwhile every webhook is answered 202 or 503
+(problem+json, Retry-After) within the request deadline, never 500, never left hanging; readiness
+goes 503 and back by itself; 202s resume with no service restarted; every record of a delivery
+answered 202 is stored exactly once. The broker is a private one of the test's own, started with
+devstack's functions on free ports under the test's tmp dir: the shared broker is never touched."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from contacts_devstack.processes import StackConfig, free_port, port_open
+from contacts_devstack.stack import (
+    format_kafka_storage,
+    install_kafka,
+    java_command,
+    kafka_properties,
+)
+
+pytestmark = pytest.mark.integration
+
+DEADLINE = 10.0  # CONTACTS_REQUEST_DEADLINE_SECONDS of the services under test
+ANSWER_MARGIN = 2.0  # an answer may come this long after the deadline (scheduling, transfer)
+CLIENT_TIMEOUT = DEADLINE + 10.0  # a client giving up this late means the service hung
+SENDERS, PER_BATCH = 4, 50
+# Between one sender's deliveries: 4 senders stay under the 5,000 records a second a source may
+# send (CONTACTS_WEBHOOK_RECORDS_PER_SECOND, default), so no answer is a rate limit's 429.
+SENDER_PAUSE = 0.05
+LOAD_BEFORE, ACCEPTED_BEFORE = 3.0, 20  # seconds of load, and 202s, before the broker is killed
+# From the kill to the restart, deliveries going on all along. The broker then takes some 14 s
+# more to listen: JVM start, and KRaft refuses its registration (DUPLICATE_BROKER_REGISTRATION)
+# until the killed incarnation's session expires (broker.session.timeout.ms, 9 s).
+OUTAGE_SECONDS = 18.0
+ACCEPTED_AFTER = 20  # deliveries sent after the restart and answered 202 before the load stops
+
+
+class PrivateKafka:
+    """A single-node KRaft broker of the test's own: devstack's server properties, storage
+    format and java command for a config homed in `home` on free ports, run with the main
+    stack's jars (linked in as the private home's `kafka/libs`). Killed with SIGKILL, it is
+    started again with the same ports and data directory, and recovers from its log."""
+
+    def __init__(self, home: Path) -> None:
+        main = StackConfig()
+        install_kafka(main)  # the jars, unless the main stack has resolved them already
+        controller_port = free_port()
+        kafka_port = free_port()
+        while kafka_port == controller_port:
+            kafka_port = free_port()
+        self.cfg = replace(
+            main,
+            home=home,
+            kafka_port=kafka_port,
+            controller_port=controller_port,
+            kafka_heap="512m",
+        )
+        (home / "kafka").mkdir(parents=True)
+        self.cfg.kafka_libs.symlink_to(main.kafka_libs, target_is_directory=True)
+        properties = kafka_properties(self.cfg)
+        format_kafka_storage(self.cfg, properties)
+        self._command = java_command(self.cfg, "kafka.Kafka", str(properties))
+        self.log_path = home / "kafka.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return self.cfg.kafka_bootstrap
+
+    def launch(self) -> None:
+        """Start the broker process; `listening` and `writable` wait for it."""
+        assert self._process is None or self._process.poll() is not None, "already running"
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                self._command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    async def listening(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not port_open(self.cfg.host, self.cfg.kafka_port):
+            self._assert_alive()
+            assert time.monotonic() < deadline, f"private Kafka never listened: {self._tail()}"
+            await asyncio.sleep(0.1)
+
+    async def writable(self, timeout: float = 90.0) -> None:
+        """Wait until a producer's record is acknowledged (the broker elected itself leader)."""
+        await self.listening(timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+            try:
+                await producer.start()
+                await producer.send_and_wait("private-kafka-probe", b"probe")
+                return
+            except KafkaError:
+                self._assert_alive()
+                assert time.monotonic() < deadline, (
+                    f"private Kafka never took a record: {self._tail()}"
+                )
+                await asyncio.sleep(0.5)
+            finally:
+                await producer.stop()
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, no flush beyond what the broker already wrote."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(timeout=30)
+
+    def _assert_alive(self) -> None:
+        assert self._process is not None and self._process.poll() is None, (
+            f"private Kafka exited: {self._tail()}"
+        )
+
+    def _tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+
+@pytest.fixture
+def private_kafka(tmp_path: Path) -> Iterator[PrivateKafka]:
+    kafka = PrivateKafka(tmp_path / "kafka-home")
+    try:
+        yield kafka
+    finally:
+        kafka.kill()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One webhook delivery: when it was sent, how long its answer took, what it was."""
+
+    started: float  # time.monotonic()
+    elapsed: float
+    status: int | None  # None: no answer (the client gave up, or the connection failed)
+    emails: tuple[str, ...]
+    content_type: str = ""
+    retry_after: str | None = None
+    detail: str = ""
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float, failure: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        await asyncio.sleep(0.1)
+
+
+async def stored_keys(api: httpx.AsyncClient, base: str) -> dict[str, int]:
+    """How many times each key is listed, over every page of the listing."""
+    found: dict[str, int] = {}
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": 500, **({"cursor": cursor} if cursor else {})}
+        response = await api.get(base, params=params)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        for item in page["items"]:
+            found[item["key"]] = found.get(item["key"], 0) + 1
+        cursor = page["next_cursor"]
+        if not cursor:
+            return found
+
+
+async def dead_lettered(bootstrap: str) -> dict[str, int]:
+    """Records in each dead-letter topic of the broker."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        topics = [name for name in await admin.list_topics() if name.endswith(".dlq")]
+    finally:
+        await admin.close()
+    if not topics:
+        return {}
+    consumer = AIOKafkaConsumer(
+        *topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        parked: dict[str, int] = {}
+        for records in (await consumer.getmany(timeout_ms=2000)).values():
+            for record in records:
+                parked[record.topic] = parked.get(record.topic, 0) + 1
+        return parked
+    finally:
+        await consumer.stop()
+
+
+async def test_kafka_killed_under_load_answers_503_in_time_and_loses_nothing(
+    platform_env: Any,
+    service_process: Any,
+    send_webhook: Any,
+    profile_known_to_contacts: Any,
+    private_kafka: PrivateKafka,
+) -> None:
+    private_kafka.launch()
+    await private_kafka.writable()
+    on_private = {
+        "CONTACTS_KAFKA_BOOTSTRAP_SERVERS": private_kafka.bootstrap,
+        "CONTACTS_REQUEST_DEADLINE_SECONDS": str(DEADLINE),
+    }
+    settings = platform_env("kafkaout")  # the suite's MongoDB, topics and groups of this test
+    profile_svc = service_process(
+        "profile_svc.app:create_app", {**settings["profile"], **on_private}
+    )
+    contact_svc = service_process(
+        "contact_svc.app:create_app", {**settings["contact"], **on_private}
+    )
+    profile_svc.start()
+    contact_svc.start()
+
+    auth = {"Authorization": "Bearer kafkaout-key"}
+    async with (
+        httpx.AsyncClient(headers=auth, timeout=30) as api,
+        httpx.AsyncClient(timeout=CLIENT_TIMEOUT) as stores,
+    ):
+        profile = await profile_known_to_contacts(
+            api, profile_svc.url, contact_svc.url, {"name": "Kafka outage"}
+        )
+        created = await api.post(
+            f"{contact_svc.url}/v1/webhook-sources",
+            json={"profile_id": profile["id"], "mapping": {"email": "email"}},
+        )
+        assert created.status_code == 201, created.text
+        source = created.json()
+        endpoint = f"{contact_svc.url}{source['endpoint']}"
+
+        answers: list[Answer] = []
+        readiness: list[tuple[float, int, str]] = []  # (when, status, body)
+        stop = asyncio.Event()
+
+        async def sender(number: int) -> None:
+            batch = 0
+            while not stop.is_set():
+                emails = tuple(
+                    f"s{number}-b{batch}-{i}@kafka-outage.example" for i in range(PER_BATCH)
+                )
+                batch += 1
+                records: list[dict[str, object]] = [{"email": email} for email in emails]
+                started = time.monotonic()
+                try:
+                    response = await send_webhook(stores, endpoint, source["secret"], records)
+                except httpx.HTTPError as exc:  # a client timeout among them: a hang
+                    elapsed = time.monotonic() - started
+                    answers.append(Answer(started, elapsed, None, emails, detail=repr(exc)))
+                else:
+                    elapsed = time.monotonic() - started
+                    answers.append(
+                        Answer(
+                            started,
+                            elapsed,
+                            response.status_code,
+                            emails,
+                            response.headers.get("content-type", ""),
+                            response.headers.get("retry-after"),
+                            "" if response.status_code == 202 else response.text[:500],
+                        )
+                    )
+                await asyncio.sleep(SENDER_PAUSE)
+
+        async def watch_readiness() -> None:
+            while not stop.is_set():
+                try:
+                    ready = await api.get(f"{contact_svc.url}/readyz")
+                except httpx.HTTPError as exc:
+                    readiness.append((time.monotonic(), 0, repr(exc)))
+                else:
+                    readiness.append((time.monotonic(), ready.status_code, ready.text))
+                await asyncio.sleep(0.5)
+
+        def accepted_since(moment: float) -> int:
+            return sum(1 for a in answers if a.status == 202 and a.started >= moment)
+
+        began = time.monotonic()
+        tasks = [asyncio.create_task(sender(n)) for n in range(SENDERS)]
+        tasks.append(asyncio.create_task(watch_readiness()))
+        try:
+            await wait_for(
+                lambda: (
+                    accepted_since(began) >= ACCEPTED_BEFORE
+                    and time.monotonic() - began >= LOAD_BEFORE
+                ),
+                60,
+                f"no load before the outage: {answers[-3:]}",
+            )
+            private_kafka.kill()
+            killed = time.monotonic()
+            await asyncio.sleep(OUTAGE_SECONDS)  # the outage itself, deliveries going on
+            private_kafka.launch()
+            relaunched = time.monotonic()
+            await private_kafka.listening()
+            listening = time.monotonic()
+            await wait_for(
+                lambda: accepted_since(relaunched) >= ACCEPTED_AFTER,
+                90,
+                f"webhooks never accepted again after the restart: {answers[-3:]}",
+            )
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+        stopped = time.monotonic()
+
+        # Readiness went 503 while the broker was away (naming Kafka) and is back by itself.
+        away = [(at, body) for at, status, body in readiness if killed <= at <= relaunched]
+        not_ready = [(at, body) for at, body in away if "Not Ready" in body]
+        assert not_ready, f"contact-svc stayed ready while Kafka was down: {away[-3:]}"
+        assert any("kafka" in body for _, body in not_ready), not_ready[-1]
+        deadline = time.monotonic() + 60
+        while (ready := await api.get(f"{contact_svc.url}/readyz")).status_code != 200:
+            assert time.monotonic() < deadline, f"never ready again: {ready.text}"
+            await asyncio.sleep(0.5)
+        ready_again = time.monotonic()
+
+        # Every delivery answered, in time, 202 or a 503 problem with Retry-After.
+        by_status: dict[int | None, int] = {}
+        for answer in answers:
+            by_status[answer.status] = by_status.get(answer.status, 0) + 1
+        slowest = max(answer.elapsed for answer in answers)
+        accepted_again = min(
+            a.started + a.elapsed
+            for a in answers
+            if a.status == 202 and a.started + a.elapsed >= relaunched
+        )
+        summary = (
+            f"{len(answers)} deliveries by status {by_status}; slowest answer {slowest:.2f}s; "
+            f"outage: killed {killed - began:.1f}s into the load, not ready after "
+            f"{not_ready[0][0] - killed:.1f}s, relaunched after {relaunched - killed:.1f}s, "
+            f"listening after {listening - killed:.1f}s, first 202 again after "
+            f"{accepted_again - killed:.1f}s, ready again after {ready_again - killed:.1f}s; "
+            f"load stopped after {stopped - began:.1f}s"
+        )
+        print(summary)
+        wrong = [a for a in answers if a.status not in (202, 503)]
+        assert not wrong, f"{summary}; answers neither 202 nor 503: {wrong[:3]}"
+        late = [a for a in answers if a.elapsed > DEADLINE + ANSWER_MARGIN]
+        assert not late, f"{summary}; answers past the deadline: {late[:3]}"
+        refused = [a for a in answers if a.status == 503]
+        for answer in refused:
+            assert answer.content_type.startswith("application/problem+json"), answer
+            assert answer.retry_after and answer.retry_after.isdigit(), answer
+        assert any(killed <= a.started < relaunched for a in refused), (
+            f"{summary}; no 503 while Kafka was down: the test missed the outage"
+        )
+        assert accepted_since(relaunched) >= ACCEPTED_AFTER, summary  # no service restarted
+
+        # Nothing accepted is lost, nothing stored twice: every record of every delivery
+        # answered 202 is listed once (a 503'd delivery's records may or may not be there).
+        accepted = {email for a in answers if a.status == 202 for email in a.emails}
+        base = f"{contact_svc.url}/v1/profiles/{profile['id']}/contacts"
+        stats_url = f"{contact_svc.url}/v1/profiles/{profile['id']}/stats"
+        deadline = time.monotonic() + 90
+        while True:
+            stored = await stored_keys(api, base)
+            missing = accepted - stored.keys()
+            total = (await api.get(stats_url)).json()["total"]
+            if not missing and total == len(stored):
+                break
+            assert time.monotonic() < deadline, (
+                f"{summary}; {len(missing)} of {len(accepted)} accepted contacts missing "
+                f"(e.g. {sorted(missing)[:3]}); {len(stored)} stored, statistics count {total}"
+            )
+            await asyncio.sleep(0.5)
+        twice = {key: n for key, n in stored.items() if n != 1}
+        assert not twice, f"contacts listed more than once: {list(twice.items())[:3]}"
+        sent = {email for a in answers for email in a.emails}
+        assert stored.keys() <= sent, f"unexpected contacts: {sorted(stored.keys() - sent)[:3]}"
+        print(
+            f"{len(accepted)} contacts accepted, {len(stored)} stored "
+            f"({len(stored) - len(accepted)} of 503'd deliveries), statistics count {total}"
+        )
+
+    # The outage was waited out: no record dead-lettered, no handler failure for it.
+    parked = await dead_lettered(private_kafka.bootstrap)
+    assert not parked, f"records dead-lettered during the outage: {parked}"
+    failures = [
+        line for line in contact_svc.log_path.read_text().splitlines() if "handler failed" in line
+    ]
+    assert not failures, failures[:3]
