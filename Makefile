@@ -50,7 +50,7 @@ fmt: setup
 	$(UV) run --frozen ruff check --fix .
 
 unit: setup
-	$(PYTEST) -m "not integration" shared services
+	$(PYTEST) -m "not integration" shared services tests/devstack
 
 integration: setup
 	$(PYTEST) -m integration shared services

@@ -196,15 +196,50 @@ def _launch(cfg: StackConfig, proc: Process) -> subprocess.Popen[bytes] | None:
 def stop_process(
     cfg: StackConfig, name: str, timeout: float = 30.0, stop_signal: str = "SIGTERM"
 ) -> None:
+    """Stop `name` with `stop_signal` to its process group; SIGKILL after `timeout`."""
+    stop_escalating(cfg, name, [StopStep(signal.Signals[stop_signal], timeout, "", group=True)])
+
+
+@dataclass(frozen=True)
+class StopStep:
+    """One way of asking a process to stop: a signal, how long to wait for it to work, what
+    it means to the process (for the log), and whether it goes to the whole process group."""
+
+    signal: signal.Signals
+    wait: float
+    meaning: str
+    group: bool = False
+
+
+def stop_escalating(cfg: StackConfig, name: str, steps: Sequence[StopStep]) -> None:
+    """Try each of `steps` in turn until the process `name` exits, saying when one did not
+    work; if none did, SIGKILL of its process group."""
     pid = read_pid(cfg, name)
-    if pid is None:
-        pid_file(cfg, name).unlink(missing_ok=True)
-        return
-    os.killpg(pid, signal.Signals[stop_signal])
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if pid_alive(pid):
-        os.killpg(pid, signal.SIGKILL)
+    if pid is not None:
+        for step, following in zip(steps, [*steps[1:], None], strict=True):
+            _signal(pid, step.signal, step.group)
+            if _wait_for_exit(pid, step.wait):
+                break
+            then = following.meaning if following else "SIGKILL of its process group"
+            log(f"{name} did not stop on {step.signal.name} within {step.wait:.0f}s, {then}")
+        else:
+            _signal(pid, signal.SIGKILL, group=True)
+            _wait_for_exit(pid, 10.0)
+        log(f"{name}: stopped (pid {pid})")
     pid_file(cfg, name).unlink(missing_ok=True)
-    log(f"{name}: stopped (pid {pid})")
+
+
+def _signal(pid: int, sig: signal.Signals, group: bool) -> None:
+    try:
+        (os.killpg if group else os.kill)(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_for_exit(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True

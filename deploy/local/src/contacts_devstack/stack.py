@@ -12,7 +12,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from contacts_devstack import documentdb
+from contacts_devstack import documentdb, recovery
 from contacts_devstack.processes import (
     DEPLOY_LOCAL,
     Process,
@@ -116,25 +116,47 @@ def format_kafka_storage(cfg: StackConfig, properties: Path) -> None:
     )
 
 
-def start_infrastructure(cfg: StackConfig) -> None:
-    """Install what is missing, then start Kafka, PostgreSQL and FerretDB unless they listen."""
+def start_infrastructure(cfg: StackConfig) -> recovery.CheckReport | None:
+    """Install what is missing, then start Kafka, PostgreSQL and FerretDB unless they listen;
+    the check of the documents after an unclean stop of PostgreSQL, if there was one."""
     cfg.home.mkdir(parents=True, exist_ok=True)
     install_kafka(cfg)
     documentdb.install(cfg)
     properties = kafka_properties(cfg)
     if not port_open(cfg.host, cfg.kafka_port):
         format_kafka_storage(cfg, properties)
-    if not port_open(cfg.host, cfg.postgres_port):
-        documentdb.prepare_cluster(cfg)
     kafka = Process("kafka", cfg.kafka_port, java_command(cfg, "kafka.Kafka", str(properties)))
+    report = recover_postgres(cfg)
     start_processes(cfg, [kafka, documentdb.postgres_process(cfg)])  # side by side
     documentdb.create_extension(cfg)
     start_processes(cfg, [documentdb.ferretdb_process(cfg)])
+    return report
+
+
+def start_local_server(cfg: StackConfig) -> recovery.CheckReport | None:
+    """PostgreSQL and FerretDB alone (a private cluster of a test or a bench), as
+    `start_infrastructure` starts them; the extensions must be installed."""
+    cfg.home.mkdir(parents=True, exist_ok=True)
+    report = recover_postgres(cfg)
+    start_processes(cfg, [documentdb.postgres_process(cfg)])
+    documentdb.create_extension(cfg)
+    start_processes(cfg, [documentdb.ferretdb_process(cfg)])
+    return report
+
+
+def recover_postgres(cfg: StackConfig) -> recovery.CheckReport | None:
+    """Unless PostgreSQL listens: create or update its cluster, kill what a dead postmaster
+    left, and after an unclean stop check the documents (and repair them) before serving."""
+    if recovery.postmaster_running(cfg.postgres_data):
+        return None
+    documentdb.prepare_cluster(cfg)
+    state = recovery.prepare_start(cfg)
+    return None if state is None else recovery.recover_before_serving(cfg, state)
 
 
 def stop_infrastructure(cfg: StackConfig) -> None:
     stop_process(cfg, "ferretdb")
-    stop_process(cfg, "postgres", stop_signal="SIGINT")  # SIGTERM would wait for clients
+    recovery.stop_postgres(cfg)
     stop_process(cfg, "kafka")
 
 
