@@ -266,14 +266,19 @@ class GuardedHandler:
     async def _attempt(self, records: Sequence[Record]) -> Exception | None:
         """Handle the records, retrying with backoff; the last error if every attempt failed.
         While a backing server is away the attempts are not counted: the records are fine
-        and must not be dead-lettered."""
+        and must not be dead-lettered; the process is not ready for as long as it waits."""
+        part = f"consumer of {records[0].topic}[{records[0].partition}]"
+        try:
+            return await self._attempt_waiting_out(records, part)
+        finally:
+            OUTAGES.over(part)
+
+    async def _attempt_waiting_out(self, records: Sequence[Record], part: str) -> Exception | None:
         error: Exception | None = None
         attempt, outage_pause = 1, self._retry_backoff_seconds
-        part = f"consumer of {records[0].topic}"
         while attempt <= self._max_attempts:
             try:
                 await self._handler(records)
-                OUTAGES.over(part)
                 return None
             except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then parked
                 error = exc

@@ -3,7 +3,10 @@ is wrong": one answer for every consumer, relay and request."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
+from aiokafka import ConsumerRecord
 from aiokafka.errors import (
     KafkaConnectionError,
     KafkaTimeoutError,
@@ -25,7 +28,8 @@ from pymongo.errors import (
 )
 
 from contacts_shared.commands import UpsertContact
-from contacts_shared.faults import OutageBoard, ServersAway, is_outage
+from contacts_shared.faults import OUTAGES, OutageBoard, ServersAway, is_outage
+from contacts_shared.kafka import EventPublisher, GuardedHandler, Record
 
 
 def internal_error(message: str) -> OperationFailure:
@@ -127,3 +131,38 @@ async def test_the_board_reports_a_part_waiting_until_it_is_over() -> None:
     board.over("consumer of contacts.commands")
     board.over("never waited")
     await board.check()
+
+
+def a_record(topic: str = "contacts.commands", partition: int = 3) -> Record:
+    return ConsumerRecord(topic, partition, 7, 0, 0, b"k", b"v", None, 1, 1, ())
+
+
+async def test_a_consumer_waits_out_an_outage_not_ready_and_parks_nothing() -> None:
+    """Every kind of outage is waited out, however long: never an attempt counted toward the
+    dead-letter topic (its publisher is never started: a dead letter would fail the test)."""
+    outages = [
+        internal_error(
+            "FATAL: the database system is not yet accepting connections (SQLSTATE 57P03)"
+        ),
+        AutoReconnect("connection reset"),
+        KafkaConnectionError("no broker"),
+        ExecutionTimeout("operation exceeded time limit", code=50),
+        TimeoutError(),
+    ]
+    readiness_while_waiting: list[bool] = []
+
+    async def handler(records: Sequence[Record]) -> None:
+        try:
+            await OUTAGES.check()
+            readiness_while_waiting.append(True)
+        except ServersAway:
+            readiness_while_waiting.append(False)
+        if outages:
+            raise outages.pop(0)
+
+    publisher = EventPublisher("127.0.0.1:1", client_id="never", topics=[], partitions=1)
+    guard = GuardedHandler(publisher, handler, retry_backoff_seconds=0.001)
+    await guard.handle([a_record()])
+    # Ready before the first failure; not ready at every retry after an outage; ready after.
+    assert readiness_while_waiting == [True, False, False, False, False, False]
+    await OUTAGES.check()
