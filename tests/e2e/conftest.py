@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,7 +20,16 @@ import httpx
 import pytest
 
 from contact_svc.webhooks import signature
-from contacts_devstack.processes import free_port
+from contacts_devstack import documentdb, recovery
+from contacts_devstack.processes import (
+    REPO_ROOT,
+    StackConfig,
+    free_port,
+    pid_alive,
+    read_pid,
+    stop_process,
+)
+from contacts_devstack.stack import start_local_server
 
 # A service's `factory` names its ASGI app factory (`module:function`, run by uvicorn); a
 # stream worker's names its module (`segment_svc.worker`), run with the port in `port_setting`.
@@ -165,6 +176,7 @@ def platform_env(infrastructure: Any, unique: str) -> PlatformEnv:
             **env,
             "CONTACTS_MONGODB_DATABASE": f"log_svc_{tag}_{unique}",
             "CONTACTS_IMPORTS_EVENTS_GROUP": f"log-{unique}",
+            "CONTACTS_CONTACTS_EVENTS_GROUP": f"log-contacts-{unique}",
         }
         segment_env = {
             **env,
@@ -228,3 +240,62 @@ def profile_known_to_contacts() -> ProfileMaker:
         return profile
 
     return make
+
+
+class PrivateCluster:
+    """A PostgreSQL cluster and FerretDB of the test's own under `.local/` (the `postgres` user
+    must reach its data), on free ports, with the installed extensions and FerretDB; started,
+    and started again after a kill, by devstack's own function (which, after an unclean stop,
+    kills what a dead postmaster left and checks and repairs the documents before serving)."""
+
+    def __init__(self) -> None:
+        shared = StackConfig()
+        documentdb.install(shared)  # the extensions and FerretDB, if this machine lacks them
+        home = REPO_ROOT / ".local" / f"e2e-crash-{uuid.uuid4().hex[:8]}"
+        home.mkdir(parents=True)
+        (home / "bin").symlink_to(shared.home / "bin")
+        self.cfg = replace(shared, home=home, postgres_port=free_port(), mongo_port=free_port())
+
+    @property
+    def mongodb_url(self) -> str:
+        return self.cfg.mongodb_url
+
+    def start(self) -> recovery.CheckReport | None:
+        """Start PostgreSQL (unless its postmaster runs) and FerretDB (unless it listens);
+        devstack's check after an unclean stop, if there was one."""
+        return start_local_server(self.cfg)
+
+    def kill_every_process(self) -> None:
+        """SIGKILL of every PostgreSQL process of the cluster's data directory."""
+        recovery.kill_data_dir_processes(self.cfg.postgres_data, "test")
+
+    def kill_postmaster(self) -> None:
+        """SIGKILL of the postmaster alone: its backends live on, orphaned, a moment."""
+        postmaster = read_pid(self.cfg, "postgres")
+        assert postmaster is not None
+        os.kill(postmaster, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while pid_alive(postmaster):
+            assert time.monotonic() < deadline, "the postmaster survived SIGKILL"
+            time.sleep(0.05)
+
+    def postgres_running(self) -> bool:
+        return bool(
+            recovery.processes_of_data_dir(self.cfg.postgres_data, recovery.running_processes())
+        )
+
+    def close(self) -> None:
+        stop_process(self.cfg, "ferretdb")
+        recovery.kill_data_dir_processes(self.cfg.postgres_data, "end of test")
+        shutil.rmtree(self.cfg.home, ignore_errors=True)
+
+
+@pytest.fixture
+def private_cluster() -> Iterator[PrivateCluster]:
+    """A private PostgreSQL cluster and FerretDB (not started), removed at the end: a test may
+    kill it at will, whatever servers the rest of the suite uses."""
+    made = PrivateCluster()
+    try:
+        yield made
+    finally:
+        made.close()

@@ -7,14 +7,13 @@ and every acknowledged document is stored exactly once."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
+import random
+import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -22,15 +21,7 @@ from pymongo import ASCENDING, IndexModel, MongoClient, UpdateOne
 from pymongo.errors import PyMongoError
 
 from contacts_devstack import documentdb, recovery
-from contacts_devstack.processes import (
-    REPO_ROOT,
-    StackConfig,
-    free_port,
-    pid_alive,
-    read_pid,
-    stop_process,
-)
-from contacts_devstack.stack import start_local_server
+from contacts_devstack.processes import StackConfig, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -42,48 +33,6 @@ INDEXES = [  # contact-svc's (ContactRepository.create_indexes)
     IndexModel([("created_order", ASCENDING)], name="created_order_1"),
     IndexModel([("outbox.id", ASCENDING)], name="outbox_pending", sparse=True),
 ]
-
-
-class PrivateCluster:
-    """A PostgreSQL cluster and FerretDB of the test's own under `.local/` (the `postgres` user
-    must reach its data), on free ports, with the installed extensions and FerretDB."""
-
-    def __init__(self) -> None:
-        shared = StackConfig()
-        documentdb.install(shared)  # the extensions and FerretDB, if this machine lacks them
-        home = REPO_ROOT / ".local" / f"e2e-crash-{uuid.uuid4().hex[:8]}"
-        home.mkdir(parents=True)
-        (home / "bin").symlink_to(shared.home / "bin")
-        self.cfg = replace(shared, home=home, postgres_port=free_port(), mongo_port=free_port())
-
-    def start(self) -> recovery.CheckReport | None:
-        return start_local_server(self.cfg)
-
-    def kill_every_process(self) -> None:
-        recovery.kill_data_dir_processes(self.cfg.postgres_data, "test")
-
-    def kill_postmaster(self) -> None:
-        postmaster = read_pid(self.cfg, "postgres")
-        assert postmaster is not None
-        os.kill(postmaster, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while pid_alive(postmaster):  # its backends live on, orphaned
-            assert time.monotonic() < deadline, "the postmaster survived SIGKILL"
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        stop_process(self.cfg, "ferretdb")
-        recovery.kill_data_dir_processes(self.cfg.postgres_data, "end of test")
-        shutil.rmtree(self.cfg.home, ignore_errors=True)
-
-
-@pytest.fixture
-def cluster() -> Iterator[PrivateCluster]:
-    made = PrivateCluster()
-    try:
-        yield made
-    finally:
-        made.close()
 
 
 class WriteLoad:
@@ -146,28 +95,29 @@ def _upsert(key: str) -> UpdateOne:
 
 @pytest.mark.parametrize("kill", ["every process", "the postmaster alone"])
 def test_writes_resume_after_killed_postgres_and_nothing_is_lost(
-    cluster: PrivateCluster, kill: str
+    private_cluster: Any,
+    kill: str,  # conftest: PrivateCluster
 ) -> None:
     kills: dict[str, Callable[[], None]] = {
-        "every process": cluster.kill_every_process,
-        "the postmaster alone": cluster.kill_postmaster,
+        "every process": private_cluster.kill_every_process,
+        "the postmaster alone": private_cluster.kill_postmaster,
     }
-    assert cluster.start() is None  # a new cluster: nothing to recover
-    with WriteLoad(cluster.cfg.mongodb_url) as load:
+    assert private_cluster.start() is None  # a new cluster: nothing to recover
+    with WriteLoad(private_cluster.cfg.mongodb_url) as load:
         for _ in range(KILLS):
             load.wait_for_writes(4 * BATCH, timeout=30)
             kills[kill]()
-            report = cluster.start()
+            report = private_cluster.start()
             assert report is not None, "devstack did not notice the unclean stop"
             assert report.damaged == [], report.damaged
             assert report.relations > 0
             assert recovery.processes_of_data_dir(
-                cluster.cfg.postgres_data, recovery.running_processes()
+                private_cluster.cfg.postgres_data, recovery.running_processes()
             ), "PostgreSQL is not running"
             load.wait_for_writes(BATCH, timeout=RESUME_WITHIN)
         load.wait_for_writes(BATCH, timeout=RESUME_WITHIN)
     acknowledged = load.acknowledged
-    client: MongoClient[dict[str, Any]] = MongoClient(cluster.cfg.mongodb_url)
+    client: MongoClient[dict[str, Any]] = MongoClient(private_cluster.cfg.mongodb_url)
     with client:
         contacts = client.crash.contacts
         stored = contacts.count_documents({"_id": {"$in": acknowledged}})
@@ -175,3 +125,194 @@ def test_writes_resume_after_killed_postgres_and_nothing_is_lost(
         duplicated = [group for group in per_key if group["n"] != 1]
     assert stored == len(set(acknowledged)) == len(acknowledged)
     assert duplicated == []
+
+
+# -- a damaged index found after an unclean stop and repaired ------------------------------------
+
+DOCUMENTS = 500  # a few leaf pages in each damaged index
+LOWEST = 50  # the lowest _ids: their keys (and their parts' keys) are on block 1 of an index,
+# its leftmost leaf (the first leaf an index has: a split moves a page's upper half out)
+NOTES_BYTES = 2000  # hex-encoded: 4 KB of random text, stored out of line (TOAST), in 2 parts
+BLOCK_SIZE = 8192
+# Which B-tree index of the collection's table is damaged: its primary key (the _id index), or
+# the index of its TOAST table, through which PostgreSQL finds the parts of a large document.
+TARGETS = {
+    "_id index": "i.indrelid = t.oid AND i.indisprimary",
+    "TOAST index": "i.indrelid = t.reltoastrelid",
+}
+# What is written over block 1 of the index once every process is dead, and what amcheck's
+# bt_index_check (devstack's check) then says: both are errors, neither is skipped silently.
+DAMAGE = {
+    # nbtree's page check (_bt_checkpage) refuses an all-zero page it reaches.
+    "zeros": (bytes(BLOCK_SIZE), 'index "{index}" contains unexpected zero page at block 1'),
+    # The buffer manager checks every page header it reads (pd_flags 0xa5a5: invalid bits).
+    "garbage": (b"\xa5" * BLOCK_SIZE, "invalid page in block 1 of relation {path}"),
+}
+
+
+@dataclass(frozen=True)
+class IndexFile:
+    """A B-tree index of a collection: its name and its collection's table (schema-qualified),
+    its file (relative to the data directory) and its size in blocks."""
+
+    name: str
+    table: str
+    path: str
+    blocks: int
+
+
+def _psql(cfg: StackConfig, sql: str) -> list[list[str]]:
+    """Rows of `sql` run by psql on the cluster (its TCP port), fields split."""
+    done = subprocess.run(
+        documentdb.psql_command(cfg.host, cfg.postgres_port, "-X", "-q", "-A", "-t", "-F", "\t"),
+        input=sql,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return [line.split("\t") for line in done.stdout.splitlines() if line]
+
+
+def _btree_index(cfg: StackConfig, database: str, collection: str, target: str) -> IndexFile:
+    """The B-tree index `target` (TARGETS) of a collection's table in `documentdb_data`."""
+    [[name, table, path, blocks]] = _psql(
+        cfg,
+        f"""
+        SELECT i.indexrelid::regclass, t.oid::regclass, pg_relation_filepath(i.indexrelid),
+               pg_relation_size(i.indexrelid) / current_setting('block_size')::int
+        FROM documentdb_api_catalog.collections c
+        JOIN pg_class t ON t.oid = ('documentdb_data.documents_' || c.collection_id)::regclass
+        JOIN pg_index i ON {TARGETS[target]}
+        JOIN pg_class r ON r.oid = i.indexrelid
+        JOIN pg_am am ON am.oid = r.relam
+        WHERE c.database_name = '{database}' AND c.collection_name = '{collection}'
+          AND am.amname = 'btree'
+        """,
+    )
+    return IndexFile(name, table, path, int(blocks))
+
+
+def index_names(plan: Any) -> set[str]:
+    """Every index a query plan (PostgreSQL's JSON plan, as FerretDB's explain returns it)
+    scans, at any depth."""
+    if isinstance(plan, list):
+        return set().union(*map(index_names, plan))
+    if not isinstance(plan, dict):
+        return set()
+    found = {plan["Index Name"]} if "Index Name" in plan else set()
+    return found.union(*map(index_names, plan.values()))
+
+
+def test_index_names_are_found_at_any_depth_of_a_plan() -> None:
+    plan = {
+        "Plan": {
+            "Node Type": "Bitmap Heap Scan",
+            "Plans": [
+                {"Node Type": "Bitmap Index Scan", "Index Name": "email_1"},
+                {"Node Type": "Index Scan", "Index Name": "_id_", "Plans": []},
+            ],
+        }
+    }
+    assert index_names({"queryPlanner": plan}) == {"email_1", "_id_"}
+    assert index_names({"Plan": {"Node Type": "Seq Scan", "Relation Name": "t"}}) == set()
+    assert index_names([{"Index Name": "a"}, "b", 1, None]) == {"a"}
+
+
+def _contact(number: int) -> dict[str, Any]:
+    notes = random.Random(number).randbytes(NOTES_BYTES).hex()
+    return {"_id": f"c{number:05d}", "email": f"e{number}@repair.example", "notes": notes}
+
+
+@pytest.mark.parametrize(
+    ("target", "damage"),
+    [("_id index", "zeros"), ("_id index", "garbage"), ("TOAST index", "zeros")],
+)
+def test_a_damaged_index_is_found_and_repaired_before_anything_is_served(
+    private_cluster: Any,  # conftest: PrivateCluster
+    target: str,
+    damage: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Block 1 of a B-tree index of a collection damaged while PostgreSQL is down after a
+    SIGKILL of every process: devstack's start finds it (amcheck), names it, REINDEXes, and
+    only then serves; every document reads back, by its indexes too, and writes go on."""
+    cfg: StackConfig = private_cluster.cfg
+    assert private_cluster.start() is None  # a new cluster: nothing to recover
+    documents = [_contact(number) for number in range(DOCUMENTS)]
+    with MongoClient(cfg.mongodb_url) as client:
+        client.repair.contacts.create_index([("email", ASCENDING)], name="email_1")
+        client.repair.contacts.insert_many(documents)
+    index = _btree_index(cfg, "repair", "contacts", target)
+    assert index.blocks >= 3, index  # a meta page (block 0), then block 1, a leaf, and more
+
+    # FerretDB goes first (no pooled connection of its own to the killed server); block 1 is
+    # on disk as of the CHECKPOINT, and no WAL record after it would rewrite the page.
+    stop_process(cfg, "ferretdb")
+    _psql(cfg, "CHECKPOINT")
+    private_cluster.kill_every_process()
+    assert not private_cluster.postgres_running()
+    written, reason = DAMAGE[damage]
+    with (cfg.postgres_data / index.path).open("r+b") as file:
+        file.seek(BLOCK_SIZE)
+        file.write(written)
+    expected = recovery.Damage(
+        index.name, reason.format(index=index.name.split(".")[-1], path=index.path)
+    )
+
+    capsys.readouterr()
+    report = private_cluster.start()
+    log = capsys.readouterr().err
+    assert report is not None, "devstack did not notice the unclean stop"
+    assert report.relations > 0
+    assert report.damaged and report.damaged[0] == expected, report.damaged  # amcheck's
+    # (the write probe may meet the damage too, in the collection's table)
+    assert {found.relation for found in report.damaged} <= {index.name, index.table}
+    said = [
+        "postgres: the cluster was not shut down cleanly (state: in production)",
+        f"postgres: checked {report.relations} relations of documentdb_data",
+        f": {len(report.damaged)} damaged\n",
+        f"postgres: damaged: {expected.relation}: {expected.reason}\n",
+        "postgres: REINDEX SCHEMA documentdb_data took ",
+        "postgres: started",
+    ]
+    at = [log.find(line) for line in said]
+    assert -1 not in at and at == sorted(at), log
+
+    rebuilt = _btree_index(cfg, "repair", "contacts", target)
+    assert rebuilt.name == index.name and rebuilt.path != index.path  # REINDEX wrote it anew
+    # heapallindexed: every row of the table has its entry in the index
+    _psql(cfg, f"SELECT bt_index_check('{index.name}'::regclass, true)")
+    owner = documentdb.cluster_owner()
+    db = recovery.Database(cfg.host, cfg.postgres_port, owner)
+    assert recovery.find_damage(db).damaged == []  # devstack's own check, on the served cluster
+
+    with MongoClient(cfg.mongodb_url) as client:
+        contacts = client.repair.contacts
+        stored = {document["_id"]: document for document in contacts.find()}
+        assert stored == {document["_id"]: document for document in documents}
+        # By _id, through its index: the lowest ones had their keys on the damaged page.
+        lowest = {"_id": {"$lt": _contact(LOWEST)["_id"]}}
+        assert list(contacts.find(lowest).sort("_id")) == documents[:LOWEST]
+        assert "_id_" in index_names(contacts.find(lowest).explain())
+        last = documents[-1]
+        assert contacts.find_one({"_id": last["_id"]}) == last
+        by_email = {"email": documents[7]["email"]}
+        assert list(contacts.find(by_email)) == [documents[7]]
+        assert "email_1" in index_names(contacts.find(by_email).explain())
+        added = [_contact(number) for number in range(DOCUMENTS, DOCUMENTS + 100)]
+        contacts.insert_many(added)
+        changed = contacts.update_one({"_id": documents[0]["_id"]}, {"$set": {"n": 1}})
+        assert changed.modified_count == 1
+        assert contacts.find_one({"_id": added[0]["_id"]}) == added[0]
+        assert contacts.count_documents({}) == DOCUMENTS + len(added)
+
+    # A clean stop, as devstack stops the stack, and a start: nothing to check.
+    stop_process(cfg, "ferretdb")
+    recovery.stop_postgres(cfg)
+    capsys.readouterr()
+    assert private_cluster.start() is None
+    log = capsys.readouterr().err
+    assert "not shut down cleanly" not in log and "damaged" not in log, log
+    with MongoClient(cfg.mongodb_url) as client:
+        assert client.repair.contacts.count_documents({}) == DOCUMENTS + len(added)
+        assert client.repair.contacts.count_documents({"n": 1}) == 1

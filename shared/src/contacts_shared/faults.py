@@ -114,6 +114,17 @@ def _mongodb_outage(exc: PyMongoError) -> bool:
     )
 
 
+# How an outage is waited out: a short first pause, doubled up to a bound, so a server back in
+# a second is used within a second, and one away for minutes is asked every few seconds.
+FIRST_OUTAGE_PAUSE_SECONDS = 0.2
+MAX_OUTAGE_PAUSE_SECONDS = 5.0
+
+
+def next_outage_pause(pause: float) -> float:
+    """The pause after `pause`, while the outage lasts."""
+    return min(pause * 2, MAX_OUTAGE_PAUSE_SECONDS)
+
+
 WAITING = Gauge(
     "contacts_waiting_on_outage",
     "1 while this part of the process (a consumer group, a relay) waits for a server to return",

@@ -17,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaTimeoutError
 from prometheus_client import Counter
 
-from contacts_shared.faults import OUTAGES, is_outage
+from contacts_shared.faults import OUTAGES, is_outage, next_outage_pause
 from contacts_shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -216,9 +216,6 @@ RecordHandler = Callable[[Record], Awaitable[None]]
 BatchHandler = Callable[[Sequence[Record]], Awaitable[None]]
 
 
-MAX_OUTAGE_PAUSE_SECONDS = 5.0
-
-
 def one_at_a_time(handler: RecordHandler) -> BatchHandler:
     """A batch handler that hands each record to `handler` in turn."""
 
@@ -294,7 +291,7 @@ class GuardedHandler:
                     OUTAGES.waiting(part)
                     log.warning("a backing server is away, waiting for it", extra=position)
                     await asyncio.sleep(outage_pause)
-                    outage_pause = min(outage_pause * 2, MAX_OUTAGE_PAUSE_SECONDS)
+                    outage_pause = next_outage_pause(outage_pause)
                     continue
                 OUTAGES.over(part)
                 log.warning(

@@ -19,7 +19,12 @@ from pydantic import BaseModel
 from pymongo import ASCENDING, IndexModel
 
 from contacts_shared.events import DomainEvent, to_envelope
-from contacts_shared.faults import OUTAGES, is_outage
+from contacts_shared.faults import (
+    FIRST_OUTAGE_PAUSE_SECONDS,
+    OUTAGES,
+    is_outage,
+    next_outage_pause,
+)
 from contacts_shared.journal import JOURNAL, EventJournal, JournalRound, entry_message
 from contacts_shared.kafka import EventPublisher
 from contacts_shared.mongo import Collection, Document, find_by_ids, update_each
@@ -154,7 +159,7 @@ class OutboxRelay:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         next_scan = loop.time()
-        backoff = self._scan_seconds
+        backoff, outage_pause = self._scan_seconds, FIRST_OUTAGE_PAUSE_SECONDS
         part = f"relay of {self._collection.full_name}"
         while not self._stopping.is_set():
             self._wake.clear()  # before the pass, so a notify during it is not lost
@@ -167,14 +172,19 @@ class OutboxRelay:
                     next_scan = loop.time() + self._scan_seconds
                 while self._queued:
                     await self.relay_queued()
-                backoff = self._scan_seconds
+                backoff, outage_pause = self._scan_seconds, FIRST_OUTAGE_PAUSE_SECONDS
                 OUTAGES.over(part)
             except Exception as exc:  # noqa: BLE001 - Kafka or MongoDB away: retry later
-                if is_outage(exc):
-                    OUTAGES.waiting(part)
                 log.warning("outbox relay failed, will retry", extra={"error": repr(exc)})
-                backoff = min(max(backoff, 0.5) * 2, 30.0)
-                next_scan = loop.time() + backoff
+                if is_outage(exc):
+                    # A full pass (leftovers too) as soon as the server is back, not a scan
+                    # interval later: until then the process reports not ready.
+                    OUTAGES.waiting(part)
+                    next_scan = loop.time() + outage_pause
+                    outage_pause = next_outage_pause(outage_pause)
+                else:
+                    backoff = min(max(backoff, 0.5) * 2, 30.0)
+                    next_scan = loop.time() + backoff
             timeout = max(0.0, next_scan - loop.time())
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)

@@ -171,19 +171,31 @@ def read_cluster_state(data_dir: Path, user: str | None) -> str:
 
 # amcheck verifies B-tree indexes and heap tables; each relation's error is caught and named
 # instead of ending the check. RUM indexes (DocumentDB's) have no checker: see RUM_PROBE.
+# Checked: the schema's tables and indexes, and the TOAST table of each of its tables with
+# that table's B-tree index (in `pg_toast`: they hold the parts of every large document, and a
+# damaged page there fails every read of those documents; the REINDEX rebuilds them too).
 AMCHECK = f"""
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS amcheck;
+CREATE VIEW pg_temp.checked_relations AS
+    SELECT c.oid, c.relkind, c.relam
+    FROM pg_class c
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN pg_index i ON i.indexrelid = c.oid
+    WHERE n.nspname = '{DOCUMENTS_SCHEMA}'
+       OR coalesce(i.indrelid, c.oid) IN (  -- a TOAST table of the schema, or its index
+           SELECT t.reltoastrelid FROM pg_class t
+           JOIN pg_namespace tn ON tn.oid = t.relnamespace
+           WHERE tn.nspname = '{DOCUMENTS_SCHEMA}');
 CREATE FUNCTION pg_temp.damaged_relations() RETURNS SETOF text LANGUAGE plpgsql AS $$
 DECLARE
     rel record;
 BEGIN
     FOR rel IN
         SELECT c.oid::regclass AS name, am.amname AS method
-        FROM pg_class c
-        JOIN pg_namespace n ON n.oid = c.relnamespace
+        FROM pg_temp.checked_relations c
         JOIN pg_am am ON am.oid = c.relam
-        WHERE n.nspname = '{DOCUMENTS_SCHEMA}' AND am.amname IN ('btree', 'heap')
+        WHERE am.amname IN ('btree', 'heap')
         ORDER BY c.oid
     LOOP
         BEGIN
@@ -198,8 +210,7 @@ BEGIN
     END LOOP;
 END
 $$;
-SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = '{DOCUMENTS_SCHEMA}' AND c.relkind IN ('r', 'i');
+SELECT count(*) FROM pg_temp.checked_relations WHERE relkind IN ('r', 't', 'i');
 SELECT * FROM pg_temp.damaged_relations();
 """
 
@@ -349,10 +360,23 @@ def kill_stuck_checks(db: Database) -> None:
     db.wait_until_ready(timeout=300.0)
 
 
+# The TOAST tables' indexes first: rebuilding a collection's indexes reads its documents, the
+# large ones' parts through the index of its TOAST table, which REINDEX SCHEMA rebuilds only
+# after the table's own (a damaged one made the REINDEX fail, and the start with it).
+REPAIR = f"""
+SELECT format('REINDEX TABLE %s', t.reltoastrelid::regclass)
+    FROM pg_class t JOIN pg_namespace n ON n.oid = t.relnamespace
+    WHERE n.nspname = '{DOCUMENTS_SCHEMA}' AND t.reltoastrelid <> 0
+    ORDER BY t.oid \\gexec
+REINDEX SCHEMA {DOCUMENTS_SCHEMA};
+"""
+
+
 def repair(db: Database, timeout: float = 600.0) -> None:
-    """REINDEX of the whole documents schema (6 s at a few hundred thousand documents): every
-    index is rebuilt from its table. Damage to a table itself is only reported."""
-    db.psql(f"REINDEX SCHEMA {DOCUMENTS_SCHEMA};", timeout=timeout, statement_timeout=timeout)
+    """REINDEX of the whole documents schema (6 s at a few hundred thousand documents), its
+    TOAST tables first: every index is rebuilt from its table. Damage to a table itself is
+    only reported."""
+    db.psql(REPAIR, timeout=timeout, statement_timeout=timeout)
 
 
 def check_and_repair(db: Database) -> CheckReport:
