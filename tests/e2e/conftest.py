@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -11,13 +12,15 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from contact_svc.webhooks import signature
 from contacts_devstack import documentdb, recovery
@@ -30,6 +33,7 @@ from contacts_devstack.processes import (
     stop_process,
 )
 from contacts_devstack.stack import start_local_server
+from contacts_shared.kafka import ERROR_HEADER
 
 # A service's `factory` names its ASGI app factory (`module:function`, run by uvicorn); a
 # stream worker's names its module (`segment_svc.worker`), run with the port in `port_setting`.
@@ -113,26 +117,297 @@ WebhookSender = Callable[
 ]
 
 
+async def post_signed(
+    api: httpx.AsyncClient, endpoint: str, secret: str, records: list[dict[str, object]]
+) -> httpx.Response:
+    """Posts records to a webhook endpoint, signed with the source's secret as a store would."""
+    body = json.dumps(records).encode()
+    stamp = str(int(time.time()))
+    return await api.post(
+        endpoint,
+        content=body,
+        headers={
+            "content-type": "application/json",
+            "x-webhook-timestamp": stamp,
+            "x-webhook-signature": signature(secret, stamp, body),
+        },
+    )
+
+
 @pytest.fixture
 def send_webhook() -> WebhookSender:
     """Posts records to a webhook endpoint, signed with the source's secret as a store would."""
+    return post_signed
 
-    async def send(
-        api: httpx.AsyncClient, endpoint: str, secret: str, records: list[dict[str, object]]
-    ) -> httpx.Response:
-        body = json.dumps(records).encode()
-        stamp = str(int(time.time()))
-        return await api.post(
-            endpoint,
-            content=body,
-            headers={
-                "content-type": "application/json",
-                "x-webhook-timestamp": stamp,
-                "x-webhook-signature": signature(secret, stamp, body),
-            },
+
+@dataclass(frozen=True)
+class Answer:
+    """One webhook delivery: when it was sent, how long its answer took, what it was."""
+
+    started: float  # time.monotonic()
+    elapsed: float
+    status: int | None  # None: no answer (the client gave up, or the connection failed)
+    emails: tuple[str, ...]
+    content_type: str = ""
+    retry_after: str | None = None
+    detail: str = ""
+
+    @property
+    def answered(self) -> float:
+        return self.started + self.elapsed
+
+
+@dataclass(frozen=True)
+class WebhookSource:
+    """A webhook source of a profile: its id, the URL stores post to, the secret they sign with."""
+
+    id: str
+    url: str
+    secret: str
+
+
+WebhookSourceMaker = Callable[[httpx.AsyncClient, str, str], Awaitable[WebhookSource]]
+
+
+@pytest.fixture
+def webhook_source() -> WebhookSourceMaker:
+    """Creates a webhook source of a profile through contact-svc, a record's `email` its email."""
+
+    async def make(api: httpx.AsyncClient, contact_url: str, profile_id: str) -> WebhookSource:
+        created = await api.post(
+            f"{contact_url}/v1/webhook-sources",
+            json={"profile_id": profile_id, "mapping": {"email": "email"}},
         )
+        assert created.status_code == 201, created.text
+        source = created.json()
+        return WebhookSource(source["id"], f"{contact_url}{source['endpoint']}", source["secret"])
 
-    return send
+    return make
+
+
+class WebhookLoad:
+    """Stores posting deliveries of new contacts to a webhook source, each sender from a task of
+    its own between `start` and `stop`, every answer kept in `answers`."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        source: WebhookSource,
+        senders: int,
+        per_batch: int,
+        pause: float,
+        email_domain: str,
+    ) -> None:
+        """`client`: the stores' (its timeout is how long a store waits for an answer); `pause`:
+        between one sender's deliveries; each record's email is new, at `email_domain`."""
+        self.client, self.source = client, source
+        self.senders, self.per_batch, self.pause = senders, per_batch, pause
+        self.email_domain = email_domain
+        self.answers: list[Answer] = []
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        """Start every sender."""
+        assert not self._tasks, "the load already started"
+        self._tasks = [asyncio.create_task(self._send(n)) for n in range(self.senders)]
+
+    async def stop(self) -> None:
+        """Stop every sender once its delivery in flight is answered."""
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+
+    def accepted_since(self, moment: float) -> list[Answer]:
+        """The deliveries sent at or after `moment` (time.monotonic()) and answered 202."""
+        return [a for a in self.answers if a.status == 202 and a.started >= moment]
+
+    async def wait_accepted(
+        self, count: int, since: float, timeout: float, failure: str, *, lasting: float = 0.0
+    ) -> list[Answer]:
+        """Waits until `count` deliveries sent since `since` are answered 202 and the load has
+        gone on `lasting` seconds since then, and returns those; fails with `failure` and the
+        last answers once `timeout` seconds are over."""
+        deadline = time.monotonic() + timeout
+        while (
+            len(accepted := self.accepted_since(since)) < count
+            or time.monotonic() - since < lasting
+        ):
+            # The last answers of the moment the wait gives up, not of its start.
+            assert time.monotonic() < deadline, f"{failure}: {self.answers[-3:]}"
+            await asyncio.sleep(0.05)
+        return accepted
+
+    async def _send(self, sender: int) -> None:
+        batch = 0
+        while not self._stop.is_set():
+            emails = tuple(
+                f"s{sender}-b{batch}-{record}@{self.email_domain}"
+                for record in range(self.per_batch)
+            )
+            batch += 1
+            records: list[dict[str, object]] = [{"email": email} for email in emails]
+            started = time.monotonic()
+            try:
+                response = await post_signed(
+                    self.client, self.source.url, self.source.secret, records
+                )
+            except httpx.HTTPError as exc:  # a client timeout among them: a hang
+                elapsed = time.monotonic() - started
+                self.answers.append(Answer(started, elapsed, None, emails, detail=repr(exc)))
+            else:
+                elapsed = time.monotonic() - started
+                self.answers.append(
+                    Answer(
+                        started,
+                        elapsed,
+                        response.status_code,
+                        emails,
+                        response.headers.get("content-type", ""),
+                        response.headers.get("retry-after"),
+                        "" if response.status_code == 202 else response.text[:500],
+                    )
+                )
+            await asyncio.sleep(self.pause)
+
+
+@pytest.fixture
+def webhook_load() -> type[WebhookLoad]:
+    """The class of a webhook load: `WebhookLoad(client, source, senders, per_batch, pause,
+    email_domain)`, then `start()` and, in a `finally`, `await stop()`."""
+    return WebhookLoad
+
+
+KeyCounter = Callable[[httpx.AsyncClient, str], Awaitable[dict[str, int]]]
+
+
+@pytest.fixture
+def stored_keys() -> KeyCounter:
+    """How many times each key is listed at a listing URL, over every page (by cursor)."""
+
+    async def count(api: httpx.AsyncClient, base: str) -> dict[str, int]:
+        found: dict[str, int] = {}
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": 500, **({"cursor": cursor} if cursor else {})}
+            response = await api.get(base, params=params)
+            assert response.status_code == 200, response.text
+            page = response.json()
+            for item in page["items"]:
+                found[item["key"]] = found.get(item["key"], 0) + 1
+            cursor = page["next_cursor"]
+            if not cursor:
+                return found
+
+    return count
+
+
+DeadLetterReader = Callable[[str, list[str]], Awaitable[dict[str, list[str]]]]
+
+
+@pytest.fixture
+def dead_letters() -> DeadLetterReader:
+    """The records in each of the named dead-letter topics of a broker, from their beginning to
+    their end, each shown by its partition, offset and dlq-error header. Every topic must exist
+    (the services create them when their consumers start), or the check would be void."""
+
+    async def read(bootstrap: str, topics: list[str]) -> dict[str, list[str]]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            described = await admin.describe_topics(topics)
+        finally:
+            await admin.close()
+        partitions = []
+        for topic in described:
+            assert topic["error_code"] == 0 and topic["partitions"], (
+                f"no dead-letter topic: {topic}"
+            )
+            partitions += [
+                TopicPartition(topic["topic"], p["partition"]) for p in topic["partitions"]
+            ]
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            first = await consumer.beginning_offsets(partitions)
+            end = await consumer.end_offsets(partitions)
+            found: dict[str, list[str]] = {topic: [] for topic in topics}
+            # Up to the end offsets of now, not until a fetch comes back empty: a fetch may
+            # come back empty before the records are there, and an empty topic needs none.
+            waiting = {p for p in partitions if end[p] > first[p]}
+            if not waiting:
+                return found
+            consumer.assign(list(waiting))
+            for partition in waiting:
+                consumer.seek(partition, first[partition])
+            deadline = time.monotonic() + 30
+            while waiting and time.monotonic() < deadline:
+                for partition, records in (await consumer.getmany(timeout_ms=1000)).items():
+                    for record in records:
+                        headers = dict(record.headers)
+                        error = headers.get(ERROR_HEADER, b"?").decode(errors="replace")
+                        found[partition.topic].append(
+                            f"{partition.partition}:{record.offset}: {error[:300]}"
+                        )
+                        if record.offset + 1 >= end[partition]:
+                            waiting.discard(partition)
+            return found
+        finally:
+            await consumer.stop()
+
+    return read
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """One answer of a service's /readyz."""
+
+    at: float  # time.monotonic()
+    service: str
+    status: int  # 0: no answer
+    body: str
+
+
+class ReadinessWatch(Protocol):
+    def __call__(
+        self, api: httpx.AsyncClient, services: dict[str, ServiceProcess], *, poll: float = ...
+    ) -> contextlib.AbstractAsyncContextManager[list[Readiness]]: ...
+
+
+@pytest.fixture
+def readiness_watch() -> ReadinessWatch:
+    """While in use, every `poll` seconds, each named service's /readyz, from a task of its own;
+    it yields the answers as they come."""
+
+    @contextlib.asynccontextmanager
+    async def watching(
+        api: httpx.AsyncClient, services: dict[str, ServiceProcess], *, poll: float = 0.25
+    ) -> AsyncIterator[list[Readiness]]:
+        answers: list[Readiness] = []
+        stop = asyncio.Event()
+
+        async def watch() -> None:
+            while not stop.is_set():
+                for name, service in services.items():
+                    try:
+                        ready = await api.get(f"{service.url}/readyz")
+                    except httpx.HTTPError as exc:
+                        answers.append(Readiness(time.monotonic(), name, 0, repr(exc)))
+                    else:
+                        answers.append(
+                            Readiness(time.monotonic(), name, ready.status_code, ready.text)
+                        )
+                await asyncio.sleep(poll)
+
+        task = asyncio.create_task(watch())
+        try:
+            yield answers
+        finally:
+            stop.set()
+            await task
+
+    return watching
 
 
 PlatformEnv = Callable[[str], dict[str, dict[str, str]]]

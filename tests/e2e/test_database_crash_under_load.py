@@ -14,21 +14,19 @@ handler failed. profile-svc and Kafka are the suite's, with this test's own topi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from contacts_devstack.recovery import CheckReport
 
@@ -64,23 +62,6 @@ AUDIT_CONCURRENCY = 16
 
 
 @dataclass(frozen=True)
-class Answer:
-    """One webhook delivery: when it was sent, how long its answer took, what it was."""
-
-    started: float  # time.monotonic()
-    elapsed: float
-    status: int | None  # None: no answer (the client gave up, or the connection failed)
-    emails: tuple[str, ...]
-    content_type: str = ""
-    retry_after: str | None = None
-    detail: str = ""
-
-    @property
-    def answered(self) -> float:
-        return self.started + self.elapsed
-
-
-@dataclass(frozen=True)
 class Restart:
     """One kill and restart of PostgreSQL, in seconds from the kill (`at`)."""
 
@@ -98,75 +79,16 @@ class Restart:
         return self.readable - self.restarted
 
 
-@dataclass(frozen=True)
-class Readiness:
-    """One answer of a service's /readyz."""
-
-    at: float  # time.monotonic()
-    service: str
-    status: int  # 0: no answer
-    body: str
-
-
-@contextlib.asynccontextmanager
-async def watching_readiness(
-    api: httpx.AsyncClient, services: dict[str, Any]
-) -> AsyncIterator[list[Readiness]]:
-    """Every service's /readyz, each READINESS_POLL, from a task of its own while in use."""
-    answers: list[Readiness] = []
-    stop = asyncio.Event()
-
-    async def watch() -> None:
-        while not stop.is_set():
-            for name, service in services.items():
-                try:
-                    ready = await api.get(f"{service.url}/readyz")
-                except httpx.HTTPError as exc:
-                    answers.append(Readiness(time.monotonic(), name, 0, repr(exc)))
-                else:
-                    answers.append(Readiness(time.monotonic(), name, ready.status_code, ready.text))
-            await asyncio.sleep(READINESS_POLL)
-
-    task = asyncio.create_task(watch())
-    try:
-        yield answers
-    finally:
-        stop.set()
-        await task
-
-
 def ready_again(
-    readiness: list[Readiness], service: str, restarted: float, until: float = math.inf
+    readiness: list[Any],  # conftest: Readiness
+    service: str,
+    restarted: float,
+    until: float = math.inf,
 ) -> float | None:
     """Seconds from `restarted` to the service's first 200 at or after it, if before `until`."""
     ready = [r.at for r in readiness if r.service == service and r.status == 200]
     first = min((at for at in ready if at >= restarted), default=None)
     return first - restarted if first is not None and first < until else None
-
-
-async def wait_for(
-    condition: Callable[[], bool], timeout: float, failure: Callable[[], str]
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, failure()
-        await asyncio.sleep(0.05)
-
-
-async def stored_keys(api: httpx.AsyncClient, base: str) -> dict[str, int]:
-    """How many times each key is listed, over every page of the listing (by cursor)."""
-    found: dict[str, int] = {}
-    cursor: str | None = None
-    while True:
-        params: dict[str, Any] = {"limit": 500, **({"cursor": cursor} if cursor else {})}
-        response = await api.get(base, params=params)
-        assert response.status_code == 200, response.text
-        page = response.json()
-        for item in page["items"]:
-            found[item["key"]] = found.get(item["key"], 0) + 1
-        cursor = page["next_cursor"]
-        if not cursor:
-            return found
 
 
 async def audit_trails(
@@ -212,49 +134,6 @@ def waits(lines: list[dict[str, Any]], topic: str) -> int:
     )
 
 
-async def parked(bootstrap: str, topics: list[str]) -> dict[str, list[str]]:
-    """The records in each of these dead-letter topics, from their beginning to their end
-    (each shown by its offset and error header); every topic must exist (the services create
-    them at start), or the check would be void."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_topics(topics)
-    finally:
-        await admin.close()
-    partitions = []
-    for topic in described:
-        assert topic["error_code"] == 0 and topic["partitions"], f"no dead-letter topic: {topic}"
-        partitions += [TopicPartition(topic["topic"], p["partition"]) for p in topic["partitions"]]
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        first = await consumer.beginning_offsets(partitions)
-        end = await consumer.end_offsets(partitions)
-        found: dict[str, list[str]] = {topic: [] for topic in topics}
-        waiting = {p for p in partitions if end[p] > first[p]}
-        if not waiting:
-            return found
-        consumer.assign(list(waiting))
-        for partition in waiting:
-            consumer.seek(partition, first[partition])
-        deadline = time.monotonic() + 30
-        while waiting and time.monotonic() < deadline:
-            for partition, records in (await consumer.getmany(timeout_ms=1000)).items():
-                for record in records:
-                    error = dict(record.headers).get("dlq-error", b"?").decode(errors="replace")
-                    found[partition.topic].append(
-                        f"{partition.partition}:{record.offset}: {error[:300]}"
-                    )
-                    if record.offset + 1 >= end[partition]:
-                        waiting.discard(partition)
-        return found
-    finally:
-        await consumer.stop()
-
-
 @pytest.mark.parametrize("kill", ["every process", "the postmaster alone"])
 async def test_postgres_killed_under_webhook_load_loses_nothing(
     private_cluster: Any,  # conftest: PrivateCluster
@@ -262,8 +141,14 @@ async def test_postgres_killed_under_webhook_load_loses_nothing(
     unique: str,
     platform_env: Any,
     service_process: Any,
-    send_webhook: Any,
     profile_known_to_contacts: Any,
+    readiness_watch: Callable[..., AbstractAsyncContextManager[list[Any]]],
+    webhook_source: Callable[
+        [httpx.AsyncClient, str, str], Awaitable[Any]
+    ],  # makes a WebhookSource
+    webhook_load: Callable[..., Any],  # conftest: WebhookLoad (the class)
+    stored_keys: Callable[[httpx.AsyncClient, str], Awaitable[dict[str, int]]],
+    dead_letters: Callable[[str, list[str]], Awaitable[dict[str, list[str]]]],
     kill: str,
 ) -> None:
     kill_postgres: Callable[[], None] = {
@@ -295,52 +180,15 @@ async def test_postgres_killed_under_webhook_load_loses_nothing(
     async with (
         httpx.AsyncClient(headers=auth, timeout=30) as api,
         httpx.AsyncClient(timeout=CLIENT_TIMEOUT) as stores,
-        watching_readiness(api, services) as readiness,
+        readiness_watch(api, services, poll=READINESS_POLL) as readiness,
     ):
         profile = await profile_known_to_contacts(
             api, profile_svc.url, contact_svc.url, {"name": "PostgreSQL crash"}
         )
-        created = await api.post(
-            f"{contact_svc.url}/v1/webhook-sources",
-            json={"profile_id": profile["id"], "mapping": {"email": "email"}},
-        )
-        assert created.status_code == 201, created.text
-        source = created.json()
-        endpoint = f"{contact_svc.url}{source['endpoint']}"
+        source = await webhook_source(api, contact_svc.url, profile["id"])
+        load = webhook_load(stores, source, SENDERS, PER_BATCH, SENDER_PAUSE, "pg-crash.example")
         base = f"{contact_svc.url}/v1/profiles/{profile['id']}/contacts"
-
-        answers: list[Answer] = []
-        stop = asyncio.Event()
-
-        async def sender(number: int) -> None:
-            batch = 0
-            while not stop.is_set():
-                emails = tuple(f"s{number}-b{batch}-{i}@pg-crash.example" for i in range(PER_BATCH))
-                batch += 1
-                records: list[dict[str, object]] = [{"email": email} for email in emails]
-                started = time.monotonic()
-                try:
-                    response = await send_webhook(stores, endpoint, source["secret"], records)
-                except httpx.HTTPError as exc:  # a client timeout among them: a hang
-                    elapsed = time.monotonic() - started
-                    answers.append(Answer(started, elapsed, None, emails, detail=repr(exc)))
-                else:
-                    elapsed = time.monotonic() - started
-                    answers.append(
-                        Answer(
-                            started,
-                            elapsed,
-                            response.status_code,
-                            emails,
-                            response.headers.get("content-type", ""),
-                            response.headers.get("retry-after"),
-                            "" if response.status_code == 202 else response.text[:500],
-                        )
-                    )
-                await asyncio.sleep(SENDER_PAUSE)
-
-        def accepted_since(moment: float) -> list[Answer]:
-            return [a for a in answers if a.status == 202 and a.started >= moment]
+        answers = load.answers
 
         async def readable(email: str, timeout: float) -> None:
             """Until contact-svc reads the contact (404 or 503 meanwhile)."""
@@ -352,17 +200,12 @@ async def test_postgres_killed_under_webhook_load_loses_nothing(
 
         restarts: list[Restart] = []
         began = time.monotonic()
-        tasks = [asyncio.create_task(sender(n)) for n in range(SENDERS)]
+        load.start()
         try:
             since = began
             for _ in range(KILLS):
-                await wait_for(
-                    lambda since=since: (
-                        len(accepted_since(since)) >= ACCEPTED_BEFORE
-                        and time.monotonic() - since >= LOAD_BEFORE
-                    ),
-                    60,
-                    lambda: f"no load before the kill: {answers[-3:]}",
+                await load.wait_accepted(
+                    ACCEPTED_BEFORE, since, 60, "no load before the kill", lasting=LOAD_BEFORE
                 )
                 killed = time.monotonic()
                 await asyncio.to_thread(kill_postgres)
@@ -372,12 +215,10 @@ async def test_postgres_killed_under_webhook_load_loses_nothing(
                 since = time.monotonic()
                 assert check is not None, "devstack did not notice the unclean stop"
                 assert private_cluster.postgres_running(), "PostgreSQL is not running"
-                await wait_for(
-                    lambda since=since: bool(accepted_since(since)),
-                    RESUME_WITHIN,
-                    lambda: f"no webhook accepted after the restart: {answers[-3:]}",
+                resumed = await load.wait_accepted(
+                    1, since, RESUME_WITHIN, "no webhook accepted after the restart"
                 )
-                first = min(accepted_since(since), key=lambda a: a.answered)
+                first = min(resumed, key=lambda a: a.answered)
                 await readable(first.emails[0], RESUME_WITHIN)
                 restarts.append(
                     Restart(
@@ -396,8 +237,7 @@ async def test_postgres_killed_under_webhook_load_loses_nothing(
                     )
                 )
         finally:
-            stop.set()
-            await asyncio.gather(*tasks)
+            await load.stop()
         stopped = time.monotonic()
         last_restart = restarts[-1].at + restarts[-1].restarted
 
@@ -478,7 +318,7 @@ async def test_postgres_killed_under_webhook_load_loses_nothing(
         expected = {
             "version": 1,
             "change": "created",
-            "source": f"webhook:{source['id']}",
+            "source": f"webhook:{source.id}",
             "status": "active",
             "fields": ["email"],
         }
@@ -560,7 +400,7 @@ async def test_postgres_killed_under_webhook_load_loses_nothing(
         f"log-svc's {waits(trail_log, events)}; publishes left to the relay {relay_retries}"
     )
     assert waits(contact_log, commands), "the kills never met the command consumer at work"
-    dead = await parked(
+    dead = await dead_letters(
         infrastructure.kafka_bootstrap_servers, [commands + ".dlq", events + ".dlq"]
     )
     assert not any(dead.values()), f"records dead-lettered: {dead}"

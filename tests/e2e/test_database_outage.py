@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from contacts_devstack.documentdb import ferretdb_process
 from contacts_devstack.processes import StackConfig, free_port, port_open
@@ -154,6 +154,7 @@ async def test_an_outage_answers_503_and_loses_nothing(
     unique: str,
     service_process: Any,
     send_webhook: Any,
+    dead_letters: Any,
     database_outage: Outage,
 ) -> None:
     """Webhooks accepted; then each step of the outage in turn, checking contact-svc is not
@@ -261,17 +262,8 @@ async def test_an_outage_answers_503_and_loses_nothing(
     finally:
         await commands.stop()
 
-    dead_letters = AIOKafkaConsumer(
-        f"{commands_topic}.dlq",
-        bootstrap_servers=infrastructure.kafka_bootstrap_servers,
-        auto_offset_reset="earliest",
-    )
-    await dead_letters.start()
-    try:
-        parked = await dead_letters.getmany(timeout_ms=2000)
-    finally:
-        await dead_letters.stop()
-    assert not any(parked.values()), "records dead-lettered during the outage"
+    parked = await dead_letters(infrastructure.kafka_bootstrap_servers, [f"{commands_topic}.dlq"])
+    assert not any(parked.values()), f"records dead-lettered during the outage: {parked}"
     # An outage is waited out, never counted as the records' failure (which ends in parking).
     failures = [
         line for line in contact_svc.log_path.read_text().splitlines() if "handler failed" in line
