@@ -13,14 +13,13 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from contact_svc.webhooks import signature
 from contacts_devstack import documentdb, recovery
@@ -33,7 +32,7 @@ from contacts_devstack.processes import (
     stop_process,
 )
 from contacts_devstack.stack import start_local_server
-from contacts_shared.kafka import ERROR_HEADER
+from contacts_shared.dead_letters import list_dead_letters
 
 # A service's `factory` names its ASGI app factory (`module:function`, run by uvicorn); a
 # stream worker's names its module (`segment_svc.worker`), run with the port in `port_setting`.
@@ -307,54 +306,18 @@ DeadLetterReader = Callable[[str, list[str]], Awaitable[dict[str, list[str]]]]
 @pytest.fixture
 def dead_letters() -> DeadLetterReader:
     """The records in each of the named dead-letter topics of a broker, from their beginning to
-    their end, each shown by its partition, offset and dlq-error header. Every topic must exist
-    (the services create them when their consumers start), or the check would be void."""
+    their end, each shown by its position and error (`contacts dead-letters list`). Every topic
+    must exist (the services create them when their consumers start), or the check would be
+    void: a missing one raises."""
 
     async def read(bootstrap: str, topics: list[str]) -> dict[str, list[str]]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            described = await admin.describe_topics(topics)
-        finally:
-            await admin.close()
-        partitions = []
-        for topic in described:
-            assert topic["error_code"] == 0 and topic["partitions"], (
-                f"no dead-letter topic: {topic}"
-            )
-            partitions += [
-                TopicPartition(topic["topic"], p["partition"]) for p in topic["partitions"]
-            ]
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
-        )
-        await consumer.start()
-        try:
-            first = await consumer.beginning_offsets(partitions)
-            end = await consumer.end_offsets(partitions)
-            found: dict[str, list[str]] = {topic: [] for topic in topics}
-            # Up to the end offsets of now, not until a fetch comes back empty: a fetch may
-            # come back empty before the records are there, and an empty topic needs none.
-            waiting = {p for p in partitions if end[p] > first[p]}
-            if not waiting:
-                return found
-            consumer.assign(list(waiting))
-            for partition in waiting:
-                consumer.seek(partition, first[partition])
-            deadline = time.monotonic() + 30
-            while waiting and time.monotonic() < deadline:
-                for partition, records in (await consumer.getmany(timeout_ms=1000)).items():
-                    for record in records:
-                        headers = dict(record.headers)
-                        error = headers.get(ERROR_HEADER, b"?").decode(errors="replace")
-                        found[partition.topic].append(
-                            f"{partition.partition}:{record.offset}: {error[:300]}"
-                        )
-                        if record.offset + 1 >= end[partition]:
-                            waiting.discard(partition)
-            return found
-        finally:
-            await consumer.stop()
+        found: dict[str, list[str]] = {}
+        for topic in topics:
+            async with aclosing(list_dead_letters(bootstrap, topic)) as letters:
+                found[topic] = [
+                    f"{letter.position}: {letter.error[:300]}" async for letter in letters
+                ]
+        return found
 
     return read
 

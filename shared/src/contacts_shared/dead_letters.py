@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import Counter
 
 from contacts_shared.kafka import (
@@ -43,10 +43,10 @@ from contacts_shared.kafka import (
     ORIGINAL_OFFSET_HEADER,
     ORIGINAL_PARTITION_HEADER,
     ORIGINAL_TOPIC_HEADER,
-    TOPIC_ALREADY_EXISTS,
     EventPublisher,
     OutgoingMessage,
     Record,
+    ensure_topics,
 )
 
 # The headers GuardedHandler._dead_letter adds; every header so prefixed is the dead letter's.
@@ -405,24 +405,6 @@ async def list_dead_letters(
             yield dead_letter(record, topics, replayed)
 
 
-async def _prepare_replay(bootstrap_servers: str, marks_topic: str) -> set[str]:
-    """Create the compacted marks topic unless it exists; the names of the topics there are."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        if marks_topic not in existing:
-            # One partition: a mark is a few bytes, written once a replayed record.
-            wanted = NewTopic(marks_topic, 1, 1, topic_configs={"cleanup.policy": "compact"})
-            response = await admin.create_topics([wanted])
-            for name, code, *_ in response.topic_errors:
-                if code not in (0, TOPIC_ALREADY_EXISTS):
-                    raise RuntimeError(f"could not create topic {name}: error code {code}")
-        return existing | {marks_topic}
-    finally:
-        await admin.close()
-
-
 async def _replay_batch(
     publisher: EventPublisher, topics: Topics, batch: Sequence[DeadLetter]
 ) -> list[ReplayOutcome]:
@@ -451,7 +433,14 @@ async def replay_dead_letters(
     (partition, offset) order. `dry_run` sends and marks nothing."""
     topics = topics_of(topic, suffix)
     publisher = EventPublisher(bootstrap_servers, client_id=client_id, topics=(), partitions=1)
-    existing = set() if dry_run else await _prepare_replay(bootstrap_servers, topics.marks)
+    # One partition, compacted: a mark is a few bytes, written once a replayed record.
+    existing = (
+        set()
+        if dry_run
+        else await ensure_topics(
+            bootstrap_servers, [topics.marks], 1, configs={"cleanup.policy": "compact"}
+        )
+    )
     pending: list[DeadLetter] = []  # sent a batch at a time: one wait for acks per batch
     try:
         letters = list_dead_letters(bootstrap_servers, topic, suffix=suffix)

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import random
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -88,20 +88,30 @@ def key_partitioner(key: bytes | None, all_partitions: list[int], available: lis
     return all_partitions[(murmur2(key) & 0x7FFFFFFF) % len(all_partitions)]
 
 
-async def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int) -> None:
-    """Create the topics that do not exist yet (brokers in production refuse auto-creation)."""
+async def ensure_topics(
+    bootstrap_servers: str,
+    topics: Iterable[str],
+    partitions: int,
+    *,
+    configs: Mapping[str, str] | None = None,
+) -> set[str]:
+    """Create the topics that do not exist yet (brokers in production refuse auto-creation),
+    with `configs` if given; the names of every topic there is then."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:
         wanted = set(topics)
         existing = set(await admin.list_topics())
-        missing = [NewTopic(name, partitions, 1) for name in sorted(wanted - existing)]
-        if not missing:
-            return
-        response = await admin.create_topics(missing)
-        for name, code, *_ in response.topic_errors:
-            if code not in (0, TOPIC_ALREADY_EXISTS):
-                raise RuntimeError(f"could not create topic {name}: error code {code}")
+        missing = [
+            NewTopic(name, partitions, 1, topic_configs=dict(configs or {}))
+            for name in sorted(wanted - existing)
+        ]
+        if missing:
+            response = await admin.create_topics(missing)
+            for name, code, *_ in response.topic_errors:
+                if code not in (0, TOPIC_ALREADY_EXISTS):
+                    raise RuntimeError(f"could not create topic {name}: error code {code}")
+        return existing | wanted
     finally:
         await admin.close()
 

@@ -112,8 +112,8 @@ class PatientSchemas:
         self._poll = poll
 
     async def get(self, profile_id: str) -> ProfileSchema | None:
+        until = wait_for_new_profile_until(profile_id, self._wait)
         while (schema := await self._store.get(profile_id)) is None:
-            until = wait_for_new_profile_until(profile_id, self._wait)
             if until is None or time.time() >= until:
                 return None
             await asyncio.sleep(self._poll)

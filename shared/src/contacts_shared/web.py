@@ -161,6 +161,15 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, send)
 
 
+UNAVAILABLE_RETRY_AFTER_SECONDS = 5
+
+
+def unavailable(detail: str, *, instance: str) -> Response:
+    """503 for a request a server or broker could not serve in time: the client retries."""
+    retry = {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)}
+    return Problem(503, "Service Unavailable", detail, headers=retry).response(instance=instance)
+
+
 class Deadline:
     """Answers every request by `seconds` after it arrived: a handler still waiting then for a
     server or broker is cancelled and the client gets 503 with `Retry-After`. The deadline
@@ -191,14 +200,12 @@ class Deadline:
                     raise
         if deadline.expired() and not started:
             log.warning("request deadline passed", extra={"deadline_seconds": self.seconds})
-            late = Problem(
-                503,
-                "Service Unavailable",
+            late = unavailable(
                 f"No answer within the request deadline of {self.seconds:g}s: a server or "
                 "broker is slow or away; retry shortly",
-                headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)},
+                instance=scope["path"],
             )
-            await late.response(instance=scope["path"])(scope, receive, send)
+            await late(scope, receive, send)
 
 
 async def require_json(request: Request) -> None:
@@ -246,18 +253,6 @@ def ready_when_reachable(app: FastAPI, database: Database, publisher: EventPubli
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 Resources = Callable[[FastAPI], AbstractAsyncContextManager[None]]
-
-
-UNAVAILABLE_RETRY_AFTER_SECONDS = 5
-
-
-def unavailable(exc: Exception, *, instance: str) -> Response:
-    """503 for a request that needed MongoDB or Kafka while it was away: the client retries."""
-    server = "Kafka" if isinstance(exc, KafkaError) else "MongoDB"
-    problem = Problem(503, "Service Unavailable", f"{server} is unreachable; retry shortly")
-    response = problem.response(instance=instance)
-    response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_SECONDS)
-    return response
 
 
 def create_service_app(
@@ -316,7 +311,9 @@ def create_service_app(
     async def handle_server_error(request: Request, exc: Exception) -> Response:
         if is_outage(exc):
             log.warning("a backing server is unavailable", extra={"error": repr(exc)})
-            return unavailable(exc, instance=request.url.path)
+            server = "Kafka" if isinstance(exc, KafkaError) else "MongoDB"
+            detail = f"{server} is unreachable; retry shortly"
+            return unavailable(detail, instance=request.url.path)
         return await handle_unexpected(request, exc)
 
     @app.exception_handler(Exception)

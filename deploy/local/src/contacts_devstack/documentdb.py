@@ -423,9 +423,19 @@ def postgres_process(cfg: StackConfig) -> Process:
 def wait_until_accepting(cfg: StackConfig, timeout: float = 120.0) -> None:
     """PostgreSQL opens its port before it accepts connections (crash recovery after an
     unclean stop replays the WAL first), so readiness is asked of the server itself."""
+    wait_for_postgres(cfg.host, cfg.postgres_port, timeout)
+
+
+def wait_for_postgres(
+    host: str, port: int, timeout: float, postmaster: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Until the server at host (an address or a socket folder) and port accepts connections;
+    raises if `postmaster`, when given, exits meanwhile."""
     deadline = time.monotonic() + timeout
-    ready = [str(PG_BIN / "pg_isready"), "-q", "-h", cfg.host, "-p", str(cfg.postgres_port)]
+    ready = [str(PG_BIN / "pg_isready"), "-q", "-h", host, "-p", str(port)]
     while subprocess.run(ready, check=False).returncode != 0:
+        if postmaster is not None and postmaster.poll() is not None:
+            raise RuntimeError(f"postgres exited ({postmaster.returncode}) while recovering")
         if time.monotonic() > deadline:
             raise TimeoutError(f"PostgreSQL did not accept connections within {timeout:.0f}s")
         time.sleep(0.2)

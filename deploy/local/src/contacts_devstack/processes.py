@@ -216,17 +216,22 @@ def stop_escalating(cfg: StackConfig, name: str, steps: Sequence[StopStep]) -> N
     work; if none did, SIGKILL of its process group."""
     pid = read_pid(cfg, name)
     if pid is not None:
-        for step, following in zip(steps, [*steps[1:], None], strict=True):
-            _signal(pid, step.signal, step.group)
-            if _wait_for_exit(pid, step.wait):
-                break
-            then = following.meaning if following else "SIGKILL of its process group"
-            log(f"{name} did not stop on {step.signal.name} within {step.wait:.0f}s, {then}")
-        else:
-            _signal(pid, signal.SIGKILL, group=True)
-            _wait_for_exit(pid, 10.0)
-        log(f"{name}: stopped (pid {pid})")
+        stop_pid_escalating(name, pid, steps)
     pid_file(cfg, name).unlink(missing_ok=True)
+
+
+def stop_pid_escalating(name: str, pid: int, steps: Sequence[StopStep]) -> None:
+    """`stop_escalating` for a process known by its pid."""
+    for step, following in zip(steps, [*steps[1:], None], strict=True):
+        _signal(pid, step.signal, step.group)
+        if _wait_for_exit(pid, step.wait):
+            break
+        then = following.meaning if following else "SIGKILL of its process group"
+        log(f"{name} did not stop on {step.signal.name} within {step.wait:.0f}s, {then}")
+    else:
+        _signal(pid, signal.SIGKILL, group=True)
+        _wait_for_exit(pid, 10.0)
+    log(f"{name}: stopped (pid {pid})")
 
 
 def _signal(pid: int, sig: signal.Signals, group: bool) -> None:

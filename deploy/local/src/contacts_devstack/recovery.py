@@ -13,8 +13,20 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from contacts_devstack.documentdb import PG_BIN, cluster_owner, psql_command, socket_dir
-from contacts_devstack.processes import StackConfig, StopStep, log, stop_escalating
+from contacts_devstack.documentdb import (
+    PG_BIN,
+    cluster_owner,
+    psql_command,
+    socket_dir,
+    wait_for_postgres,
+)
+from contacts_devstack.processes import (
+    StackConfig,
+    StopStep,
+    log,
+    stop_escalating,
+    stop_pid_escalating,
+)
 
 DOCUMENTS_SCHEMA = "documentdb_data"
 # The states pg_controldata reports for a cluster that stopped by itself, cleanly.
@@ -282,14 +294,7 @@ class Database:
         self, timeout: float, postmaster: subprocess.Popen[bytes] | None = None
     ) -> None:
         """Until the server accepts connections (after replaying its WAL)."""
-        ready = [str(PG_BIN / "pg_isready"), "-q", "-h", self.host, "-p", str(self.port)]
-        deadline = time.monotonic() + timeout
-        while subprocess.run(ready, check=False).returncode != 0:
-            if postmaster is not None and postmaster.poll() is not None:
-                raise RuntimeError(f"postgres exited ({postmaster.returncode}) while recovering")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"PostgreSQL did not accept connections within {timeout:.0f}s")
-            time.sleep(0.2)
+        wait_for_postgres(self.host, self.port, timeout, postmaster)
 
     def psql(self, sql: str, timeout: float, statement_timeout: float) -> str:
         command = psql_command(self.host, self.port, "-X", "-q", "-A", "-t")
@@ -449,16 +454,10 @@ def socket_only_postgres(cfg: StackConfig) -> Iterator[Database]:
 
 
 def stop_postmaster(postmaster: subprocess.Popen[bytes], data_dir: Path) -> None:
-    """Fast shutdown; immediate shutdown if that does not end; then SIGKILL of what is left."""
-    for sig, wait in ((signal.SIGINT, 10.0), (signal.SIGQUIT, 5.0)):
-        with contextlib.suppress(ProcessLookupError):
-            postmaster.send_signal(sig)
-        try:
-            postmaster.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            log(f"postgres did not stop on {sig.name} within {wait:.0f}s")
-    kill_data_dir_processes(data_dir, "still running after an immediate shutdown")
+    """Stop a postmaster this process started, escalating (POSTGRES_STOP), then whatever is
+    left of its data directory."""
+    stop_pid_escalating("postgres (recovery start)", postmaster.pid, POSTGRES_STOP)
+    kill_data_dir_processes(data_dir, "still running after the postmaster stopped")
     postmaster.wait(timeout=10.0)
 
 

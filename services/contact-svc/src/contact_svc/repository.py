@@ -285,7 +285,7 @@ class MongoContactRepository:
         }
         return {key: _stored(found.get(key)) for key in keys}
 
-    async def _entries(self, contacts: Sequence[Contact]) -> list[list[Document]]:
+    async def _entries_suppressing_first(self, contacts: Sequence[Contact]) -> list[list[Document]]:
         """Each contact's events as outbox entries. What they say of the account-wide
         suppression list is written first, before the contacts (ADR 15): once a write that
         unsubscribes is answered, every later arrival of the email or phone finds it."""
@@ -302,7 +302,7 @@ class MongoContactRepository:
         """Store a new contact; `stored_version` is what `find` said (0, or a deleted one's)."""
         if stored_version == 0:
             try:
-                [entries] = await self._entries([contact])
+                [entries] = await self._entries_suppressing_first([contact])
                 await self._collection.insert_one({**contact_document(contact), OUTBOX: entries})
             except DuplicateKeyError as exc:
                 raise StaleDocument(contact.id) from exc
@@ -315,7 +315,7 @@ class MongoContactRepository:
         meanwhile came to exist for are not written and are returned, to be applied again."""
         if not contacts:
             return []
-        entries = await self._entries(contacts)
+        entries = await self._entries_suppressing_first(contacts)
         if self._journaled is None:
             documents = [
                 {**contact_document(c), OUTBOX: e} for c, e in zip(contacts, entries, strict=True)
@@ -347,7 +347,7 @@ class MongoContactRepository:
     ) -> None:
         """Write the contact's change with its events, if it has any; `unevented`: write even
         without (a change no event tells, as an import's stamp on an unchanged contact)."""
-        [entries] = await self._entries([contact])
+        [entries] = await self._entries_suppressing_first([contact])
         if not entries and not unevented:
             return
         document = contact_document(contact)
@@ -368,8 +368,8 @@ class MongoContactRepository:
         has changed since it was read are not written and are returned, to be applied again.
         Journaled, a document with events in its outbox or a live journal's write is not
         written either: its events must leave after those (ADR 12)."""
-        told = await self._entries([change.contact for change in changes])
-        changed = [(c, e) for c, e in zip(changes, told, strict=True) if e or c.unevented]
+        events = await self._entries_suppressing_first([change.contact for change in changes])
+        changed = [(c, e) for c, e in zip(changes, events, strict=True) if e or c.unevented]
         conditions: Document = {DELETED: False}
         journaled: list[JournaledWrite] = []
         token = None
