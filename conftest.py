@@ -14,13 +14,18 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
+from cloudevents.core.bindings.common import CONTENT_TYPE_HEADER
+from cloudevents.core.bindings.kafka import KafkaMessage, from_structured
+from cloudevents.core.formats.json import JSONFormat
 from pymongo import MongoClient
 
 from contacts_shared.events import EventEnvelope
+from contacts_shared.kafka import Record
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,38 @@ async def _delete_topics(bootstrap_servers: str, containing: str) -> None:
         await admin.close()
 
 
+T = TypeVar("T")
+
+
+async def _read_topic(
+    bootstrap_servers: str,
+    topic: str,
+    parse: Callable[[Record], T],
+    until: Callable[[list[T]], bool],
+    timeout: float,
+) -> list[T]:
+    """A topic's records from the beginning, each as `parse` reads it, until `until(read)`
+    holds or `timeout` passes."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    read: list[T] = []
+    deadline = asyncio.get_running_loop().time() + timeout
+    try:
+        while not until(read) and asyncio.get_running_loop().time() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                read.extend(parse(r) for r in records)
+    finally:
+        await consumer.stop()
+    return read
+
+
 EnvelopeReader = Callable[..., Awaitable[list[EventEnvelope]]]
 
 
@@ -102,23 +139,51 @@ def read_envelopes(infrastructure: Infrastructure) -> EnvelopeReader:
     async def read(
         topic: str, *, until: Callable[[list[EventEnvelope]], bool], timeout: float = 30.0
     ) -> list[EventEnvelope]:
-        consumer = AIOKafkaConsumer(
+        return await _read_topic(
+            infrastructure.kafka_bootstrap_servers,
             topic,
-            bootstrap_servers=infrastructure.kafka_bootstrap_servers,
-            group_id=None,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
+            lambda record: EventEnvelope.model_validate_json(record.value),
+            until,
+            timeout,
         )
-        await consumer.start()
-        envelopes: list[EventEnvelope] = []
-        deadline = asyncio.get_running_loop().time() + timeout
-        try:
-            while not until(envelopes) and asyncio.get_running_loop().time() < deadline:
-                batches = await consumer.getmany(timeout_ms=200)
-                for records in batches.values():
-                    envelopes.extend(EventEnvelope.model_validate_json(r.value) for r in records)
-        finally:
-            await consumer.stop()
-        return envelopes
+
+    return read
+
+
+@dataclass(frozen=True)
+class SdkRecord:
+    """A record as a consumer on the official CloudEvents SDK reads it: its `content-type`
+    header and, if that says structured mode, the event's attributes (the record key among them
+    as `partitionkey`) and its `data`; else None."""
+
+    content_type: str | None
+    event: dict[str, Any] | None
+
+
+def _sdk_record(record: Record) -> SdkRecord:
+    headers = dict(record.headers)
+    content_type = headers[CONTENT_TYPE_HEADER].decode() if CONTENT_TYPE_HEADER in headers else None
+    if content_type != JSONFormat.CONTENT_TYPE:
+        return SdkRecord(content_type, None)
+    event = from_structured(KafkaMessage(headers, record.key, record.value), JSONFormat())
+    return SdkRecord(content_type, {**event.get_attributes(), "data": event.get_data()})
+
+
+SdkReader = Callable[..., Awaitable[list[SdkRecord]]]
+
+
+@pytest.fixture
+def read_cloud_events(infrastructure: Infrastructure) -> SdkReader:
+    """Reads a topic from the beginning with the official CloudEvents SDK (`SdkRecord`) until
+    `count` records are read or `timeout` passes."""
+
+    async def read(topic: str, *, count: int, timeout: float = 30.0) -> list[SdkRecord]:
+        return await _read_topic(
+            infrastructure.kafka_bootstrap_servers,
+            topic,
+            _sdk_record,
+            lambda found: len(found) >= count,
+            timeout,
+        )
 
     return read

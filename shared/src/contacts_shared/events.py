@@ -227,6 +227,11 @@ class ContactDeleted(DomainEvent):
     source: str | None = Field(
         default=None, description="what deleted it (api, import:<id>, profile-deleted)"
     )
+    erased: bool = Field(
+        default=False,
+        description="erased at the person's request (a store's GDPR redact): consumers drop "
+        "what they kept of the contact, its history too",
+    )
 
     def subject(self) -> str:
         return self.contact_id

@@ -27,7 +27,7 @@ from datetime import timedelta
 from pydantic_core import to_json
 from pymongo import DeleteMany
 
-from contacts_shared.kafka import EventPublisher, OutgoingMessage
+from contacts_shared.kafka import EventPublisher, OutgoingMessage, event_message
 from contacts_shared.mongo import Collection, Document, bson_now, find_by_ids, prefix_range
 
 # On a document: the token of the journal that holds its last journaled write's events.
@@ -46,7 +46,28 @@ def _part_prefix(token: str) -> str:
 
 def entry_message(entry: Document) -> OutgoingMessage:
     """An outbox entry (outbox.py) as the message that publishes it."""
-    return OutgoingMessage(entry["topic"], entry["key"], to_json(entry["envelope"]))
+    envelope = entry["envelope"]
+    # Commands share outboxes (`command_entry`) and go without the event header. An event is
+    # told by its `specversion`, which every CloudEvent has and no command does, so entries
+    # an older release queued are told apart as well.
+    if "specversion" in envelope:
+        return event_message(entry["topic"], entry["key"], to_json(envelope))
+    return OutgoingMessage(entry["topic"], entry["key"], to_json(envelope))
+
+
+def _kept(message: OutgoingMessage) -> Document:
+    """A message as a journal keeps it, with its headers if it has any (an event's content
+    type: the sweep publishes it as the writer would have)."""
+    kept: Document = {"topic": message.topic, "key": message.key, "value": message.value}
+    if message.headers:
+        kept["headers"] = [list(header) for header in message.headers]
+    return kept
+
+
+def _kept_message(kept: Document) -> OutgoingMessage:
+    """A message a journal kept (`_kept`), with the headers it was journaled with."""
+    headers = tuple((name, value) for name, value in kept.get("headers", ()))
+    return OutgoingMessage(kept["topic"], kept["key"], kept["value"], headers)
 
 
 # Applies records kept in a journal beside its events (segment-svc's member records), before the
@@ -110,7 +131,7 @@ class EventJournal:
                 size = 0
             if write.records and self._apply_records is None:
                 raise ValueError("records journaled, and nothing to apply them")
-            entries = [{"topic": m.topic, "key": m.key, "value": m.value} for m in write.messages]
+            entries = [_kept(m) for m in write.messages]
             kept = {"document": write.document_id, "entries": entries}
             chunks[-1].append({**kept, "records": write.records} if write.records else kept)
             size += length
@@ -195,7 +216,7 @@ class EventJournal:
         return [
             JournaledWrite(
                 write["document"],
-                [OutgoingMessage(e["topic"], e["key"], e["value"]) for e in write["entries"]],
+                [_kept_message(e) for e in write["entries"]],
                 write.get("records", []),
             )
             for write in writes

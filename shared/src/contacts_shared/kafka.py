@@ -50,6 +50,19 @@ class OutgoingMessage:
     partition: int | None = None
 
 
+# The Kafka protocol binding of CloudEvents, structured mode: a record whose value is a whole
+# envelope in JSON says so in this header, so a consumer on a CloudEvents SDK reads every
+# attribute from the value (events.EventEnvelope).
+CONTENT_TYPE_HEADER = "content-type"
+CLOUDEVENTS_JSON = "application/cloudevents+json"
+EVENT_HEADERS = ((CONTENT_TYPE_HEADER, CLOUDEVENTS_JSON.encode()),)
+
+
+def event_message(topic: str, key: str, envelope: bytes) -> OutgoingMessage:
+    """The record of an event: its envelope's JSON, in CloudEvents structured mode."""
+    return OutgoingMessage(topic, key, envelope, EVENT_HEADERS)
+
+
 _MURMUR_M = 0x5BD1E995
 
 

@@ -8,6 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiokafka import ConsumerRecord
+from cloudevents.core.bindings.common import CONTENT_TYPE_HEADER
+from cloudevents.core.bindings.kafka import KafkaMessage, from_kafka
+from cloudevents.core.formats.json import JSONFormat
 
 from contacts_shared.dead_letters import (
     REPLAYED_FROM_HEADER,
@@ -24,6 +27,9 @@ from contacts_shared.dead_letters import (
     replay_message,
     topics_of,
 )
+from contacts_shared.events import ProfileDeleted, to_envelope
+from contacts_shared.kafka import event_message
+from contacts_shared.schema import ProfileType
 
 NOW = datetime(2025, 3, 14, 12, 0, tzinfo=UTC)
 
@@ -151,6 +157,20 @@ def test_a_replay_sends_the_original_key_and_value_to_the_original_topic() -> No
     assert message.headers[-1] == (REPLAYED_FROM_HEADER, b"contacts.commands.dlq:2:7")
     assert message.partition is None  # the key chooses, as it did the first time
     assert replay_message(letter(key=None)).key == ""  # as GuardedHandler parked it
+
+
+def test_a_replayed_event_is_still_a_structured_cloud_event() -> None:
+    deleted = ProfileDeleted(profile_id="p1", type=ProfileType.REGULAR, version=4)
+    envelope = to_envelope(deleted, account_id="acct", source="/profile-svc")
+    event = event_message("profiles.events", "p1", envelope.model_dump_json().encode())
+    parked = letter(headers=(*event.headers, *PARKED_HEADERS[2:]), key=b"p1", value=event.value)
+    message = replay_message(parked)
+    assert message.headers[0] == (CONTENT_TYPE_HEADER, JSONFormat.CONTENT_TYPE.encode())
+    kafka = KafkaMessage(dict(message.headers), message.key.encode(), message.value)
+    assert from_kafka(kafka, JSONFormat()).get_attributes() == {
+        **envelope.model_dump(exclude={"data"}),
+        "partitionkey": "p1",
+    }
 
 
 def test_a_mark_is_keyed_by_the_dead_letter_position() -> None:

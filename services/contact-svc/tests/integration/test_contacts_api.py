@@ -308,6 +308,49 @@ async def test_contact_events_are_published_in_order(
     assert updated["changed"] == ("edad",) and updated["contact"]["fields"]["edad"] == 9
 
 
+async def test_contact_events_are_cloud_events_in_structured_mode(
+    services: Services,
+    known_profile: Any,
+    contact_settings: ContactSettings,
+    read_envelopes: Any,
+    read_cloud_events: Any,
+) -> None:
+    _, contacts = services
+    profile = await known_profile(name="Cloud", fields=FIELDS)
+    base = f"/v1/profiles/{profile['id']}/contacts"
+    started = datetime.now(UTC)
+    # One created through its outbox, a batch's through the journal of the bulk insert.
+    one = {"email": "one@example.com", "Nombre": "One"}
+    batch = [{"email": f"b{n}@example.com", "Nombre": f"B{n}"} for n in range(3)]
+    await contacts.post(base, json={"fields": one})
+    assert (await contacts.post(f"{base}:batch", json={"contacts": batch})).is_success
+    topic = contact_settings.topic_contacts_events
+    read = await read_cloud_events(topic, count=4)
+    envelopes = await read_envelopes(topic, until=lambda found: len(found) >= 4)
+
+    assert {r.content_type for r in read} == {"application/cloudevents+json"}
+    # The SDK reads every attribute and the data as the services do, none lost or changed.
+    assert sorted((r.event for r in read), key=lambda event: event["id"]) == sorted(
+        ({**e.model_dump(), "partitionkey": e.subject} for e in envelopes),
+        key=lambda event: event["id"],
+    )
+    events = {event["data"]["contact"]["key"]: event for event in (r.event for r in read)}
+    assert sorted(events) == sorted(item["email"] for item in [one, *batch])
+    for item in [one, *batch]:
+        key, event = item["email"], events[item["email"]]
+        assert event["specversion"] == "1.0" and event["id"]
+        assert (event["type"], event["source"]) == ("contacts.contact.created", "/contact-svc")
+        assert event["subject"] == event["partitionkey"] == f"{profile['id']}:{key}"
+        assert started <= event["time"] <= datetime.now(UTC)
+        assert event["datacontenttype"] == "application/json"
+        assert (event["accountid"], event["dataversion"]) == (
+            contact_settings.api_keys["key-a"],
+            "1",
+        )
+        assert event["data"]["contact"]["fields"] == {"email": key, "nombre": item["Nombre"]}
+    assert len({event["id"] for event in events.values()}) == 4
+
+
 async def test_batches_upsert_each_item_and_name_the_bad_ones(
     services: Services, known_profile: Any
 ) -> None:

@@ -19,7 +19,7 @@ from contacts_shared.commands import (
     contact_partition_key,
 )
 from contacts_shared.events import ImportRowsRefused, RefusedRow, to_envelope
-from contacts_shared.kafka import EventPublisher, OutgoingMessage, partition_of
+from contacts_shared.kafka import EventPublisher, OutgoingMessage, event_message, partition_of
 from contacts_shared.mongo import retry_if_stale
 from contacts_shared.profiles import ProfileNotWritable, ProfileSchema, SchemaStore
 from contacts_shared.schema import ProfileType
@@ -387,7 +387,7 @@ class Worker:
             source=self.events_source,
             event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{job.id}:{first}")),
         )
-        return OutgoingMessage(self.events_topic, job.id, envelope.model_dump_json().encode())
+        return event_message(self.events_topic, job.id, envelope.model_dump_json().encode())
 
     async def _send(self, sending: _Sending, *, done: bool = False) -> bool:
         """Send what waits and tell the refused rows, then checkpoint. False: stop."""

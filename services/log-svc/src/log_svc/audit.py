@@ -1,8 +1,11 @@
 """A contact's audit trail: what changed it, when, and by which source, one entry per version,
-from contact-svc's events. Pure: no I/O."""
+from contact-svc's events; a contact erased at the person's request loses its trail. Pure: no
+I/O."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -22,9 +25,12 @@ PAST_SEPARATOR = chr(ord(SEPARATOR) + 1)
 
 
 def audit_entry(event: DomainEvent, at: datetime) -> dict[str, Any] | None:
-    """The trail's entry for a contact event (None for other events); `_id` is the contact
-    and its version, so an event delivered twice writes the same entry."""
+    """The trail's entry for a contact event (None for other events, and for an erasure: the
+    contact id holds the person's email); `_id` is the contact and its version, so an event
+    delivered twice writes the same entry."""
     if isinstance(event, ContactDeleted):
+        if event.erased:
+            return None
         contact_id, version = event.contact_id, event.version
         entry: dict[str, Any] = {
             "account_id": event.account_id,
@@ -78,3 +84,34 @@ def trail_range(contact_id: str, after_version: int = 0) -> dict[str, str]:
         "$gt": f"{contact_id}{SEPARATOR}{after_version:012d}",
         "$lt": f"{contact_id}{PAST_SEPARATOR}",
     }
+
+
+@dataclass(frozen=True)
+class TrailChanges:
+    """What a batch of contact events does to the trail: the entries to write, and the erased
+    contacts with the version up to which their entries go."""
+
+    entries: list[dict[str, Any]]
+    erased: dict[str, int]
+
+
+def trail_changes(events: Iterable[tuple[DomainEvent, datetime]]) -> TrailChanges:
+    """The changes a batch of events (each with when it was published) makes. An erased
+    contact's entries of the batch up to its erasure are not written; later ones (the contact
+    added again) are."""
+    entries: list[dict[str, Any]] = []
+    erased: dict[str, int] = {}
+    for event, at in events:
+        entry = audit_entry(event, at)
+        if entry is not None:
+            entries.append(entry)
+        if isinstance(event, ContactDeleted) and event.erased:
+            # The newest erasure wins: a copy of an older one, published again late, follows it.
+            erased[event.contact_id] = max(event.version, erased.get(event.contact_id, 0))
+    kept = [e for e in entries if e["version"] > erased.get(e["contact_id"], 0)]
+    return TrailChanges(kept, erased)
+
+
+def erased_range(contact_id: str, version: int) -> dict[str, str]:
+    """The `_id` range of a contact's entries up to and including `version`."""
+    return {"$gt": f"{contact_id}{SEPARATOR}", "$lte": f"{contact_id}{SEPARATOR}{version:012d}"}

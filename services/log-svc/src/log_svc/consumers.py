@@ -1,5 +1,5 @@
 """Kafka entry points of log-svc: import events into the import log and its refused rows,
-contact events into the audit trail."""
+contact events into the audit trail (erasures out of it)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from contacts_shared.events import ImportEvent, ImportRowsRefused, event_of
 from contacts_shared.kafka import Record
-from log_svc.audit import audit_entry
+from log_svc.audit import trail_changes
 from log_svc.repository import AuditTrail, ImportLog, RefusedRows
 
 
@@ -23,11 +23,13 @@ async def record_import_event(record: Record, *, log: ImportLog, refused: Refuse
 
 
 async def record_contact_events(records: Sequence[Record], *, trail: AuditTrail) -> None:
-    """Add a partition's batch of contact events to the contacts' audit trails."""
-    entries = []
-    for record in records:
-        parsed = event_of(record.value)
-        if parsed is not None and (entry := audit_entry(parsed[1], parsed[0].time)):
-            entries.append(entry)
-    if entries:
-        await trail.record(entries)
+    """Add a partition's batch of contact events to the contacts' audit trails, and erase the
+    trails of contacts erased at the person's request. Both are idempotent: a batch handled
+    again changes nothing."""
+    changes = trail_changes(
+        (parsed[1], parsed[0].time)
+        for record in records
+        if (parsed := event_of(record.value)) is not None
+    )
+    await trail.record(changes.entries)
+    await trail.erase(changes.erased)

@@ -4,11 +4,11 @@ contact version)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, InsertOne
+from pymongo import ASCENDING, DESCENDING, DeleteMany, IndexModel, InsertOne
 
 from contacts_shared.events import ImportSnapshot, RefusedRow
 from contacts_shared.mongo import (
@@ -20,7 +20,7 @@ from contacts_shared.mongo import (
     replace_if_newer,
     update_each,
 )
-from log_svc.audit import trail_range
+from log_svc.audit import erased_range, trail_range
 
 
 class ImportLog:
@@ -117,6 +117,15 @@ class AuditTrail:
         there already, the same, and stays. Inserts: an upsert of a new document costs several
         times an insert on this server."""
         await bulk_write_tolerating_duplicates(self._collection, [InsertOne(e) for e in entries])
+
+    async def erase(self, erased: Mapping[str, int]) -> None:
+        """Delete each contact's entries up to its version (`contact id -> version`), in one
+        unordered bulk write; those of later versions (the contact added again) stay."""
+        if erased:
+            await self._collection.bulk_write(
+                [DeleteMany({"_id": erased_range(c, v)}) for c, v in erased.items()],
+                ordered=False,
+            )
 
     async def of_contact(self, contact_id: str, after_version: int, limit: int) -> list[Document]:
         cursor = self._collection.find({"_id": trail_range(contact_id, after_version)})

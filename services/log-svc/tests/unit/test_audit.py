@@ -1,4 +1,4 @@
-"""Audit-trail entries from contact events."""
+"""Audit-trail entries from contact events, and erasures at the person's request."""
 
 from __future__ import annotations
 
@@ -10,23 +10,27 @@ from contacts_shared.events import (
     ContactDeleted,
     ContactImported,
     ContactStatusChanged,
+    ContactUpdated,
     ProfileDeleted,
 )
 from contacts_shared.schema import ContactSnapshot, ContactStatus, ProfileType
-from log_svc.audit import audit_entry, trail_range
+from log_svc.audit import audit_entry, erased_range, trail_changes, trail_range
 
 AT = datetime(2026, 5, 1, tzinfo=UTC)
 
 
 def snapshot(
-    version: int, status: ContactStatus = ContactStatus.ACTIVE, source: str = "api"
+    version: int,
+    status: ContactStatus = ContactStatus.ACTIVE,
+    source: str = "api",
+    key: str = "ana@x.cl",
 ) -> ContactSnapshot:
     return ContactSnapshot(
-        id="p1:ana@x.cl",
+        id=f"p1:{key}",
         account_id="a1",
         profile_id="p1",
-        key="ana@x.cl",
-        fields={"email": "ana@x.cl", "nombre": "Ana"},
+        key=key,
+        fields={"email": key, "nombre": "Ana"},
         status=status,
         status_source=source,
         status_changed_at=AT,
@@ -34,6 +38,22 @@ def snapshot(
         version=version,
         created_at=AT,
         updated_at=AT,
+    )
+
+
+def deleted(
+    version: int, *, erased: bool = False, status: ContactStatus = ContactStatus.ACTIVE
+) -> ContactDeleted:
+    return ContactDeleted(
+        contact_id="p1:ana@x.cl",
+        account_id="a1",
+        profile_id="p1",
+        key="ana@x.cl",
+        version=version,
+        status=status,
+        created_at=AT,
+        source="import:i2",
+        erased=erased,
     )
 
 
@@ -59,19 +79,7 @@ def test_each_change_becomes_one_entry_with_its_source() -> None:
             ),
             AT,
         ),
-        audit_entry(
-            ContactDeleted(
-                contact_id="p1:ana@x.cl",
-                account_id="a1",
-                profile_id="p1",
-                key="ana@x.cl",
-                version=4,
-                status=ContactStatus.UNSUBSCRIBED,
-                created_at=AT,
-                source="import:i2",
-            ),
-            AT,
-        ),
+        audit_entry(deleted(4, status=ContactStatus.UNSUBSCRIBED), AT),
     ]
     assert [e["change"] for e in entries if e] == [
         "created",
@@ -92,3 +100,33 @@ def test_each_change_becomes_one_entry_with_its_source() -> None:
 def test_other_events_leave_no_entry() -> None:
     gone = ProfileDeleted(profile_id="p1", type=ProfileType.REGULAR, version=3)
     assert audit_entry(gone, AT) is None
+
+
+def test_an_erasure_leaves_nothing_of_the_contact_up_to_it() -> None:
+    updated = ContactUpdated(contact=snapshot(2), changed=("nombre",))
+    changes = trail_changes(
+        (event, AT)
+        for event in [
+            ContactCreated(contact=snapshot(1)),
+            ContactCreated(contact=snapshot(1, key="ana@x.cl.other")),
+            updated,
+            deleted(3, erased=True),
+            ContactCreated(contact=snapshot(4)),  # added again, and erased again
+            deleted(5, erased=True),
+            ContactCreated(contact=snapshot(6)),
+            updated,  # copies the relay published again, late
+            deleted(3, erased=True),
+        ]
+    )
+    assert audit_entry(deleted(3, erased=True), AT) is None
+    assert [(e["contact_id"], e["version"]) for e in changes.entries] == [
+        ("p1:ana@x.cl.other", 1),
+        ("p1:ana@x.cl", 6),
+    ]
+    assert changes.erased == {"p1:ana@x.cl": 5}
+    window = erased_range("p1:ana@x.cl", 5)
+    ids = ["p1:ana@x.cl\x1f000000000001", "p1:ana@x.cl\x1f000000000005"]
+    assert all(window["$gt"] < i <= window["$lte"] for i in ids)
+    # Neither the contact added again nor another contact whose key starts the same.
+    for kept in ["p1:ana@x.cl\x1f000000000006", "p1:ana@x.cl.other\x1f000000000001"]:
+        assert not window["$gt"] < kept <= window["$lte"]

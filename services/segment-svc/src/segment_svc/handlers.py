@@ -22,7 +22,7 @@ from contacts_shared.events import (
     event_of,
     to_envelope,
 )
-from contacts_shared.kafka import EventPublisher, OutgoingMessage, Record
+from contacts_shared.kafka import EventPublisher, Record, event_message
 from contacts_shared.mongo import Document, bson_now
 from contacts_shared.profiles import MongoSchemaStore, project_profile_event
 from contacts_shared.schema import ProfileType
@@ -270,5 +270,5 @@ class Rebuilder:
         )
         envelope = to_envelope(event, account_id=segment.account_id, source=SOURCE)
         await self._publisher.publish(
-            [OutgoingMessage(self._topic, envelope.subject, envelope.model_dump_json().encode())]
+            [event_message(self._topic, envelope.subject, envelope.model_dump_json().encode())]
         )

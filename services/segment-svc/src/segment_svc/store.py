@@ -14,7 +14,7 @@ from pydantic_core import to_json
 from pymongo import ASCENDING, IndexModel, InsertOne, ReturnDocument, UpdateOne
 
 from contacts_shared.journal import JOURNAL, EventJournal, JournaledWrite, JournalRound
-from contacts_shared.kafka import EventPublisher, OutgoingMessage
+from contacts_shared.kafka import EventPublisher, OutgoingMessage, event_message
 from contacts_shared.mongo import (
     Collection,
     Document,
@@ -491,7 +491,7 @@ class MembershipRelay:
 
 def _message(entry: Document) -> OutgoingMessage:
     """A membership entry's event, keyed by contact so one contact's events stay in order."""
-    return OutgoingMessage(entry["topic"], entry["contact_id"], to_json(entry["envelope"]))
+    return event_message(entry["topic"], entry["contact_id"], to_json(entry["envelope"]))
 
 
 def _record(entry: Document) -> Document:

@@ -1,6 +1,6 @@
 """segment-svc's collections on the real MongoDB-protocol server and Kafka: conditional writes
-of projected contacts, member records ordered by the write that made them, and the journal of
-what a crashed worker left unpublished."""
+of projected contacts, member records ordered by the write that made them, the journal of
+what a crashed worker left unpublished, and a contact erased at the person's request."""
 
 from __future__ import annotations
 
@@ -10,14 +10,22 @@ from typing import Any
 
 import pytest
 
+from contacts_shared.events import ContactCreated, ContactDeleted, DomainEvent, EventEnvelope
 from contacts_shared.kafka import EventPublisher, OutgoingMessage
 from contacts_shared.profiles import ProfileSchema
 from contacts_shared.rules import RuleGroup
-from contacts_shared.schema import ContactStatus, FieldSpec, FieldType, ProfileSnapshot, ProfileType
+from contacts_shared.schema import (
+    ContactSnapshot,
+    ContactStatus,
+    FieldSpec,
+    FieldType,
+    ProfileSnapshot,
+    ProfileType,
+)
 from segment_svc.counts import OUTSIDE, Change, Standing, fold
 from segment_svc.evaluate import ContactView, Segment
-from segment_svc.handlers import Rebuilder
-from segment_svc.membership import ContactState, contact_writes
+from segment_svc.handlers import Rebuilder, Segmenter
+from segment_svc.membership import ContactState, contact_state, contact_writes
 from segment_svc.resources import Resources
 from segment_svc.settings import SegmentSettings
 from segment_svc.store import MembershipRelay
@@ -200,6 +208,46 @@ async def test_a_later_write_publishes_a_live_journals_events_of_its_contact_fir
     assert await resources.members.get("v1", "e@x.com") is None
 
 
+async def test_membership_events_are_cloud_events_in_structured_mode(
+    resources: Resources,
+    dying: Resources,
+    settings: SegmentSettings,
+    topic: str,
+    read_cloud_events: Any,
+) -> None:
+    # Published by the writer that wrote them, and from the journal of one that died.
+    written = contact_writes(
+        [state("f@x.com", 1, "Lima")], {}, {"p1": [SEGMENT]}, now=NOW, topic=topic
+    )
+    assert await resources.relay.write(written) == set()
+    swept = contact_writes(
+        [state("g@x.com", 1, "Lima")], {}, {"p1": [SEGMENT]}, now=NOW, topic=topic
+    )
+    with pytest.raises(ConnectionError):
+        await dying.relay.write(swept)
+    expired = Resources.open(settings.model_copy(update={"journal_lease_seconds": 0.001}))
+    try:
+        assert await expired.relay.sweep() == 1
+    finally:
+        await expired.close()
+    published = [
+        EventEnvelope.model_validate(entry["envelope"])
+        for _, _, entries in written + swept
+        for entry in entries
+    ]
+    assert [(e.type, e.source, e.subject) for e in published] == [
+        (ENTERED, "/segment-svc", "p1:f@x.com"),
+        (ENTERED, "/segment-svc", "p1:g@x.com"),
+    ]
+
+    read = await read_cloud_events(topic, count=2)
+    assert {r.content_type for r in read} == {"application/cloudevents+json"}
+    # Every attribute and the data as published; the SDK adds the record key, the contact.
+    assert sorted((r.event for r in read), key=lambda event: event["subject"]) == [
+        {**e.model_dump(), "partitionkey": e.subject} for e in published
+    ]
+
+
 def virtual(rules: dict[str, Any], version: int) -> ProfileSnapshot:
     return ProfileSnapshot(
         id="v9",
@@ -289,7 +337,7 @@ async def test_member_counts_count_each_change_once(resources: Resources) -> Non
 
 
 async def test_a_rebuild_walks_every_page_with_pages_in_flight(
-    resources: Resources, topic: str, read_envelopes: Any
+    resources: Resources, topic: str, read_envelopes: Any, read_cloud_events: Any
 ) -> None:
     await resources.schemas.apply(
         ProfileSchema("p1", "acct", ProfileType.REGULAR, FIELDS, 1), deleted=False
@@ -331,3 +379,60 @@ async def test_a_rebuild_walks_every_page_with_pages_in_flight(
     envelopes = await read_envelopes(topic, until=rebuilt)
     entered = sorted(e.data["key"] for e in envelopes if e.type == ENTERED)
     assert entered == expected
+    # The rebuild's own event, like its members', in CloudEvents structured mode.
+    read = await read_cloud_events(topic, count=len(envelopes))
+    assert {r.content_type for r in read} == {"application/cloudevents+json"}
+    assert {r.event["type"] for r in read} == {ENTERED, "contacts.segment.rebuilt"}
+
+
+async def test_an_erased_contact_keeps_no_fields_and_leaves_its_segments(
+    resources: Resources, topic: str, read_envelopes: Any
+) -> None:
+    await resources.schemas.apply(
+        ProfileSchema("p1", "acct", ProfileType.REGULAR, FIELDS, 1), deleted=False
+    )
+    await resources.segments.apply_virtual(
+        virtual({"all": [{"field": "City", "op": "equals", "value": "Lima"}]}, 1)
+    )
+    segmenter = Segmenter(resources.segments, resources.projection, resources.relay, topic=topic)
+    contact = ContactSnapshot(
+        id="p1:f@x.com",
+        account_id="acct",
+        profile_id="p1",
+        key="f@x.com",
+        fields={"email": "f@x.com", "city": "Lima"},
+        status=ContactStatus.ACTIVE,
+        status_source="api",
+        status_changed_at=NOW,
+        source="api",
+        version=1,
+        created_at=NOW,
+        updated_at=NOW,
+    )
+    erasure = ContactDeleted(
+        contact_id=contact.id,
+        account_id="acct",
+        profile_id="p1",
+        key=contact.key,
+        version=2,
+        status=ContactStatus.ACTIVE,
+        created_at=NOW,
+        source="webhook:s1",
+        erased=True,
+    )
+    events: list[DomainEvent] = [ContactCreated(contact=contact), erasure]
+    for event in events:
+        state = contact_state(event, "acct")
+        assert state is not None
+        await segmenter.apply_states([state])
+
+    document = (await resources.projection.load([contact.id]))[contact.id]
+    assert (document["deleted"], document["fields"], document["segments"]) == (True, {}, {})
+    assert (document["created_at"], document["updated_at"]) == (None, None)
+    assert "Lima" not in repr(document)  # no value of its fields anywhere
+    assert await resources.members.get("v9", contact.key) is None
+    envelopes = await read_envelopes(topic, until=lambda e: len(e) >= 2)
+    assert [(e.type, e.data.get("reason")) for e in envelopes] == [
+        (ENTERED, None),
+        ("contacts.segment.contact_left", "contact_deleted"),
+    ]
