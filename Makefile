@@ -64,6 +64,7 @@ test: lint
 bench: setup
 	$(UV) run --frozen python bench/profile_events.py
 	$(UV) run --frozen python bench/webhook_ingest.py
+	$(UV) run --frozen python bench/store_deliveries.py
 
 # Reads on one large profile; loading a million contacts takes a few minutes:
 # SCALE_CONTACTS=100000 for a quicker look.

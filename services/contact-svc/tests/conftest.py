@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -128,3 +130,19 @@ def regular_schema() -> ProfileSchema:
         ),
         version=1,
     )
+
+
+Sample = Callable[[str], dict[str, Any]]
+SAMPLES = Path(__file__).parent / "samples"
+
+
+@pytest.fixture(scope="session")
+def sample() -> Sample:
+    """A store platform's documented payload from `samples/`, by platform and topic
+    (`sample("shopify/customers_create")`), read anew at each call so a test may change it."""
+
+    def read(name: str) -> dict[str, Any]:
+        payload: dict[str, Any] = json.loads((SAMPLES / f"{name}.json").read_text())
+        return payload
+
+    return read

@@ -9,14 +9,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from contacts_shared.schema import ContactStatus
+
 
 def contact_partition_key(profile_id: str, key: str) -> str:
     """The Kafka key of every command (and event) about one contact."""
     return f"{profile_id}:{key}"
 
 
-class ContactCommandBase(BaseModel):
-    """A change to one contact, on `contacts.commands` keyed `profile_id:key`, so that one
+class ContactKeyed(BaseModel):
+    """A command about one contact, on `contacts.commands` keyed `profile_id:key`, so that one
     writer applies each contact's commands in order, whatever sent them."""
 
     model_config = ConfigDict(frozen=True)
@@ -24,20 +26,39 @@ class ContactCommandBase(BaseModel):
     account_id: str
     profile_id: str
     key: str = Field(description="normalized email or E.164 phone")
-    values: dict[str, Any] = Field(description="validated values by field key")
 
     @property
     def partition_key(self) -> str:
         return contact_partition_key(self.profile_id, self.key)
 
 
+class ContactCommandBase(ContactKeyed):
+    """A change to one contact's values."""
+
+    values: dict[str, Any] = Field(description="validated values by field key")
+
+
 class UpsertContact(ContactCommandBase):
-    """Create a contact or change only the given values (webhook records, batches)."""
+    """Create a contact or change only the given values (webhook records, batches); `status`
+    (with its reason): what the record tells, a consent withdrawn, set on a new or active
+    contact (a suppressed one keeps its own)."""
 
     type: Literal["contacts.command.upsert_contact"] = "contacts.command.upsert_contact"
     command_id: str
     source: str = Field(description="e.g. webhook:<source id>")
     received_at: datetime
+    status: ContactStatus | None = None
+    status_reason: str | None = None
+
+
+class DeleteContact(ContactKeyed):
+    """Delete a contact (a store deleted its customer); `erase`: at the person's request, its
+    values and history go too (a store's GDPR redact). A contact not held is left as it is."""
+
+    type: Literal["contacts.command.delete_contact"] = "contacts.command.delete_contact"
+    command_id: str
+    source: str = Field(description="e.g. webhook:<source id>")
+    erase: bool = False
 
 
 class UpsertContacts(BaseModel):
@@ -130,13 +151,10 @@ class PurgeForImport(BaseModel):
         return f"import:{self.import_id}"
 
 
-OneContactCommand = UpsertContact | ImportContact | PurgeForImport
-ContactCommand = Annotated[
-    UpsertContact | UpsertContacts | ImportContact | PurgeForImport, Field(discriminator="type")
-]
-CONTACT_COMMAND: TypeAdapter[UpsertContact | UpsertContacts | ImportContact | PurgeForImport] = (
-    TypeAdapter(ContactCommand)
-)
+OneContactCommand = UpsertContact | DeleteContact | ImportContact | PurgeForImport
+AnyContactCommand = UpsertContact | UpsertContacts | DeleteContact | ImportContact | PurgeForImport
+ContactCommand = Annotated[AnyContactCommand, Field(discriminator="type")]
+CONTACT_COMMAND: TypeAdapter[AnyContactCommand] = TypeAdapter(ContactCommand)
 
 
 def commands_in(value: bytes) -> Sequence[OneContactCommand]:

@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from contact_svc import handlers
 from contact_svc.domain import API_SOURCE, Contact, ContactOrder, page_cursor
-from contact_svc.repository import ContactRepository, WebhookSourceStore
+from contact_svc.repository import ContactRepository
 from contact_svc.settings import ContactSettings
 from contact_svc.stats import ProfileStats
-from contact_svc.webhooks import RecentSources, SignatureError, WebhookFormat, WebhookSource
 from contacts_shared.journal import JournalRound
 from contacts_shared.outbox import OutboxRelay, QueuedDocuments
 from contacts_shared.profiles import ProfileSchema, SchemaStore
 from contacts_shared.schema import ContactStatus
-from contacts_shared.web import AccountId, InFlightLimit, Problem
+from contacts_shared.web import AccountId
 
 router = APIRouter(prefix="/v1/profiles/{profile_id}/contacts", tags=["contacts"])
 
@@ -325,144 +323,3 @@ async def profile_stats(profile_id: str, account_id: AccountId, request: Request
     today included), and the time of the last change. Counted from the contact events as they
     are published, so a change shows here a moment after its write is answered."""
     return StatsOut(**asdict(await stats_of(profile_id, account_id, request)))
-
-
-# -- webhooks ------------------------------------------------------------------------------------
-
-webhook_router = APIRouter(tags=["webhooks"])
-
-
-class WebhookSourceIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    profile_id: str = Field(min_length=1, max_length=100)
-    format: WebhookFormat = WebhookFormat.GENERIC
-    mapping: dict[str, str] = Field(
-        default_factory=dict,
-        description="payload key or dotted path (`default_address.city`) -> profile field name",
-    )
-
-
-class WebhookSourceOut(BaseModel):
-    id: str
-    profile_id: str
-    format: WebhookFormat
-    mapping: dict[str, str]
-    endpoint: str
-    created_at: datetime
-    secret: str | None = Field(default=None, description="shown once, at creation or rotation")
-
-    @classmethod
-    def of(cls, source: WebhookSource, *, with_secret: bool = False) -> WebhookSourceOut:
-        return cls(
-            id=source.id,
-            profile_id=source.profile_id,
-            format=source.format,
-            mapping=source.mapping,
-            endpoint=f"/v1/webhooks/{source.id}",
-            created_at=source.created_at,
-            secret=source.secret if with_secret else None,
-        )
-
-
-class WebhookAccepted(BaseModel):
-    accepted: int
-    rejected: list[ItemOut]
-
-
-def sources_of(request: Request) -> WebhookSourceStore:
-    sources: WebhookSourceStore = request.app.state.webhook_sources
-    return sources
-
-
-def recent_sources(request: Request) -> RecentSources:
-    recent: RecentSources = request.app.state.recent_webhook_sources
-    return recent
-
-
-@webhook_router.post("/v1/webhook-sources", status_code=status.HTTP_201_CREATED)
-async def create_webhook_source(
-    body: WebhookSourceIn, account_id: AccountId, request: Request
-) -> WebhookSourceOut:
-    """Register a store's customer webhook; the answer holds its signing secret, once."""
-    source = await handlers.create_webhook_source(
-        account_id=account_id,
-        profile_id=body.profile_id,
-        format=body.format,
-        mapping=body.mapping,
-        schemas=request.app.state.schemas,
-        sources=sources_of(request),
-    )
-    return WebhookSourceOut.of(source, with_secret=True)
-
-
-@webhook_router.get("/v1/webhook-sources/{source_id}")
-async def get_webhook_source(
-    source_id: str, account_id: AccountId, request: Request
-) -> WebhookSourceOut:
-    """A webhook source, without its secret."""
-    return WebhookSourceOut.of(
-        await handlers.owned_source(sources_of(request), account_id, source_id)
-    )
-
-
-@webhook_router.post("/v1/webhook-sources/{source_id}:rotate-secret")
-async def rotate_webhook_secret(
-    source_id: str, account_id: AccountId, request: Request
-) -> dict[str, str]:
-    """Replace the signing secret; the old one stops working at once on the replica that
-    answers, within `CONTACTS_WEBHOOK_SOURCE_CACHE_SECONDS` (1 s) on the others."""
-    secret = await handlers.rotate_webhook_secret(
-        account_id=account_id, source_id=source_id, sources=sources_of(request)
-    )
-    recent_sources(request).forget(source_id)
-    return {"secret": secret}
-
-
-@webhook_router.delete("/v1/webhook-sources/{source_id}", status_code=204)
-async def delete_webhook_source(source_id: str, account_id: AccountId, request: Request) -> None:
-    """Stop accepting this source's webhooks (within `CONTACTS_WEBHOOK_SOURCE_CACHE_SECONDS`
-    on the other replicas)."""
-    await handlers.owned_source(sources_of(request), account_id, source_id)
-    await sources_of(request).remove(source_id)
-    recent_sources(request).forget(source_id)
-
-
-@webhook_router.post("/v1/webhooks/{source_id}", status_code=status.HTTP_202_ACCEPTED)
-async def receive_webhook(
-    source_id: str,
-    request: Request,
-    x_webhook_timestamp: Annotated[str | None, Header()] = None,
-    x_webhook_signature: Annotated[str | None, Header()] = None,
-) -> WebhookAccepted:
-    """A store's customer record, or an array of up to 1,000, signed with the source's secret:
-    202 once every valid record is durably on Kafka; invalid ones are listed, not applied."""
-    settings: ContactSettings = request.app.state.settings
-    in_flight: InFlightLimit = request.app.state.webhooks_in_flight
-    try:
-        with in_flight.slot():
-            results = await handlers.ingest_webhook(
-                source_id=source_id,
-                timestamp=x_webhook_timestamp,
-                signed=x_webhook_signature,
-                body=await request.body(),
-                now=time.time(),
-                region=settings.default_phone_region,
-                topic=settings.topic_contacts_commands,
-                sources=sources_of(request),
-                schemas=request.app.state.schemas,
-                publisher=request.app.state.publisher,
-                limits=request.app.state.webhook_limits,
-                recent=recent_sources(request),
-            )
-    except SignatureError as exc:
-        raise Problem(401, "Unauthorized", str(exc)) from exc
-    rejected = [item_out(r) for r in results if r.outcome is handlers.Outcome.REJECTED]
-    if len(rejected) == len(results):
-        errors = [
-            {"field": f"[{r.index}].{e['field']}", "message": e["message"]}
-            for r in rejected
-            for e in r.errors
-        ]
-        raise Problem(422, "No valid record", "Every record was rejected", errors)
-    return WebhookAccepted(accepted=len(results) - len(rejected), rejected=rejected)

@@ -6,25 +6,33 @@ import asyncio
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from functools import partial
 
 from fastapi import FastAPI, Request, Response
 
-from contact_svc.api import router, stats_router, webhook_router
+from contact_svc.api import router, stats_router
 from contact_svc.consumers import (
     apply_contact_commands,
     apply_profile_event,
     project_contact_events,
 )
+from contact_svc.deliveries import WebhookRejected
 from contact_svc.domain import ContactError, ContactExists, ContactNotFound, ProfileUnknown
-from contact_svc.handlers import WebhookRejected, WebhookSourceNotFound, enforce_suppressions
+from contact_svc.handlers import enforce_suppressions
 from contact_svc.repository import (
     MongoContactRepository,
     MongoStatsStore,
     MongoSuppressionStore,
-    MongoWebhookSourceStore,
 )
 from contact_svc.settings import ContactSettings
+from contact_svc.webhook_api import delivery_router, webhook_router
+from contact_svc.webhook_handlers import SecretChanged, WebhookIntake, WebhookSourceNotFound
+from contact_svc.webhook_repository import (
+    MongoDeliveryStore,
+    MongoStoreCustomerStore,
+    MongoWebhookSourceStore,
+)
 from contact_svc.webhooks import RecentSources, SourceRateLimits
 from contacts_shared.journal import EventJournal
 from contacts_shared.kafka import EventPublisher, one_at_a_time, service_consumer
@@ -49,7 +57,7 @@ def problem_of(exc: Exception) -> Problem:
         return Problem(exc.status, "Unusable webhook request", str(exc))
     if isinstance(exc, ContactNotFound | ProfileUnknown | WebhookSourceNotFound):
         return Problem(404, "Not Found", str(exc))
-    if isinstance(exc, ContactExists | ProfileNotWritable):
+    if isinstance(exc, ContactExists | ProfileNotWritable | SecretChanged):
         return Problem(409, "Conflict", str(exc))
     raise TypeError(f"unmapped contact error {type(exc).__name__}")
 
@@ -127,11 +135,25 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
         app.state.schemas = PatientSchemas(schemas, wait=settings.profile_wait_seconds)
         app.state.publisher = publisher
         app.state.webhook_sources = MongoWebhookSourceStore(database["webhook_sources"])
-        app.state.webhook_limits = SourceRateLimits(
-            settings.webhook_records_per_second, settings.webhook_burst_records
+        kept = timedelta(days=settings.webhook_delivery_ids_days)
+        store_customers = MongoStoreCustomerStore(database["webhook_store_customers"], kept)
+        deliveries = MongoDeliveryStore(database["webhook_deliveries"], kept)
+        await store_customers.create_indexes()
+        await deliveries.create_indexes()
+        app.state.webhook_intake = WebhookIntake(
+            sources=app.state.webhook_sources,
+            customers=store_customers,
+            deliveries=deliveries,
+            schemas=app.state.schemas,
+            publisher=publisher,
+            limits=SourceRateLimits(
+                settings.webhook_records_per_second, settings.webhook_burst_records
+            ),
+            recent=RecentSources(settings.webhook_source_cache_seconds),
+            topic=settings.topic_contacts_commands,
+            region=settings.default_phone_region,
         )
         app.state.webhooks_in_flight = InFlightLimit(settings.webhook_max_in_flight)
-        app.state.recent_webhook_sources = RecentSources(settings.webhook_source_cache_seconds)
         ready_when_reachable(app, database, publisher)
         tasks = [asyncio.create_task(relay.run(), name="outbox-relay")] + [
             asyncio.create_task(c.run(), name=name) for name, c in consumers.items()
@@ -151,6 +173,7 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
         title="contact-svc",
         description="Contacts of regular and mobile-only profiles: values, statuses, events.",
         routers=[router, stats_router, webhook_router],
+        upload_routers=[delivery_router],
         resources=resources,
     )
 

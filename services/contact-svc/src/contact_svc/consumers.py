@@ -12,6 +12,7 @@ from itertools import groupby
 
 from contact_svc.handlers import (
     ImportOutcomes,
+    apply_deletes,
     apply_import_rows,
     apply_upserts,
     delete_profile_contacts,
@@ -20,6 +21,7 @@ from contact_svc.handlers import (
 from contact_svc.repository import ContactRepository, StatsStore
 from contact_svc.stats import EventAt, PartitionCounts, to_count
 from contacts_shared.commands import (
+    DeleteContact,
     ImportContact,
     ImportPurged,
     ImportRowsApplied,
@@ -98,6 +100,9 @@ async def apply_contact_commands(
             await apply_import_rows(imports, schemas=schemas, contacts=queueing)
         ).items():
             outcomes.setdefault(import_id, []).extend(rows)
+        await apply_deletes(
+            [c for c in batch if isinstance(c, DeleteContact)], schemas=schemas, contacts=queueing
+        )
         for purge in (c for c in batch if isinstance(c, PurgeForImport)):
             deleted = await purge_for_import(purge, schemas=schemas, contacts=queueing)
             purged.append(ImportPurged(import_id=purge.import_id, deleted=deleted))

@@ -167,6 +167,7 @@ class Contact:
     status_reason: str | None = None
     version: int = 1
     deleted: bool = False
+    erased: bool = False  # deleted at the person's request: nothing but its key is kept
     imported: ImportStamp | None = None
     events: list[DomainEvent] = field(default_factory=list, compare=False)
 
@@ -250,8 +251,14 @@ class Contact:
         self.events.append(ContactStatusChanged(contact=self.snapshot(), previous_status=previous))
         return True
 
-    def delete(self, *, source: str, now: datetime) -> None:
+    def delete(self, *, source: str, now: datetime, erase: bool = False) -> None:
+        """Delete; `erase`: the person asked to be forgotten, so the document left to carry
+        the version sequence keeps no value but the identity it is stored under."""
         self.deleted = True
+        if erase:
+            self.erased = True
+            self.fields = {k: v for k, v in self.fields.items() if v == self.key}
+            self.status_reason = None
         self._bump(now, source)
         self.events.append(
             ContactDeleted(
@@ -263,6 +270,7 @@ class Contact:
                 status=self.status,
                 created_at=self.created_at,
                 source=source,
+                erased=erase,
             )
         )
 

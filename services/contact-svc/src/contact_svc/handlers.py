@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import partial
 from typing import Any
-
-from bson import ObjectId
 
 from contact_svc.domain import (
     SUPPRESSION_SOURCE,
     Contact,
-    ContactError,
     ContactExists,
     ContactNotFound,
     ContactOrder,
@@ -28,27 +24,16 @@ from contact_svc.domain import (
     parse_cursor,
     suppression_told,
 )
-from contact_svc.repository import ContactRepository, Saving, StatsStore, WebhookSourceStore
+from contact_svc.repository import ContactRepository, Saving, StatsStore
 from contact_svc.stats import ProfileStats, summarize
-from contact_svc.webhooks import (
-    RecentSources,
-    SignatureError,
-    SourceRateLimits,
-    WebhookFormat,
-    WebhookSource,
-    new_secret,
-    record_fields,
-    verify,
-)
 from contacts_shared.commands import (
+    DeleteContact,
     ImportContact,
     PurgeForImport,
     RowOutcome,
     UpsertContact,
-    upserts_records,
 )
 from contacts_shared.events import ContactEvent, DomainEvent
-from contacts_shared.kafka import EventPublisher, OutgoingMessage, partition_of
 from contacts_shared.mongo import StaleDocument, bson_now, retry_if_stale
 from contacts_shared.profiles import ProfileSchema, SchemaStore
 from contacts_shared.schema import ContactStatus
@@ -61,6 +46,7 @@ class Outcome(StrEnum):
     UNCHANGED = "unchanged"
     REJECTED = "rejected"
     ACCEPTED = "accepted"  # on the command topic, to be applied
+    STALE = "stale"  # older than a change the store sent before: not applied
 
 
 async def writable_schema(schemas: SchemaStore, account_id: str, profile_id: str) -> ProfileSchema:
@@ -104,13 +90,15 @@ def _arriving(
     now: datetime,
     *,
     version: int = 1,
+    status_reason: str | None = None,
 ) -> Contact:
-    """A contact being added: with the status given, else suppressed as the account-wide
-    suppression says, else active."""
+    """A contact being added: with the status given (and its reason), else suppressed as the
+    account-wide suppression says, else active."""
+    reason: str | None
     if status is None and suppression is not None:
         status, reason, status_source = suppression.status, suppression.reason(), SUPPRESSION_SOURCE
     else:
-        status, reason, status_source = status or ContactStatus.ACTIVE, None, source
+        status, reason, status_source = status or ContactStatus.ACTIVE, status_reason, source
     return Contact.create(
         schema=schema,
         key=key,
@@ -133,13 +121,22 @@ async def _add_new(
     status: ContactStatus | None,
     stored_version: int,
     contacts: ContactRepository,
+    status_reason: str | None = None,
 ) -> Contact:
     """Store a contact the profile does not hold. An email or phone suppressed elsewhere in the
     account arrives suppressed, unless the caller sets a status explicitly."""
     suppressions = {} if status else await contacts.suppressions_of(schema.account_id, [key])
     suppression = suppressions.get(key)
     contact = _arriving(
-        schema, key, values, source, suppression, status, bson_now(), version=stored_version + 1
+        schema,
+        key,
+        values,
+        source,
+        suppression,
+        status,
+        bson_now(),
+        version=stored_version + 1,
+        status_reason=status_reason,
     )
     await contacts.add(contact, stored_version=stored_version)
     return contact
@@ -333,12 +330,15 @@ async def upsert_contact(
     contacts: ContactRepository,
     replace_all: bool = False,
     status: ContactStatus | None = None,
+    status_reason: str | None = None,
+    keep_suppressed: bool = False,
     read: tuple[Contact | None, int] | None = None,
 ) -> tuple[Contact, Outcome]:
     """Create the contact, or change the given values of an existing one (all of them when
-    `replace_all`), and its status if given. Values are validated, by field key. Applying the
-    same values again changes nothing and publishes nothing: redelivered commands are harmless.
-    `read`: what `contacts.find` gave moments ago, used for the first attempt."""
+    `replace_all`), and its status if given (`keep_suppressed`: only if it is active). Values
+    are validated, by field key. Applying the same values again changes nothing and publishes
+    nothing: redelivered commands are harmless. `read`: what `contacts.find` gave moments
+    ago, used for the first attempt."""
 
     async def change() -> tuple[Contact, Outcome]:
         nonlocal read
@@ -354,6 +354,7 @@ async def upsert_contact(
                 status=status,
                 stored_version=stored_version,
                 contacts=contacts,
+                status_reason=status_reason,
             )
             return contact, Outcome.CREATED
         outcome = _changed(
@@ -364,6 +365,8 @@ async def upsert_contact(
             now=now,
             replace_all=replace_all,
             status=status,
+            status_reason=status_reason,
+            keep_suppressed=keep_suppressed,
         )
         await contacts.save(live, expected_version=stored_version)
         return live, outcome
@@ -380,13 +383,20 @@ def _changed(
     now: datetime,
     replace_all: bool = False,
     status: ContactStatus | None = None,
+    status_reason: str | None = None,
+    keep_suppressed: bool = False,
 ) -> Outcome:
     """Change the given values of a live contact (all of them when `replace_all`), and its
-    status if given: whether that changed anything."""
+    status if given: whether that changed anything. `keep_suppressed`: a status a store's
+    record tells (a consent withdrawn) changes only an active contact, so a bounce stays one."""
+    if keep_suppressed and live.status is not ContactStatus.ACTIVE:
+        status = None
     changed = live.set_values(
         dict(values), schema=schema, replace_all=replace_all, source=source, now=now
     )
-    if status is not None and live.change_status(status, reason=None, source=source, now=now):
+    if status is not None and live.change_status(
+        status, reason=status_reason, source=source, now=now
+    ):
         changed += ("status",)
     return Outcome.UPDATED if changed else Outcome.UNCHANGED
 
@@ -422,187 +432,19 @@ async def upsert_batch(
     change, and each reports its outcome."""
     schema = await writable_schema(schemas, account_id, profile_id)
     results: list[ItemResult] = []
-    valid: list[tuple[str, Mapping[str, Any], str]] = []
+    valid: list[tuple[str, _Change]] = []
     for index, fields in enumerate(items):
         try:
             key, values = validate_item(schema, fields, region)
         except ValuesInvalid as exc:
             results.append(ItemResult(index, Outcome.REJECTED, errors=tuple(exc.problems)))
             continue
-        valid.append((key, values, source))
+        valid.append((key, _Change(values, source)))
         results.append(ItemResult(index, Outcome.ACCEPTED, key))
     outcomes = await _apply_changes(schema, _merge(valid), contacts)
     return [
         ItemResult(r.index, outcomes[r.key], r.key) if r.key is not None else r for r in results
     ]
-
-
-# -- webhooks ------------------------------------------------------------------------------------
-
-MAX_WEBHOOK_RECORDS = 1000
-MAX_MAPPING_ENTRIES = 200
-
-
-class WebhookSourceNotFound(ContactError):
-    def __init__(self, source_id: str) -> None:
-        super().__init__(f"webhook source {source_id} does not exist")
-
-
-class WebhookRejected(ContactError):
-    """The webhook request is unusable as a whole (not JSON, too many records, too soon, ...);
-    `retry_after`: the seconds after which the same request would be taken."""
-
-    def __init__(self, status: int, message: str, *, retry_after: float | None = None) -> None:
-        self.status = status
-        self.retry_after = retry_after
-        super().__init__(message)
-
-
-async def create_webhook_source(
-    *,
-    account_id: str,
-    profile_id: str,
-    format: WebhookFormat,
-    mapping: Mapping[str, str],
-    schemas: SchemaStore,
-    sources: WebhookSourceStore,
-) -> WebhookSource:
-    """A new source whose mapping targets this profile's fields; the secret is in the result."""
-    schema = await writable_schema(schemas, account_id, profile_id)
-    problems = []
-    canonical: dict[str, str] = {}
-    for path, field_name in mapping.items():
-        spec = schema.field_named(field_name)
-        if not path.strip() or spec is None:
-            problems.append(
-                FieldProblem(f"mapping.{path}", f"no field '{field_name}' in the profile")
-            )
-        else:
-            canonical[path.strip()] = spec.name
-    if len(mapping) > MAX_MAPPING_ENTRIES:
-        problems.append(FieldProblem("mapping", f"at most {MAX_MAPPING_ENTRIES} entries"))
-    identity = schema.identity.name
-    if format is WebhookFormat.GENERIC and identity not in canonical.values():
-        problems.append(FieldProblem("mapping", f"map a payload key to '{identity}'"))
-    if problems:
-        raise ValuesInvalid(problems)
-    source = WebhookSource(
-        id=str(ObjectId()),
-        account_id=account_id,
-        profile_id=profile_id,
-        format=format,
-        mapping=canonical,
-        secret=new_secret(),
-        created_at=bson_now(),
-    )
-    await sources.add(source)
-    return source
-
-
-async def owned_source(
-    sources: WebhookSourceStore, account_id: str, source_id: str
-) -> WebhookSource:
-    source = await sources.get(source_id)
-    if source is None or source.account_id != account_id:
-        raise WebhookSourceNotFound(source_id)
-    return source
-
-
-async def rotate_webhook_secret(
-    *, account_id: str, source_id: str, sources: WebhookSourceStore
-) -> str:
-    await owned_source(sources, account_id, source_id)
-    secret = new_secret()
-    await sources.set_secret(source_id, secret)
-    return secret
-
-
-def _records(body: bytes) -> list[Mapping[str, Any]]:
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise WebhookRejected(400, f"the body is not JSON: {exc}") from exc
-    records = payload if isinstance(payload, list) else [payload]
-    if len(records) > MAX_WEBHOOK_RECORDS:
-        raise WebhookRejected(413, f"at most {MAX_WEBHOOK_RECORDS} records per request")
-    if not records or not all(isinstance(record, dict) for record in records):
-        raise WebhookRejected(422, "send one customer object or a JSON array of them")
-    return records
-
-
-async def ingest_webhook(
-    *,
-    source_id: str,
-    timestamp: str | None,
-    signed: str | None,
-    body: bytes,
-    now: float,
-    region: str,
-    topic: str,
-    sources: WebhookSourceStore,
-    schemas: SchemaStore,
-    publisher: EventPublisher,
-    limits: SourceRateLimits,
-    recent: RecentSources,
-) -> list[ItemResult]:
-    """Check the signature and the source's rate, validate every record, and put the valid ones
-    on the command topic; returns only once Kafka has them all. Per-record results; nothing of
-    a bad record is kept. The source and its profile come from `recent` when it has them."""
-    kept = recent.get(source_id, now)
-    source = kept[0] if kept else await sources.get(source_id)
-    if source is None:
-        raise SignatureError("unknown webhook source")  # no hint whether the id exists
-    verify(source.secret, timestamp, signed, body, now)
-    records = _records(body)
-    wait = limits.take(source.id, len(records), now)
-    if wait:
-        raise WebhookRejected(
-            429,
-            f"source {source.id} is over its {limits.rate:g} records a second; retry later",
-            retry_after=wait,
-        )
-    if kept:
-        schema = kept[1]
-    else:
-        schema = await writable_schema(schemas, source.account_id, source.profile_id)
-        recent.keep(source, schema, now)
-    received_at = bson_now()
-    results: list[ItemResult] = []
-    commands: list[UpsertContact] = []
-    for index, record in enumerate(records):
-        fields = record_fields(
-            record, format=source.format, mapping=source.mapping, identity_name=schema.identity.name
-        )
-        try:
-            key, values = validate_item(schema, fields, region)
-        except ValuesInvalid as exc:
-            results.append(ItemResult(index, Outcome.REJECTED, errors=tuple(exc.problems)))
-            continue
-        commands.append(
-            UpsertContact(
-                command_id=str(uuid.uuid4()),
-                account_id=source.account_id,
-                profile_id=source.profile_id,
-                key=key,
-                values=values,
-                source=f"webhook:{source.id}",
-                received_at=received_at,
-            )
-        )
-        results.append(ItemResult(index, Outcome.ACCEPTED, key))
-    if commands:
-        partitions = await publisher.partitions_of(topic)
-        by_partition: dict[int, list[UpsertContact]] = {}
-        for command in commands:
-            by_partition.setdefault(partition_of(command.partition_key, partitions), []).append(
-                command
-            )
-        await publisher.publish(
-            OutgoingMessage(topic, upserts[0].partition_key, record, partition=partition)
-            for partition, upserts in by_partition.items()
-            for record in upserts_records(upserts)
-        )
-    return results
 
 
 async def apply_upserts(
@@ -624,7 +466,15 @@ async def apply_upserts(
             continue
         known = {spec.key for spec in schema.fields}  # a field removed since is left out
         merged = _merge(
-            (c.key, {k: v for k, v in c.values.items() if k in known}, c.source)
+            (
+                c.key,
+                _Change(
+                    {k: v for k, v in c.values.items() if k in known},
+                    c.source,
+                    c.status,
+                    c.status_reason,
+                ),
+            )
             for c in group
             if c.account_id == schema.account_id
         )
@@ -635,8 +485,12 @@ async def apply_upserts(
 
 @dataclass(frozen=True)
 class _Change:
-    values: dict[str, Any]
+    """One contact's change: values by key, and a status with its reason when one is set."""
+
+    values: Mapping[str, Any]
     source: str
+    status: ContactStatus | None = None
+    status_reason: str | None = None
 
 
 async def _apply_changes(
@@ -652,7 +506,14 @@ async def _apply_changes(
     now = bson_now()
     new = [
         _arriving(
-            schema, key, merged[key].values, merged[key].source, suppressions.get(key), None, now
+            schema,
+            key,
+            merged[key].values,
+            merged[key].source,
+            suppressions.get(key),
+            merged[key].status,
+            now,
+            status_reason=merged[key].status_reason,
         )
         for key in fresh
     ]
@@ -661,7 +522,14 @@ async def _apply_changes(
     def changed(live: Contact, version: int) -> Saving:
         change = merged[live.key]
         outcomes[live.key] = _changed(
-            live, change.values, schema=schema, source=change.source, now=now
+            live,
+            change.values,
+            schema=schema,
+            source=change.source,
+            now=now,
+            status=change.status,
+            status_reason=change.status_reason,
+            keep_suppressed=True,
         )
         return Saving(live, version)
 
@@ -673,6 +541,9 @@ async def _apply_changes(
             values=change.values,
             source=change.source,
             contacts=contacts,
+            status=change.status,
+            status_reason=change.status_reason,
+            keep_suppressed=True,
             read=read,
         )
     return outcomes
@@ -708,13 +579,21 @@ async def _write_in_bulk(
     return left | dict.fromkeys(refused)
 
 
-def _merge(changes: Iterable[tuple[str, Mapping[str, Any], str]]) -> dict[str, _Change]:
-    """One change per contact key from (key, values, source) in order, keys in first-seen
-    order: later values win, field by field, as applying the changes in turn would leave it."""
+def _merge(changes: Iterable[tuple[str, _Change]]) -> dict[str, _Change]:
+    """One change per contact key from (key, change) in order, keys in first-seen order:
+    later values win, field by field, and a later status, as applying the changes in turn
+    would leave it."""
     merged: dict[str, _Change] = {}
-    for key, values, source in changes:
-        earlier = merged[key].values if key in merged else {}
-        merged[key] = _Change({**earlier, **values}, source)
+    for key, change in changes:
+        earlier = merged.get(key)
+        if earlier is not None:
+            change = _Change(
+                {**earlier.values, **change.values},
+                change.source,
+                change.status or earlier.status,
+                change.status_reason if change.status else earlier.status_reason,
+            )
+        merged[key] = change
     return merged
 
 
@@ -852,6 +731,27 @@ async def _purge_one(command: PurgeForImport, read: Contact, contacts: ContactRe
         await contacts.save(live, expected_version=expected)
 
     await retry_if_stale(change)
+
+
+async def apply_deletes(
+    commands: Sequence[DeleteContact], *, schemas: SchemaStore, contacts: ContactRepository
+) -> None:
+    """Delete the contacts named, in order, each with its event; an erasure also wipes what
+    a deletion before it left. A contact the profile does not hold, or a profile gone, is
+    left as it is; so is a contact already deleted (erased) when the command comes again."""
+    for command in commands:
+        schema = await schemas.get(command.profile_id)
+        if schema is not None and schema.account_id == command.account_id:
+            await retry_if_stale(partial(_delete_one, command, contacts))
+
+
+async def _delete_one(command: DeleteContact, contacts: ContactRepository) -> None:
+    stored = await contacts.find_even_deleted(command.profile_id, command.key)
+    if stored is None or (stored.deleted and (stored.erased or not command.erase)):
+        return
+    was_deleted, expected = stored.deleted, stored.version
+    stored.delete(source=command.source, now=bson_now(), erase=command.erase)
+    await contacts.save(stored, expected_version=expected, deleted_before=was_deleted)
 
 
 # -- the account-wide suppression list -----------------------------------------------------------

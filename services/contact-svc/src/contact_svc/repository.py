@@ -24,7 +24,6 @@ from contact_svc.domain import (
     suppression_told,
 )
 from contact_svc.stats import CountedMark, PartitionCounts
-from contact_svc.webhooks import WebhookFormat, WebhookSource
 from contacts_shared.commands import RowOutcome
 from contacts_shared.journal import JOURNAL, EventJournal, JournaledWrite, JournalRound
 from contacts_shared.mongo import (
@@ -76,6 +75,8 @@ class ContactRepository(Protocol):
 
     async def find(self, profile_id: str, key: str) -> tuple[Contact | None, int]: ...
 
+    async def find_even_deleted(self, profile_id: str, key: str) -> Contact | None: ...
+
     async def find_many(
         self, profile_id: str, keys: Sequence[str]
     ) -> dict[str, tuple[Contact | None, int]]: ...
@@ -89,7 +90,12 @@ class ContactRepository(Protocol):
     async def add(self, contact: Contact, *, stored_version: int) -> None: ...
 
     async def save(
-        self, contact: Contact, *, expected_version: int, unevented: bool = False
+        self,
+        contact: Contact,
+        *,
+        expected_version: int,
+        deleted_before: bool = False,
+        unevented: bool = False,
     ) -> None: ...
 
     async def save_many(self, changes: Sequence[Saving]) -> list[Contact]: ...
@@ -174,6 +180,7 @@ def contact_document(contact: Contact) -> Document:
         "created_at": contact.created_at,
         "updated_at": contact.updated_at,
         DELETED: contact.deleted,
+        "erased": contact.erased,
         IMPORTED: asdict(contact.imported) if contact.imported else None,
         SEARCH_TERMS: search_terms(contact),
         CREATED_ORDER: created_order(contact.profile_id, contact.created_at, contact.key),
@@ -200,6 +207,8 @@ def _contact(document: Document) -> Contact:
         version=document["version"],
         created_at=document["created_at"],
         updated_at=document["updated_at"],
+        deleted=bool(document.get(DELETED)),
+        erased=bool(document.get("erased")),
         imported=_stamp(document.get(IMPORTED)),
     )
 
@@ -273,6 +282,13 @@ class MongoContactRepository:
         return _stored(
             await self._collection.find_one({"_id": contact_id(profile_id, key)}, {OUTBOX: 0})
         )
+
+    async def find_even_deleted(self, profile_id: str, key: str) -> Contact | None:
+        """The contact as stored, a deleted one too (`deleted` says), or None if never held."""
+        document = await self._collection.find_one(
+            {"_id": contact_id(profile_id, key)}, {OUTBOX: 0}
+        )
+        return None if document is None else _contact(document)
 
     async def find_many(
         self, profile_id: str, keys: Sequence[str]
@@ -531,50 +547,6 @@ class MongoContactRepository:
 def profile_range(profile_id: str, key_prefix: str = "") -> Document:
     """The `_id` range of a profile's contacts whose keys start with `key_prefix`."""
     return prefix_range(contact_id(profile_id, key_prefix))
-
-
-class WebhookSourceStore(Protocol):
-    async def add(self, source: WebhookSource) -> None: ...
-
-    async def get(self, source_id: str) -> WebhookSource | None: ...
-
-    async def set_secret(self, source_id: str, secret: str) -> None: ...
-
-    async def remove(self, source_id: str) -> None: ...
-
-
-class MongoWebhookSourceStore:
-    def __init__(self, collection: Collection) -> None:
-        self._collection = collection
-
-    async def add(self, source: WebhookSource) -> None:
-        document = asdict(source)
-        document["_id"] = document.pop("id")
-        # Payload paths are dotted: stored as values, never as keys.
-        document["mapping"] = [
-            {"path": path, "field": name} for path, name in source.mapping.items()
-        ]
-        await self._collection.insert_one(document)
-
-    async def get(self, source_id: str) -> WebhookSource | None:
-        document = await self._collection.find_one({"_id": source_id})
-        if document is None:
-            return None
-        return WebhookSource(
-            id=document["_id"],
-            account_id=document["account_id"],
-            profile_id=document["profile_id"],
-            format=WebhookFormat(document["format"]),
-            mapping={entry["path"]: entry["field"] for entry in document["mapping"]},
-            secret=document["secret"],
-            created_at=document["created_at"],
-        )
-
-    async def set_secret(self, source_id: str, secret: str) -> None:
-        await self._collection.update_one({"_id": source_id}, {"$set": {"secret": secret}})
-
-    async def remove(self, source_id: str) -> None:
-        await self._collection.delete_one({"_id": source_id})
 
 
 class SuppressionStore(Protocol):

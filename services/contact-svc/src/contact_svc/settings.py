@@ -25,3 +25,7 @@ class ContactSettings(ServiceSettings):
     # How long a process answers webhooks from the source and profile it read (0: read them for
     # every delivery); a rotated secret or a removed source is seen by other processes after it.
     webhook_source_cache_seconds: float = Field(default=1.0, ge=0)
+    # How long a sender's delivery id is remembered, so that its redeliveries change nothing,
+    # and a store's deleted customer, so that a late retry of its creation does not bring it
+    # back (Shopify retries 8 times over 4 hours).
+    webhook_delivery_ids_days: float = Field(default=7, gt=0)

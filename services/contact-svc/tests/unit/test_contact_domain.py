@@ -144,3 +144,17 @@ def test_deletion_is_evented_with_the_next_version() -> None:
     contact.delete(source="api", now=LATER)
     [event] = contact.take_events()
     assert isinstance(event, ContactDeleted) and event.version == 2
+    assert not event.erased and contact.fields["ciudad"] == "Lima"
+
+
+def test_an_erasure_keeps_nothing_but_the_key_and_says_so() -> None:
+    contact = make_contact()
+    contact.change_status(
+        ContactStatus.UNSUBSCRIBED, reason="told us by phone", source="api", now=NOW
+    )
+    contact.take_events()
+    contact.delete(source="webhook:s1", now=LATER, erase=True)
+    [event] = contact.take_events()
+    assert isinstance(event, ContactDeleted) and event.erased and event.version == 3
+    assert contact.fields == {"email": contact.key}
+    assert (contact.deleted, contact.erased, contact.status_reason) == (True, True, None)
