@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import sys
 import time
 from typing import Any
@@ -226,6 +227,74 @@ async def test_pasted_text_with_a_bom_and_loose_headers_unsubscribes(platform: A
     assert dos["status"] == "unsubscribed" and dos["status_source"] == f"import:{state['id']}"
     assert dos["fields"]["Nombre"] == "Dos"  # nothing else changed
     assert (await api.get(f"{contacts}/tres@x.cl")).status_code == 404
+
+
+async def test_a_header_planned_before_the_upload_is_imported_as_the_person_confirmed(
+    platform: Any,
+) -> None:
+    """The console's flow: the file's first KB planned, the columns the plan could not match
+    mapped by the person, planned again, then imported with that mapping and date order."""
+    api, services, profile, envs = platform
+    imports = f"{services['import'].url}/v1/imports"
+    rows = [
+        "ana@example.cl;Ana Muñoz;9 8765 4321;31/12/1990;vip",
+        "jose@example.cl;José Pérez;;05/07/1985;",
+    ] + [f"c{n}@example.cl;Cliente {n};;{13 + n % 15}/0{1 + n % 9}/1990;" for n in range(60)]
+    export = "\r\n".join(["Correo;Nombre completo;Teléfono;Nacimiento;Notas", *rows, ""])
+    data = export.encode("windows-1252")
+    assert len(data) > 1024
+
+    async def plan(**form: str) -> dict[str, Any]:
+        response = await api.post(
+            f"{imports}:plan",
+            data={"profile_id": profile["id"], **form},
+            files={"file": ("clientes.csv", data[:1024], "text/csv")},
+        )
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    first = await plan()
+    assert (first["encoding"], first["delimiter"]) == ("windows-1252", ";")
+    assert first["missing_identity"] == "email" and first["ready"] is False
+    assert first["unknown_columns"] == ["Correo", "Nombre completo", "Nacimiento", "Notas"]
+    assert first["date_order"] == "unknown"  # no column fills a date field yet
+    edited = {**first["mapping"], "Correo": "email", "Nombre completo": "Nombre"}
+    edited["Nacimiento"] = "Fecha de Nacimiento"
+    confirmed = await plan(mapping=json.dumps(edited))
+    assert confirmed["ready"] is True and confirmed["date_order"] == "day_first"
+    assert confirmed["mapping"] == {
+        "Correo": "email",
+        "Nombre completo": "Nombre",
+        "Teléfono": "Teléfono",
+        "Nacimiento": "Fecha de Nacimiento",
+        "Notas": None,
+    }
+    assert 0 < confirmed["rows_sampled"] < len(rows)  # the first KB, its cut row left out
+
+    accepted = await api.post(
+        imports,
+        data={
+            "profile_id": profile["id"],
+            "action": "append",
+            "mapping": json.dumps(confirmed["mapping"]),
+            "date_order": confirmed["date_order"],
+        },
+        files={"file": ("clientes.csv", data, "text/csv")},
+    )
+    assert accepted.status_code == 202, accepted.text
+    state = await finished(api, f"{imports}/{accepted.json()['id']}")
+    assert state["status"] == "completed", state
+    assert state["counts"]["created"] == len(rows)
+    contacts = f"{services['contact'].url}/v1/profiles/{profile['id']}/contacts"
+    ana = (await api.get(f"{contacts}/ana@example.cl")).json()
+    assert ana["fields"] == {
+        "email": "ana@example.cl",
+        "Nombre": "Ana Muñoz",
+        "Teléfono": "+56987654321",
+        "Fecha de Nacimiento": "1990-12-31",
+    }
+    jose = (await api.get(f"{contacts}/jose@example.cl")).json()
+    assert jose["fields"]["Fecha de Nacimiento"] == "1985-07-05"
 
 
 async def test_a_header_that_does_not_match_fails_the_import_naming_each_column(

@@ -99,7 +99,8 @@ def create_app(settings: ImportSettings | None = None) -> FastAPI:
 
     @app.exception_handler(ImportRefused)
     async def handle_refused(request: Request, exc: ImportRefused) -> Response:
-        return Problem(exc.status, "Import refused", str(exc)).response(request.url.path)
+        errors = [{"field": p.field, "message": p.message} for p in exc.problems]
+        return Problem(exc.status, "Import refused", str(exc), errors).response(request.url.path)
 
     @app.exception_handler(ImportNotFound)
     async def handle_not_found(request: Request, exc: ImportNotFound) -> Response:

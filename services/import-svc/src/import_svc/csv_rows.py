@@ -14,6 +14,7 @@ import codecs
 import csv
 import re
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 
 DELIMITERS = (",", ";", "\t", "|")
@@ -82,9 +83,30 @@ class CsvRows:
             raise CsvUnreadable(1, "the file is empty")
         return rows
 
+    def start(self, data: bytes, *, whole: bool) -> list[Row]:
+        """The records of `data`, the start of a file (the whole file when `whole`), which
+        alone chooses the encoding, as `feed` would have it choose from the first
+        `DETECTION_BYTES`. A last record cut short is left out; so is one in a `whole` file
+        that cannot be completed, since a client may send only the file's first bytes."""
+        self._start_decoding(data)
+        rows = self._text(self._decode(data, final=False))
+        if whole:
+            with suppress(CsvUnreadable):
+                rows += self.close()
+        return rows
+
     def _start_decoding(self, head: bytes) -> None:
+        if not head:
+            raise CsvUnreadable(1, "the file is empty")
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            raise CsvUnreadable(
+                1, "UTF-16 text (a spreadsheet's 'Unicode text'): save it as CSV UTF-8"
+            )
         if b"\x00" in head:
-            raise CsvUnreadable(1, "binary content (NUL bytes), not a CSV text file")
+            start = head[:8].hex(" ")
+            raise CsvUnreadable(
+                1, f"binary content (NUL bytes), not a CSV text file; its first bytes: {start}"
+            )
         if self.encoding is None:
             self.encoding = _detect_encoding(head)
         try:

@@ -95,7 +95,7 @@ class ReadOptions:
     delimiter: str | None = None
     encoding: str | None = None
     date_order: DateOrder = DateOrder.DAY_FIRST
-    mapping: dict[str, str] = field(default_factory=dict)
+    mapping: dict[str, str | None] = field(default_factory=dict)  # None: skip the column
     ignore: tuple[str, ...] = ()
 
 

@@ -1,5 +1,6 @@
-"""import-svc use cases: accept an upload, work an import through (read, check, send), fold
-contact-svc's outcomes, and finish the import when every row has one (ADR 10)."""
+"""import-svc use cases: plan an upload's header, accept an upload, work an import through
+(read, check, send), fold contact-svc's outcomes, and finish the import when every row has one
+(ADR 10)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from contacts_shared.schema import ProfileType
 from contacts_shared.values import MAX_TEXT_LENGTH, FieldProblem, ValuesInvalid, values_of
 from import_svc.csv_rows import CsvRows, CsvUnreadable, Row
 from import_svc.domain import Checkpoint, ImportJob, ImportStatus, ReadOptions
-from import_svc.header import ColumnPlan, HeaderRefused, plan_columns
+from import_svc.header import ColumnPlan, HeaderRefused, check_mapping, plan_columns
+from import_svc.plan import ImportPlan, plan_upload
 from import_svc.repository import ImportStore
 
 log = logging.getLogger(__name__)
@@ -41,11 +43,18 @@ REFUSED_EVENT_CHARS = 128 * 1024
 
 
 class ImportRefused(Exception):
-    """An import that cannot be accepted; `status` is the HTTP status to answer."""
+    """An import (or its plan) that cannot be accepted; `status` is the HTTP status to
+    answer, `problems` name the offending parameters."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, problems: Sequence[FieldProblem] = ()) -> None:
         self.status = status
+        self.problems = list(problems)
         super().__init__(message)
+
+    @classmethod
+    def naming(cls, problems: Sequence[FieldProblem]) -> ImportRefused:
+        """A 422 naming each problem's parameter."""
+        return cls(422, "; ".join(f"{p.field}: {p.message}" for p in problems), problems)
 
 
 class ImportNotFound(Exception):
@@ -69,12 +78,8 @@ async def accept_import(
     schemas: SchemaStore,
     store: ImportStore,
 ) -> ImportJob:
-    """Check the target, store the upload, and queue the import."""
-    schema = await schemas.get(profile_id)
-    if schema is None or schema.account_id != account_id:
-        raise ImportRefused(404, f"profile {profile_id} is not known to import-svc")
-    if schema.type is ProfileType.VIRTUAL:
-        raise ImportRefused(409, "a virtual profile holds no contacts of its own to import")
+    """Check the target and the mapping, store the upload, and queue the import."""
+    await importable_schema(schemas, account_id, profile_id, options)
     upload_id, size = await store.store_upload(upload)
     if size == 0:
         raise ImportRefused(422, "the upload is empty")
@@ -92,6 +97,46 @@ async def accept_import(
     )
     await store.add(job)
     return job
+
+
+async def importable_schema(
+    schemas: SchemaStore, account_id: str, profile_id: str, options: ReadOptions
+) -> ProfileSchema:
+    """The profile to import into, if the account's and regular; its mapping checked."""
+    schema = await schemas.get(profile_id)
+    if schema is None or schema.account_id != account_id:
+        raise ImportRefused(404, f"profile {profile_id} is not known to import-svc")
+    if schema.type is ProfileType.VIRTUAL:
+        raise ImportRefused(409, "a virtual profile holds no contacts of its own to import")
+    if problems := check_mapping(options.mapping, schema.fields):
+        raise ImportRefused.naming(problems)
+    return schema
+
+
+async def plan_import(
+    *,
+    account_id: str,
+    profile_id: str,
+    data: bytes,
+    given_as: str,
+    options: ReadOptions,
+    region: str,
+    schemas: SchemaStore,
+) -> ImportPlan:
+    """What an import of the file starting with `data` (given as the `given_as` parameter)
+    would find in it; nothing stored."""
+    schema = await importable_schema(schemas, account_id, profile_id, options)
+    try:
+        return plan_upload(
+            data,
+            schema.fields,
+            region=region,
+            encoding=options.encoding,
+            delimiter=options.delimiter,
+            mapping=options.mapping,
+        )
+    except CsvUnreadable as exc:
+        raise ImportRefused.naming([FieldProblem(given_as, str(exc))]) from exc
 
 
 async def owned_import(store: ImportStore, account_id: str, import_id: str) -> ImportJob:

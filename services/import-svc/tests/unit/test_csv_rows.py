@@ -3,6 +3,7 @@ endings, blank lines, and clear refusals of what is not a CSV."""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 
@@ -120,3 +121,35 @@ def test_whatever_the_csv_module_writes_reads_back(
     read = rows_of(out.getvalue().encode(), chunk=chunk, delimiter=delimiter)
     expected = [["email", "Nombre"]] + [r for r in records if any(v.strip() for v in r)]
     assert [row.values for row in read] == expected
+
+
+@given(
+    st.lists(st.lists(cell, min_size=2, max_size=2), min_size=1, max_size=6),
+    st.sampled_from([",", ";", "\t", "|"]),
+    st.data(),
+)
+def test_the_start_of_a_file_reads_as_the_first_records_of_the_whole(
+    records: list[list[str]], delimiter: str, data: st.DataObject
+) -> None:
+    """What a plan reads of a file's first bytes, cut anywhere, is what the import reads first."""
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n", quoting=csv.QUOTE_ALL)
+    writer.writerows([["email", "Nombre"], *records])
+    whole = out.getvalue().encode()
+    imported = rows_of(whole)
+    cut = data.draw(st.integers(1, len(whole)))
+    started = CsvRows().start(whole[:cut], whole=False)
+    assert started == imported[: len(started)]
+    assert CsvRows().start(whole, whole=True) == imported
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        codecs.BOM_UTF16_LE + "email\na@x.co\n".encode("utf-16-le"),
+        codecs.BOM_UTF16_BE + "email\na@x.co\n".encode("utf-16-be"),
+    ],
+)
+def test_utf16_text_is_refused_naming_it(data: bytes) -> None:
+    with pytest.raises(CsvUnreadable, match="UTF-16 text"):
+        rows_of(data)

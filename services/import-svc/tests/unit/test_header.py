@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from contacts_shared.schema import FieldSpec, FieldType
-from import_svc.header import HeaderRefused, plan_columns
+from import_svc.header import HeaderRefused, check_mapping, plan_columns
 
 FIELDS = (
     FieldSpec(name="email", key="email", type=FieldType.EMAIL, required=True, identity=True),
@@ -74,3 +74,27 @@ def test_a_mapped_column_missing_from_the_header_is_named() -> None:
 
 def test_the_identity_column_mapped_twice_is_refused() -> None:
     assert "Correo" in refusal(["email", "Correo"], mapping={"Correo": "email"})
+
+
+def test_a_confirmed_mapping_applies_instead_of_the_header_names_and_null_skips() -> None:
+    plan = plan_columns(
+        ["Correo", "Nombre", "Ciudad", "Color"],
+        FIELDS,
+        mapping={"Correo": "email", "Nombre": "Ciudad", "Ciudad": None, "Color": None},
+    )
+    assert [s.key if s else None for s in plan.fields] == ["email", "ciudad", None, None]
+    assert plan.values(["a@x.co", "Lima", "Quito", "rojo"]) == ("a@x.co", [(FIELDS[2], "Lima")])
+
+
+def test_a_mapping_is_checked_against_the_profile_before_any_header() -> None:
+    assert check_mapping({}, FIELDS) == []
+    assert check_mapping({"Correo": "EMAIL", "Nombre": "nombre", "Color": None}, FIELDS) == []
+    problems = {
+        p.field: p.message for p in check_mapping({"Correo": "email", "Color": "Colour"}, FIELDS)
+    }
+    assert problems == {
+        "mapping.Color": "'Colour' is no field of the profile (its fields: 'email', 'Nombre', "
+        "'Ciudad', 'Fecha de Nacimiento')"
+    }
+    # A partial mapping is fine: the header's other columns still match by name.
+    assert check_mapping({"Correo": None}, FIELDS) == []
