@@ -28,7 +28,17 @@ $(UV):
 	python3 -m venv $(UV_HOME)
 	$(UV_HOME)/bin/pip install --quiet --disable-pip-version-check "uv==0.13.9"
 
-setup: $(UV)
+# Debian's Chromium for the browser test of the API docs: Playwright drives this binary and
+# never downloads a browser of its own. Installed once; when it is there, nothing runs.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@[ "$$(id -u)" = 0 ] || { echo "as root: apt-get install --no-install-recommends chromium" >&2; exit 1; }
+	@echo "installing Debian's chromium for the browser tests"
+	@export DEBIAN_FRONTEND=noninteractive; \
+	install="apt-get install -y -qq --no-install-recommends chromium"; \
+	$$install >/dev/null || { apt-get update -qq && $$install >/dev/null; }
+
+setup: $(UV) $(CHROMIUM)
 	$(UV) sync --frozen --quiet
 
 run: setup

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -23,6 +23,12 @@ from cloudevents.core.bindings.common import CONTENT_TYPE_HEADER
 from cloudevents.core.bindings.kafka import KafkaMessage, from_structured
 from cloudevents.core.formats.json import JSONFormat
 from pymongo import MongoClient
+from pymongo.monitoring import (
+    CommandFailedEvent,
+    CommandListener,
+    CommandStartedEvent,
+    CommandSucceededEvent,
+)
 
 from contacts_shared.events import EventEnvelope
 from contacts_shared.kafka import Record
@@ -185,5 +191,78 @@ def read_cloud_events(infrastructure: Infrastructure) -> SdkReader:
             lambda found: len(found) >= count,
             timeout,
         )
+
+    return read
+
+
+class MongoQueries(CommandListener):
+    """The queries (`find` and `aggregate` commands) a client sends, each kept whole as it
+    started, in `sent`: to count, or to explain."""
+
+    QUERIES = frozenset({"find", "aggregate"})
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def started(self, event: CommandStartedEvent) -> None:
+        if event.command_name in self.QUERIES:
+            self.sent.append(dict(event.command))
+
+    def succeeded(self, event: CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: CommandFailedEvent) -> None:
+        pass
+
+    def collections(self) -> list[str]:
+        """The collection each query read, in the order sent (a command's name comes first,
+        naming it)."""
+        return [next(iter(command.values())) for command in self.sent]
+
+
+@pytest.fixture
+def mongo_queries() -> MongoQueries:
+    """A recorder of the queries a client sends: give it to the client among its
+    `event_listeners`."""
+    return MongoQueries()
+
+
+def plan_nodes(plan: Any) -> Iterator[dict[str, Any]]:
+    """Every node of a query plan: PostgreSQL's JSON plan as FerretDB's explain returns it, or
+    MongoDB's stages (its winning plan)."""
+    if isinstance(plan, list):
+        for item in plan:
+            yield from plan_nodes(item)
+    elif isinstance(plan, dict):
+        if "Node Type" in plan or "stage" in plan:
+            yield plan
+        for key, value in plan.items():
+            if key != "rejectedPlans":
+                yield from plan_nodes(value)
+
+
+# What of a recorded query is explained: the rest (session, cluster time...) is the client's.
+EXPLAINED = frozenset(
+    {"find", "filter", "projection", "sort", "hint", "limit", "aggregate", "pipeline", "cursor"}
+)
+IndexesRead = Callable[[Any, Mapping[str, Any]], Awaitable[set[str]]]
+
+
+@pytest.fixture
+def indexes_read() -> IndexesRead:
+    """Explains a recorded query (`MongoQueries.sent`) on a database and answers the indexes its
+    plan reads; fails the test if the plan reads none, or scans a whole collection."""
+
+    async def read(database: Any, command: Mapping[str, Any]) -> set[str]:
+        # In the command's own order: its name comes first.
+        query = {k: v for k, v in command.items() if k in EXPLAINED}
+        plan = await database.command("explain", query)
+        nodes = list(plan_nodes(plan))
+        used = {str(i) for n in nodes if (i := n.get("Index Name") or n.get("indexName"))}
+        scans = [
+            n for n in nodes if n.get("Node Type") == "Seq Scan" or n.get("stage") == "COLLSCAN"
+        ]
+        assert used and not scans, (command, plan)
+        return used
 
     return read

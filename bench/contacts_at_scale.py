@@ -28,10 +28,11 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from contact_svc.app import create_app
+from contact_svc.contact_documents import contact_document
 from contact_svc.domain import Contact, ContactOrder, PagePosition, page_cursor
-from contact_svc.repository import MongoStatsStore, contact_document
 from contact_svc.settings import ContactSettings
 from contact_svc.stats import ADDED_WINDOW_DAYS, PartitionCounts
+from contact_svc.stats_repository import MongoStatsStore
 from contacts_shared.schema import ContactStatus
 
 CITIES = ["Santiago", "Lima", "Quito", "Bogotá", "Montevideo", "Asunción", "La Paz", "Caracas"]
@@ -88,7 +89,9 @@ async def load(
             if contact.created_at > now - timedelta(days=ADDED_WINDOW_DAYS):
                 share.added_by_day[day] = share.added_by_day.get(day, 0) + 1
             share.last_change_at = now
-    stats = MongoStatsStore(database["profile_stats"], database["stats_marks"])
+    stats = MongoStatsStore(
+        database["profile_stats"], database["stats_marks"], partitions=PARTITIONS
+    )
     for share in shares:
         await stats.store(share, expected_offset=-1)
     print(f"loaded {count} contacts in {time.perf_counter() - started:.1f} s")

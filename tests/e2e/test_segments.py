@@ -212,6 +212,35 @@ async def test_members_follow_contact_changes_and_rules_changes(
         lambda r: r.json() == {"count": 3},
     )
     assert count.json() == {"count": 3}
+    # Found by key prefix, in any case: listed, counted and exported.
+    members_url = f"{platform.segment_url}/v1/profiles/{santiago}/members"
+    prefixed = await api.get(members_url, params={"key_prefix": "CA"})
+    assert [item["key"] for item in prefixed.json()["items"]] == ["caro@x.com"]
+    assert (await api.get(f"{members_url}:count", params={"key_prefix": " D"})).json() == {
+        "count": 1
+    }
+    prefixed_export = await api.get(f"{members_url}:export", params={"key_prefix": "Ana"})
+    assert [row["email"] for row in csv.DictReader(io.StringIO(prefixed_export.text))] == [
+        "ana@x.com"
+    ]
+
+    # A page of profiles' statistics in one call, each as its own endpoint answers it; the
+    # regular profile is no virtual profile: left out.
+    async def page_and_each() -> tuple[Any, dict[str, Any]]:
+        page = await api.get(
+            f"{platform.segment_url}/v1/stats",
+            params={"profile_id": [santiago, active_adults, base["id"]]},
+        )
+        each = {
+            v: (await api.get(f"{platform.segment_url}/v1/profiles/{v}/stats")).json()
+            for v in (santiago, active_adults)
+        }
+        return page.json()["stats"], each
+
+    page_stats, each = await eventually(
+        page_and_each, lambda found: found[0] == found[1] and found[1][active_adults]["total"] == 2
+    )
+    assert page_stats == each
     export = await api.get(f"{platform.segment_url}/v1/profiles/{santiago}/members:export")
     # Laid out as contact-svc exports the base profile, then since when each is a member.
     rows = list(csv.DictReader(io.StringIO(export.text)))

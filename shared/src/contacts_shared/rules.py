@@ -5,58 +5,113 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from enum import StrEnum
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from contacts_shared.schema import ContactStatus, FieldSpec, FieldType
 
 MAX_DEPTH = 6
 MAX_CONDITIONS = 200
 
-TEXT_OPS = frozenset(
-    {
-        "equals",
-        "not_equals",
-        "contains",
-        "not_contains",
-        "starts_with",
-        "ends_with",
-        "is_empty",
-        "is_not_empty",
-        "in",
-        "not_in",
-    }
-)
-NUMBER_OPS = frozenset(
-    {"equals", "not_equals", "lt", "lte", "gt", "gte", "between", "is_empty", "is_not_empty"}
-)
-DATE_OPS = frozenset(
-    {
-        "before",
-        "after",
-        "on",
-        "between",
-        "within_last_days",
-        "more_than_days_ago",
-        "is_empty",
-        "is_not_empty",
-    }
-)
-BOOLEAN_OPS = frozenset({"is_true", "is_false", "is_empty", "is_not_empty"})
-STATUS_OPS = frozenset({"is", "is_not"})
-VALUELESS_OPS = frozenset({"is_empty", "is_not_empty", "is_true", "is_false"})
 
-# Rule "kinds": the field types plus the contact's status.
+class ValueShape(StrEnum):
+    """What a condition's `value` holds for an operator."""
+
+    NONE = "none"  # no value at all
+    ONE = "one"  # one value of the field's type
+    TWO = "two"  # [low, high], each of the field's type
+    LIST = "list"  # a non-empty list of values of the field's type
+    DAYS = "days"  # a positive whole number of days
+
+
+class RuleOperator(StrEnum):
+    """An operator of a rule condition, with its English label and the shape of its value."""
+
+    label: str
+    shape: ValueShape
+
+    def __new__(cls, name: str, label: str, shape: ValueShape) -> RuleOperator:
+        operator = str.__new__(cls, name)
+        operator._value_ = name
+        operator.label = label
+        operator.shape = shape
+        return operator
+
+    EQUALS = "equals", "equals", ValueShape.ONE
+    NOT_EQUALS = "not_equals", "does not equal", ValueShape.ONE
+    CONTAINS = "contains", "contains", ValueShape.ONE
+    NOT_CONTAINS = "not_contains", "does not contain", ValueShape.ONE
+    STARTS_WITH = "starts_with", "starts with", ValueShape.ONE
+    ENDS_WITH = "ends_with", "ends with", ValueShape.ONE
+    IN = "in", "is one of", ValueShape.LIST
+    NOT_IN = "not_in", "is none of", ValueShape.LIST
+    LT = "lt", "is less than", ValueShape.ONE
+    LTE = "lte", "is at most", ValueShape.ONE
+    GT = "gt", "is greater than", ValueShape.ONE
+    GTE = "gte", "is at least", ValueShape.ONE
+    BETWEEN = "between", "is between", ValueShape.TWO
+    ON = "on", "is on", ValueShape.ONE
+    BEFORE = "before", "is before", ValueShape.ONE
+    AFTER = "after", "is after", ValueShape.ONE
+    WITHIN_LAST_DAYS = "within_last_days", "is in the last N days", ValueShape.DAYS
+    MORE_THAN_DAYS_AGO = "more_than_days_ago", "is more than N days ago", ValueShape.DAYS
+    IS_TRUE = "is_true", "is true", ValueShape.NONE
+    IS_FALSE = "is_false", "is false", ValueShape.NONE
+    IS = "is", "is", ValueShape.ONE
+    IS_NOT = "is_not", "is not", ValueShape.ONE
+    IS_EMPTY = "is_empty", "is empty", ValueShape.NONE
+    IS_NOT_EMPTY = "is_not_empty", "is not empty", ValueShape.NONE
+
+
+_TEXT_OPS = (
+    RuleOperator.EQUALS,
+    RuleOperator.NOT_EQUALS,
+    RuleOperator.CONTAINS,
+    RuleOperator.NOT_CONTAINS,
+    RuleOperator.STARTS_WITH,
+    RuleOperator.ENDS_WITH,
+    RuleOperator.IN,
+    RuleOperator.NOT_IN,
+    RuleOperator.IS_EMPTY,
+    RuleOperator.IS_NOT_EMPTY,
+)
+# Rule "kinds": the field types plus the contact's status. Each kind's operators in the order a
+# rule builder offers them.
 STATUS_KIND = "status"
-OPS_BY_KIND: dict[str, frozenset[str]] = {
-    FieldType.TEXT: TEXT_OPS,
-    FieldType.EMAIL: TEXT_OPS,
-    FieldType.PHONE: TEXT_OPS,
-    FieldType.NUMBER: NUMBER_OPS,
-    FieldType.DATE: DATE_OPS,
-    FieldType.BOOLEAN: BOOLEAN_OPS,
-    STATUS_KIND: STATUS_OPS,
+OPS_BY_KIND: dict[str, tuple[RuleOperator, ...]] = {
+    FieldType.TEXT: _TEXT_OPS,
+    FieldType.EMAIL: _TEXT_OPS,
+    FieldType.PHONE: _TEXT_OPS,
+    FieldType.NUMBER: (
+        RuleOperator.EQUALS,
+        RuleOperator.NOT_EQUALS,
+        RuleOperator.LT,
+        RuleOperator.LTE,
+        RuleOperator.GT,
+        RuleOperator.GTE,
+        RuleOperator.BETWEEN,
+        RuleOperator.IS_EMPTY,
+        RuleOperator.IS_NOT_EMPTY,
+    ),
+    FieldType.DATE: (
+        RuleOperator.ON,
+        RuleOperator.BEFORE,
+        RuleOperator.AFTER,
+        RuleOperator.BETWEEN,
+        RuleOperator.WITHIN_LAST_DAYS,
+        RuleOperator.MORE_THAN_DAYS_AGO,
+        RuleOperator.IS_EMPTY,
+        RuleOperator.IS_NOT_EMPTY,
+    ),
+    FieldType.BOOLEAN: (
+        RuleOperator.IS_TRUE,
+        RuleOperator.IS_FALSE,
+        RuleOperator.IS_EMPTY,
+        RuleOperator.IS_NOT_EMPTY,
+    ),
+    STATUS_KIND: (RuleOperator.IS, RuleOperator.IS_NOT),
 }
 # Every contact has these besides the profile's own fields.
 BUILTIN_RULE_FIELDS: dict[str, str] = {
@@ -70,8 +125,23 @@ class Condition(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     field: str = Field(min_length=1)
-    op: str = Field(min_length=1)
-    value: Any = None
+    op: RuleOperator
+    value: Any = Field(default=None, description="as the operator's value shape says")
+
+
+def _node_kind(node: object) -> str:
+    """A group has `all` or `any`, anything else is meant as a condition: a bad node is checked
+    (and its errors named) as the one kind it is meant to be, not as both."""
+    is_group = isinstance(node, RuleGroup) or (
+        isinstance(node, dict) and ("all" in node or "any" in node)
+    )
+    return "group" if is_group else "condition"
+
+
+RuleNode = Annotated[
+    Annotated[Condition, Tag("condition")] | Annotated["RuleGroup", Tag("group")],
+    Discriminator(_node_kind),
+]
 
 
 class RuleGroup(BaseModel):
@@ -79,8 +149,8 @@ class RuleGroup(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    all: list[Condition | RuleGroup] | None = Field(default=None, min_length=1)
-    any: list[Condition | RuleGroup] | None = Field(default=None, min_length=1)
+    all: list[RuleNode] | None = Field(default=None, min_length=1)
+    any: list[RuleNode] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def one_combinator(self) -> RuleGroup:
@@ -121,32 +191,40 @@ def _is_text(value: object) -> bool:
     return isinstance(value, str)
 
 
+_STATUSES = frozenset(status.value for status in ContactStatus)
+
+
+def _is_status(value: object) -> bool:
+    return isinstance(value, str) and value in _STATUSES
+
+
+# What one value of each kind is; kinds not listed (text, email, phone) take a text.
 _VALUE_CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
     FieldType.NUMBER: (_is_number, "a number"),
     FieldType.DATE: (_is_date, "an ISO date (YYYY-MM-DD)"),
+    STATUS_KIND: (_is_status, f"one of {sorted(_STATUSES)}"),
 }
 
 
-def _value_problem(kind: str, op: str, value: object) -> str | None:
-    """Why `value` does not suit `op` on a field of `kind`, or None when it does."""
-    if op in VALUELESS_OPS:
-        return None if value is None else f"operator '{op}' takes no value"
-    if kind == STATUS_KIND:
-        allowed = {status.value for status in ContactStatus}
-        return None if value in allowed else f"status must be one of {sorted(allowed)}"
-    if op in {"in", "not_in"}:
-        ok = isinstance(value, list) and value and all(isinstance(v, str) for v in value)
-        return None if ok else f"operator '{op}' takes a non-empty list of texts"
-    if op in {"within_last_days", "more_than_days_ago"}:
-        ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
-        return None if ok else f"operator '{op}' takes a positive whole number of days"
+def _value_problem(kind: str, op: RuleOperator, value: object) -> str | None:
+    """Why `value` does not have the shape `op` declares on a field of `kind`, or None."""
     check, what = _VALUE_CHECKS.get(kind, (_is_text, "a text"))
-    if op == "between":
-        if not (isinstance(value, list) and len(value) == 2 and all(map(check, value))):
-            return f"operator 'between' takes [low, high], each {what}"
-        low, high = value
-        return None if low <= high else "between needs low <= high"
-    return None if check(value) else f"operator '{op}' takes {what}"
+    match op.shape:
+        case ValueShape.NONE:
+            return None if value is None else f"operator '{op}' takes no value"
+        case ValueShape.ONE:
+            return None if check(value) else f"operator '{op}' takes {what}"
+        case ValueShape.TWO:
+            if not (isinstance(value, list) and len(value) == 2 and all(map(check, value))):
+                return f"operator '{op}' takes [low, high], each {what}"
+            low, high = value
+            return None if low <= high else f"operator '{op}' needs low <= high"
+        case ValueShape.LIST:
+            ok = isinstance(value, list) and value and all(map(check, value))
+            return None if ok else f"operator '{op}' takes a non-empty list, each {what}"
+        case ValueShape.DAYS:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+            return None if ok else f"operator '{op}' takes a positive whole number of days"
 
 
 def rule_kinds(fields: Iterable[FieldSpec]) -> dict[str, str]:
@@ -182,7 +260,7 @@ def find_rule_problems(rules: RuleGroup, fields: Iterable[FieldSpec]) -> list[Ru
                 )
                 continue
             if child.op not in OPS_BY_KIND[kind]:
-                allowed = ", ".join(sorted(OPS_BY_KIND[kind]))
+                allowed = ", ".join(OPS_BY_KIND[kind])
                 problems.append(
                     RuleProblem(
                         f"{child_path}.op",

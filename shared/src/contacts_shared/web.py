@@ -1,5 +1,6 @@
 """FastAPI app factory shared by the services: health, readiness, metrics, JSON logs with
-request and account ids, RFC 9457 problem+json errors, and bearer API keys."""
+request and account ids, RFC 9457 problem+json errors, bearer API keys, and API docs that
+load nothing from outside the service."""
 
 from __future__ import annotations
 
@@ -12,13 +13,18 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
+import fastapi_standalone_docs
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from pydantic import StringConstraints
 from pymongo.errors import DuplicateKeyError, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -33,6 +39,10 @@ from contacts_shared.settings import ServiceSettings
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+# Swagger UI, ReDoc and FastAPI's favicon as the pinned fastapi-standalone-docs ships them
+# (swagger/, redoc/, fastapi/), served by each service under DOCS_ASSETS_URL.
+DOCS_ASSETS = Path(fastapi_standalone_docs.__file__).parent / "static"
+DOCS_ASSETS_URL = "/docs-assets"
 
 REQUESTS = Counter(
     "http_requests_total", "HTTP requests handled", ["service", "method", "route", "status"]
@@ -241,6 +251,17 @@ def current_account(request: Request) -> str:
 
 AccountId = Annotated[str, Depends(current_account)]
 
+MAX_BATCH_PROFILES = 100  # a console page of profiles
+# The `profile_id` query parameter of the routes that answer for a page of profiles at once.
+ProfileIds = Annotated[
+    list[Annotated[str, StringConstraints(max_length=100)]],
+    Query(
+        min_length=1,
+        max_length=MAX_BATCH_PROFILES,
+        description=f"profile ids, repeated (at most {MAX_BATCH_PROFILES})",
+    ),
+]
+
 
 def ready_when_reachable(app: FastAPI, database: Database, publisher: EventPublisher) -> None:
     """Readiness of a service that needs its database and Kafka: a document written and read
@@ -249,6 +270,41 @@ def ready_when_reachable(app: FastAPI, database: Database, publisher: EventPubli
     app.state.readiness_checks.update(
         mongodb=lambda: round_trip(database, instance), kafka=publisher.check
     )
+
+
+def serve_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc, public like /openapi.json, with every script, style and
+    image served by the service itself: they work where the network is closed."""
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}{DOCS_ASSETS_URL}/swagger/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS_URL}/swagger/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS_URL}/fastapi/favicon.png",
+            swagger_ui_parameters=app.swagger_ui_parameters,
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS_URL}/redoc/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS_URL}/fastapi/favicon.png",
+            with_google_fonts=False,
+        )
+
+    # The package's ReDoc asks for its logo at the page's own path plus /logo-mini.svg
+    # (upstream's asks Redocly's CDN).
+    @app.get("/redoc/logo-mini.svg", include_in_schema=False)
+    async def redoc_logo() -> FileResponse:
+        return FileResponse(DOCS_ASSETS / "redoc" / "logo-mini.svg", media_type="image/svg+xml")
 
 
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -277,7 +333,15 @@ def create_service_app(
             yield
         log.info("service stopped")
 
-    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    # FastAPI's own /docs and /redoc load their scripts from a CDN: serve_docs adds ours.
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="1.0.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.settings = settings
     # Whatever the service registers, and its consumers and relays waiting out an outage.
     app.state.readiness_checks = {"consumers": OUTAGES.check}
@@ -387,6 +451,7 @@ def create_service_app(
         """Prometheus metrics."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    serve_docs(app)
     for router in routers:
         app.include_router(router, dependencies=[Depends(require_json)])
     for router in upload_routers:

@@ -12,7 +12,10 @@ from pydantic import ValidationError
 from contacts_shared.rules import (
     MAX_DEPTH,
     OPS_BY_KIND,
+    STATUS_KIND,
     RuleGroup,
+    RuleOperator,
+    ValueShape,
     find_rule_problems,
     referenced_fields,
 )
@@ -24,6 +27,7 @@ FIELDS = [
     FieldSpec(name="Age", key="age", type=FieldType.NUMBER),
     FieldSpec(name="Birthday", key="birthday", type=FieldType.DATE),
     FieldSpec(name="VIP", key="vip", type=FieldType.BOOLEAN),
+    FieldSpec(name="Mobile", key="mobile", type=FieldType.PHONE),
 ]
 
 
@@ -102,11 +106,25 @@ def test_too_deep_trees_are_refused() -> None:
         {"all": [{"field": "City", "op": "is_empty"}], "any": []},
         {"all": [{"field": "City"}]},
         {"all": [{"field": "City", "op": "is_empty", "x": 1}]},
+        {"all": [{"field": "City", "op": "like", "value": "San%"}]},
     ],
 )
 def test_malformed_trees_are_refused_by_the_model(rules: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         RuleGroup.model_validate(rules)
+
+
+def test_a_bad_node_is_reported_once_as_the_kind_it_means_to_be() -> None:
+    for rules, loc in [
+        ({"all": [{"field": "City", "op": "like", "value": "x"}]}, ("all", 0, "condition", "op")),
+        (
+            {"any": [{"all": [{"field": "City", "op": "is_empty"}], "x": 1}]},
+            ("any", 0, "group", "x"),
+        ),
+    ]:
+        with pytest.raises(ValidationError) as caught:
+            RuleGroup.model_validate(rules)
+        assert [error["loc"] for error in caught.value.errors()] == [loc]
 
 
 VALID_CONDITION = st.sampled_from(
@@ -139,5 +157,52 @@ def test_trees_of_valid_conditions_have_no_problems(tree: dict[str, Any]) -> Non
     assert depth_ok == []
 
 
-def test_every_kind_has_operators() -> None:
-    assert all(OPS_BY_KIND[kind] for kind in OPS_BY_KIND)
+def test_the_table_covers_every_field_type_and_operator() -> None:
+    assert set(OPS_BY_KIND) == set(FieldType) | {STATUS_KIND}
+    assert {op for ops in OPS_BY_KIND.values() for op in ops} == set(RuleOperator)
+    assert all(len(set(ops)) == len(ops) for ops in OPS_BY_KIND.values())
+    assert all(op.label and op.shape in ValueShape for op in RuleOperator)
+
+
+FIELD_OF_KIND = {spec.type: spec.name for spec in FIELDS} | {STATUS_KIND: "status"}
+ONE_VALUE: dict[str, object] = {
+    FieldType.NUMBER: 7,
+    FieldType.DATE: "2024-05-01",
+    STATUS_KIND: "active",
+}
+
+
+def shaped(shape: ValueShape, one: object) -> object:
+    """A value of `shape` made of `one`."""
+    return {
+        ValueShape.NONE: None,
+        ValueShape.ONE: one,
+        ValueShape.TWO: [one, one],
+        ValueShape.LIST: [one],
+        ValueShape.DAYS: 7,
+    }[shape]
+
+
+# For each shape, values of other shapes it must refuse (None aside, refused by all but NONE).
+MISSHAPEN: dict[ValueShape, list[Any]] = {
+    ValueShape.NONE: [["x"], 7],
+    ValueShape.ONE: [[None], {"x": 1}],
+    ValueShape.TWO: [[], ["one"], [1, 2, 3], {"low": 1}],
+    ValueShape.LIST: [[], {"x": 1}],
+    ValueShape.DAYS: [0, -3, 1.5, "7", True, [7]],
+}
+
+
+@pytest.mark.parametrize(
+    ("kind", "op"),
+    [(kind, op) for kind, ops in OPS_BY_KIND.items() for op in ops],
+    ids=lambda item: str(item),
+)
+def test_every_operator_validates_with_the_shape_it_declares(kind: str, op: RuleOperator) -> None:
+    field = FIELD_OF_KIND[kind]
+    one = ONE_VALUE.get(kind, "Santiago")
+    assert problems({"all": [{"field": field, "op": op, "value": shaped(op.shape, one)}]}) == []
+    wrong = MISSHAPEN[op.shape] + ([one] if op.shape is ValueShape.NONE else [None])
+    for value in wrong:
+        found = problems({"all": [{"field": field, "op": op, "value": value}]})
+        assert [path for path, _ in found] == ["rules.all[0].value"], (value, found)

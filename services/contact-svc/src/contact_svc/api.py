@@ -11,16 +11,16 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from contact_svc import handlers
+from contact_svc import batch_handlers, contact_handlers, listing_handlers, stats_handlers
+from contact_svc.contact_repository import ContactRepository
 from contact_svc.domain import API_SOURCE, Contact, ContactOrder, page_cursor
-from contact_svc.repository import ContactRepository
 from contact_svc.settings import ContactSettings
 from contact_svc.stats import ProfileStats
 from contacts_shared.journal import JournalRound
 from contacts_shared.outbox import OutboxRelay, QueuedDocuments
 from contacts_shared.profiles import ProfileSchema, SchemaStore
 from contacts_shared.schema import ContactStatus
-from contacts_shared.web import AccountId
+from contacts_shared.web import AccountId, ProfileIds
 
 router = APIRouter(prefix="/v1/profiles/{profile_id}/contacts", tags=["contacts"])
 
@@ -81,7 +81,7 @@ class ContactPage(BaseModel):
 
 
 async def stats_of(profile_id: str, account_id: str, request: Request) -> ProfileStats:
-    return await handlers.profile_stats(
+    return await stats_handlers.profile_stats(
         account_id=account_id,
         profile_id=profile_id,
         schemas=request.app.state.schemas,
@@ -101,7 +101,7 @@ async def create_contact(
     profile_id: str, body: ContactIn, account_id: AccountId, request: Request, response: Response
 ) -> ContactOut:
     """Add a contact (409 if the profile already has it)."""
-    schema, contact = await handlers.create_contact(
+    schema, contact = await contact_handlers.create_contact(
         account_id=account_id,
         profile_id=profile_id,
         fields=body.fields,
@@ -128,7 +128,7 @@ async def list_contacts(
 ) -> ContactPage:
     """A profile's contacts by key or creation time (`sort=-created_at`: newest first),
     filtered by status, key prefix or one field's value."""
-    schema, found = await handlers.list_contacts(
+    schema, found = await listing_handlers.list_contacts(
         account_id=account_id,
         profile_id=profile_id,
         status=status,
@@ -160,12 +160,12 @@ class ContactBatch(BaseModel):
 
 class ItemOut(BaseModel):
     index: int
-    outcome: handlers.Outcome
+    outcome: contact_handlers.Outcome
     key: str | None = None
     errors: list[dict[str, str]] = Field(default_factory=list)
 
 
-def item_out(result: handlers.ItemResult) -> ItemOut:
+def item_out(result: batch_handlers.ItemResult) -> ItemOut:
     errors = [{"field": p.field, "message": p.message} for p in result.errors]
     return ItemOut(index=result.index, outcome=result.outcome, key=result.key, errors=errors)
 
@@ -189,7 +189,7 @@ async def upsert_batch(
     the rate they can be published, instead of leaving them to queue behind it."""
     queued, journaled = QueuedDocuments(), JournalRound()
     contacts = request.app.state.contacts.queueing_to(queued, journaled)
-    results = await handlers.upsert_batch(
+    results = await batch_handlers.upsert_batch(
         account_id=account_id,
         profile_id=profile_id,
         items=body.contacts,
@@ -200,10 +200,10 @@ async def upsert_batch(
     await relay.publish_now(queued, journaled)
     counts = Counter(result.outcome for result in results)
     return BatchOut(
-        created=counts[handlers.Outcome.CREATED],
-        updated=counts[handlers.Outcome.UPDATED],
-        unchanged=counts[handlers.Outcome.UNCHANGED],
-        rejected=counts[handlers.Outcome.REJECTED],
+        created=counts[contact_handlers.Outcome.CREATED],
+        updated=counts[contact_handlers.Outcome.UPDATED],
+        unchanged=counts[contact_handlers.Outcome.UNCHANGED],
+        rejected=counts[contact_handlers.Outcome.REJECTED],
         items=[item_out(result) for result in results],
     )
 
@@ -229,7 +229,7 @@ async def export_contacts(
     profile_id: str, account_id: AccountId, request: Request
 ) -> StreamingResponse:
     """The profile's contacts as CSV, streamed; its header row matches the profile's fields."""
-    rows = await handlers.export_csv(
+    rows = await listing_handlers.export_csv(
         account_id=account_id,
         profile_id=profile_id,
         schemas=request.app.state.schemas,
@@ -248,7 +248,7 @@ async def get_contact(
     profile_id: str, key: str, account_id: AccountId, request: Request
 ) -> ContactOut:
     """One contact, by email (regular profiles) or phone (mobile-only)."""
-    schema, contact = await handlers.get_contact(
+    schema, contact = await contact_handlers.get_contact(
         account_id=account_id, profile_id=profile_id, key=key, **ports(request)
     )
     return ContactOut.of(schema, contact)
@@ -264,7 +264,7 @@ async def put_contact(
     response: Response,
 ) -> ContactOut:
     """Create the contact or replace all its values."""
-    schema, contact, created = await handlers.put_contact(
+    schema, contact, created = await contact_handlers.put_contact(
         account_id=account_id,
         profile_id=profile_id,
         key=key,
@@ -283,7 +283,7 @@ async def patch_contact(
     profile_id: str, key: str, body: ContactPatch, account_id: AccountId, request: Request
 ) -> ContactOut:
     """Change only the given values, and the status if given."""
-    schema, contact = await handlers.patch_contact(
+    schema, contact = await contact_handlers.patch_contact(
         account_id=account_id,
         profile_id=profile_id,
         key=key,
@@ -301,7 +301,7 @@ async def delete_contact(
     profile_id: str, key: str, account_id: AccountId, request: Request
 ) -> None:
     """Remove a contact from the profile."""
-    await handlers.delete_contact(
+    await contact_handlers.delete_contact(
         account_id=account_id, profile_id=profile_id, key=key, source=API_SOURCE, **ports(request)
     )
 
@@ -323,3 +323,28 @@ async def profile_stats(profile_id: str, account_id: AccountId, request: Request
     today included), and the time of the last change. Counted from the contact events as they
     are published, so a change shows here a moment after its write is answered."""
     return StatsOut(**asdict(await stats_of(profile_id, account_id, request)))
+
+
+class StatsBatch(BaseModel):
+    stats: dict[str, StatsOut] = Field(
+        description="by profile id, in the order asked; ids unknown, deleted, virtual or of "
+        "another account are left out"
+    )
+
+
+@stats_router.get("/v1/stats")
+async def profiles_stats(
+    account_id: AccountId,
+    request: Request,
+    profile_id: ProfileIds,
+) -> StatsBatch:
+    """The statistics of a page of profiles, each as `/v1/profiles/{id}/stats` answers it, in
+    one call and a fixed number of queries. A profile created a moment ago that contact-svc
+    has not heard of yet is left out too (it holds no contacts yet)."""
+    found = await stats_handlers.profiles_stats(
+        account_id=account_id,
+        profile_ids=profile_id,
+        profiles_of=request.app.state.profiles_of,
+        stats=request.app.state.stats,
+    )
+    return StatsBatch(stats={p: StatsOut(**asdict(s)) for p, s in found.items()})

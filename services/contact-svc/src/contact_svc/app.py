@@ -17,15 +17,13 @@ from contact_svc.consumers import (
     apply_profile_event,
     project_contact_events,
 )
+from contact_svc.contact_repository import MongoContactRepository
 from contact_svc.deliveries import WebhookRejected
 from contact_svc.domain import ContactError, ContactExists, ContactNotFound, ProfileUnknown
-from contact_svc.handlers import enforce_suppressions
-from contact_svc.repository import (
-    MongoContactRepository,
-    MongoStatsStore,
-    MongoSuppressionStore,
-)
 from contact_svc.settings import ContactSettings
+from contact_svc.stats_repository import MongoStatsStore
+from contact_svc.suppression_handlers import enforce_suppressions
+from contact_svc.suppression_repository import MongoSuppressionStore
 from contact_svc.webhook_api import delivery_router, webhook_router
 from contact_svc.webhook_handlers import SecretChanged, WebhookIntake, WebhookSourceNotFound
 from contact_svc.webhook_repository import (
@@ -93,7 +91,9 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
             journal=journal,
         )
         schemas = MongoSchemaStore(database["profile_schemas"])
-        stats = MongoStatsStore(database["profile_stats"], database["stats_marks"])
+        stats = MongoStatsStore(
+            database["profile_stats"], database["stats_marks"], partitions=settings.topic_partitions
+        )
         await contacts.create_indexes()
         await schemas.create_indexes()
 
@@ -133,6 +133,7 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
         }
         app.state.contacts, app.state.stats, app.state.relay = contacts, stats, relay
         app.state.schemas = PatientSchemas(schemas, wait=settings.profile_wait_seconds)
+        app.state.profiles_of = schemas.holding_contacts
         app.state.publisher = publisher
         app.state.webhook_sources = MongoWebhookSourceStore(database["webhook_sources"])
         kept = timedelta(days=settings.webhook_delivery_ids_days)

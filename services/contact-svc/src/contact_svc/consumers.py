@@ -10,16 +10,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from itertools import groupby
 
-from contact_svc.handlers import (
-    ImportOutcomes,
-    apply_deletes,
-    apply_import_rows,
-    apply_upserts,
-    delete_profile_contacts,
-    purge_for_import,
-)
-from contact_svc.repository import ContactRepository, StatsStore
+from contact_svc.batch_handlers import ImportOutcomes, apply_import_rows, apply_upserts
+from contact_svc.contact_repository import ContactRepository
+from contact_svc.deletion_handlers import apply_deletes, delete_profile_contacts, purge_for_import
 from contact_svc.stats import EventAt, PartitionCounts, to_count
+from contact_svc.stats_repository import StatsStore
 from contacts_shared.commands import (
     DeleteContact,
     ImportContact,
@@ -127,8 +122,9 @@ async def project_contact_events(
 ) -> None:
     """What contact-svc keeps from its own events, fed by one consumer so each batch is read
     and parsed once: the contacts that escaped the account-wide suppression list brought
-    under it (`handlers.enforce_suppressions`, ADR 15), then the profiles' statistics. Both
-    are idempotent, so a batch handled again after a failure changes nothing."""
+    under it (`suppression_handlers.enforce_suppressions`, ADR 15), then the profiles'
+    statistics. Both are idempotent, so a batch handled again after a failure changes
+    nothing."""
     events = [
         (record.offset, *parsed)
         for record in records

@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contact_svc import webhook_handlers
 from contact_svc.api import ItemOut, item_out
+from contact_svc.contact_handlers import Outcome
 from contact_svc.deliveries import DeliveryAction
-from contact_svc.handlers import Outcome
 from contact_svc.webhook_handlers import MAX_PREVIOUS_SECRET_SECONDS, WebhookIntake
 from contact_svc.webhook_repository import StoreCustomerStore, WebhookSourceStore
 from contact_svc.webhooks import RecentSources, SignatureError, WebhookFormat, WebhookSource

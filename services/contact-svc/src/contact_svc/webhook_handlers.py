@@ -1,5 +1,6 @@
 """Use cases of webhooks: sources registered and rotated, deliveries taken onto the command
-topic; the command consumer applies them (`handlers.apply_upserts`, `apply_deletes`)."""
+topic; the command consumer applies them (`batch_handlers.apply_upserts`,
+`deletion_handlers.apply_deletes`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from datetime import timedelta
 
 from bson import ObjectId
 
+from contact_svc.batch_handlers import ItemResult, validate_item
+from contact_svc.contact_handlers import Outcome, writable_schema
 from contact_svc.deliveries import (
     Delivery,
     DeliveryAction,
@@ -23,7 +26,6 @@ from contact_svc.deliveries import (
     store_customer_id,
 )
 from contact_svc.domain import ContactError
-from contact_svc.handlers import ItemResult, Outcome, validate_item, writable_schema
 from contact_svc.webhook_repository import (
     CustomerSeen,
     DeliveryStore,

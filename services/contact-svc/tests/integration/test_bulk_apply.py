@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 
+from contact_svc.batch_handlers import apply_import_rows, apply_upserts
+from contact_svc.contact_handlers import upsert_contact
+from contact_svc.contact_repository import MongoContactRepository
 from contact_svc.domain import Contact, Suppression
-from contact_svc.handlers import apply_import_rows, apply_upserts, upsert_contact
-from contact_svc.repository import MongoContactRepository, MongoSuppressionStore
 from contact_svc.settings import ContactSettings
+from contact_svc.suppression_repository import MongoSuppressionStore
 from contacts_shared.commands import ImportAction, ImportContact, RowOutcome, UpsertContact
 from contacts_shared.journal import JOURNAL, EventJournal, JournaledWrite, JournalRound
 from contacts_shared.mongo import Collection, connect

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
+from contact_svc.contact_repository import MongoContactRepository
 from contact_svc.domain import Contact, ContactOrder, PagePosition
-from contact_svc.repository import MongoContactRepository, MongoSuppressionStore
 from contact_svc.settings import ContactSettings
+from contact_svc.suppression_repository import MongoSuppressionStore
 from contacts_shared.journal import EventJournal
 from contacts_shared.schema import ContactStatus
 

@@ -9,11 +9,12 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import ConsumerRecord
+from pymongo import AsyncMongoClient
 
 from contact_svc.consumers import project_contact_events
 from contact_svc.domain import Contact
-from contact_svc.repository import MongoStatsStore
 from contact_svc.stats import CountedMark, PartitionCounts, summarize
+from contact_svc.stats_repository import MongoStatsStore
 from contacts_shared.events import DomainEvent, to_envelope
 from contacts_shared.mongo import Database, connect
 from contacts_shared.profiles import ProfileSchema
@@ -22,6 +23,8 @@ from contacts_shared.schema import ContactStatus
 pytestmark = pytest.mark.integration
 
 Services = tuple[httpx.AsyncClient, httpx.AsyncClient]
+ZEROS = {status.value: 0 for status in ContactStatus}
+EMPTY = {"total": 0, "added_last_7_days": 0, "added_last_30_days": 0, "last_change_at": None}
 
 
 async def test_stats_follow_creations_status_changes_updates_and_deletions(
@@ -201,3 +204,103 @@ async def test_marks_are_inserted_when_new_and_written_over_when_stored_meanwhil
         "p1:a@x.io": CountedMark(version=2, offset=5, before=1),
         "p1:b@x.io": CountedMark(version=2, offset=9, before=1),
     }
+
+
+async def test_a_page_of_profiles_gets_the_statistics_each_profile_gets_alone(
+    services: Services, known_profile: Any, eventually: Any
+) -> None:
+    profiles, contacts = services
+    first = await known_profile(name="Page one", fields=[{"name": "Nombre"}])
+    second = await known_profile(name="Page two", fields=[{"name": "Nombre"}])
+    segment = await known_profile(
+        name="Page segment",
+        type="virtual",
+        base_profile_id=first["id"],
+        rules={"all": [{"field": "Nombre", "op": "equals", "value": "A"}]},
+    )
+    other = {"Authorization": "Bearer key-b"}
+    foreign = (await profiles.post("/v1/profiles", json={"name": "Theirs"}, headers=other)).json()
+    base = f"/v1/profiles/{first['id']}/contacts"
+    for index in range(3):
+        created = await contacts.post(base, json={"fields": {"email": f"p{index}@example.com"}})
+        assert created.status_code == 201, created.text
+    batch = [{"email": f"b{index}@example.com", "Nombre": "B"} for index in range(4)]
+    batched = await contacts.post(f"{base}:batch", json={"contacts": batch})
+    assert batched.json()["created"] == 4, batched.text
+    unsubscribed = await contacts.patch(f"{base}/b1@example.com", json={"status": "unsubscribed"})
+    assert unsubscribed.status_code == 200, unsubscribed.text
+    assert (await contacts.delete(f"{base}/p2@example.com")).status_code == 204
+    created = await contacts.post(
+        f"/v1/profiles/{second['id']}/contacts", json={"fields": {"email": "s@example.com"}}
+    )
+    assert created.status_code == 201, created.text
+    asked = [second["id"], foreign["id"], first["id"], segment["id"], "nope", second["id"]]
+    expected = {"active": 5, "unsubscribed": 1, "bounced": 0, "complained": 0, "blocked": 0}
+    page: dict[str, Any] = {}
+    alone: dict[str, Any] = {}
+
+    async def counted() -> bool:
+        nonlocal page, alone
+        answer = await contacts.get("/v1/stats", params={"profile_id": asked})
+        assert answer.status_code == 200, answer.text
+        page = answer.json()["stats"]
+        alone = {
+            p["id"]: (await contacts.get(f"/v1/profiles/{p['id']}/stats")).json()
+            for p in (second, first)
+        }
+        done = alone[first["id"]]["by_status"] == expected and alone[second["id"]]["total"] == 1
+        return bool(done and page == alone)
+
+    assert await eventually(counted), (page, alone)
+    # In the order asked, each once; another account's profile, a virtual one, an unknown id:
+    # absent.
+    assert list(page) == [second["id"], first["id"]]
+    assert page[first["id"]]["total"] == page[first["id"]]["added_last_7_days"] == 6
+
+    async def theirs_only() -> bool:
+        theirs = await contacts.get(
+            "/v1/stats", params={"profile_id": [first["id"], foreign["id"]]}, headers=other
+        )
+        return bool(theirs.json()["stats"] == {foreign["id"]: {**EMPTY, "by_status": ZEROS}})
+
+    assert await eventually(theirs_only)
+    hundred = [first["id"]] + [f"id{n}" for n in range(99)]
+    assert (await contacts.get("/v1/stats", params={"profile_id": hundred})).status_code == 200
+    too_many = await contacts.get("/v1/stats", params={"profile_id": [*hundred, "one more"]})
+    assert too_many.status_code == 422, too_many.text
+    assert (await contacts.get("/v1/stats")).status_code == 422
+
+
+async def test_the_statistics_of_many_profiles_take_one_query(
+    infrastructure: Any, unique: str, mongo_queries: Any
+) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        infrastructure.mongodb_url, tz_aware=True, event_listeners=[mongo_queries]
+    )
+    database = client[f"stats_{unique}"]
+    stats_store = MongoStatsStore(database["profile_stats"], database["stats_marks"], partitions=3)
+    now = datetime.now(UTC)
+    written = {
+        ("p1", 0): {"active": 2},
+        ("p1", 2): {"active": 1, "bounced": 1},
+        ("p2", 1): {"unsubscribed": 1},
+        ("p3", 7): {"active": 4},  # a partition past those expected: read in a second query
+    }
+    for (profile_id, partition), by_status in written.items():
+        counts = PartitionCounts(profile_id, partition, 10, by_status, {}, now)
+        await stats_store.store(counts, expected_offset=-1)
+    mongo_queries.sent.clear()
+
+    many = await stats_store.of_profiles(["p1", "p2", "p0"])
+    assert mongo_queries.collections() == ["profile_stats"]
+    assert many == {p: await stats_store.of_profile(p) for p in ("p1", "p2", "p0")}
+    assert [(s.partition, s.by_status) for s in many["p1"]] == [
+        (0, {"active": 2}),
+        (2, {"active": 1, "bounced": 1}),
+    ]
+    assert many["p0"] == []
+    mongo_queries.sent.clear()
+    [share] = (await stats_store.of_profiles(["p3"]))["p3"]
+    assert (share.partition, share.by_status) == (7, {"active": 4})
+    assert mongo_queries.collections() == ["profile_stats"] * 2
+    await client.close()

@@ -5,17 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from contacts_shared.rules import RuleGroup
+from contacts_shared.rules import OPS_BY_KIND, RuleGroup, RuleOperator, ValueShape
 from contacts_shared.schema import FieldSpec, FieldType, ProfileType
-from contacts_shared.web import AccountId
+from contacts_shared.web import AccountId, current_account
 from profile_svc import handlers
-from profile_svc.domain import MAX_FIELDS, Profile
-from profile_svc.repository import ProfileRepository
+from profile_svc.domain import MAX_FIELDS, Profile, ProfileOrder
+from profile_svc.repository import ProfileFilter, ProfileRepository
 
 router = APIRouter(prefix="/v1/profiles", tags=["profiles"])
+rules_router = APIRouter(prefix="/v1/rule-operators", tags=["rules"])
+PROFILE_ID = "^[0-9a-f]{24}$"
 
 
 class FieldIn(BaseModel):
@@ -69,9 +71,44 @@ class ProfileOut(BaseModel):
         return cls.model_validate(snapshot.model_dump(exclude={"account_id"}))
 
 
+class ProfileListQuery(BaseModel):
+    """The parameters of a profile list; an unknown one is refused, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: ProfileType | None = None
+    name: str | None = Field(default=None, max_length=200, description="name prefix")
+    base_profile_id: str | None = Field(
+        default=None, pattern=PROFILE_ID, description="the virtual profiles based on this one"
+    )
+    sort: ProfileOrder = Field(
+        default=ProfileOrder.CREATED, description="`-` first: descending; names ignore case"
+    )
+    cursor: str | None = Field(
+        default=None, max_length=1000, description="next_cursor of the page before, same sort"
+    )
+    limit: int = Field(default=50, ge=1, le=200)
+
+
 class ProfilePage(BaseModel):
     items: list[ProfileOut]
+    total: int = Field(description="how many profiles match the filters, on every page")
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page")
+
+
+class OperatorOut(BaseModel):
+    name: RuleOperator
+    label: str = Field(description="in English, for people")
+    value: ValueShape = Field(
+        description="what the condition's value holds: none, one value of the field's type, "
+        "two ([low, high]), a non-empty list, or a positive whole number of days"
+    )
+
+
+class RuleOperators(BaseModel):
+    field_types: dict[str, list[OperatorOut]] = Field(
+        description="operators by field type, and `status` for the contact's status"
+    )
 
 
 def repository(request: Request) -> ProfileRepository:
@@ -100,20 +137,24 @@ async def create_profile(
 
 @router.get("")
 async def list_profiles(
-    account_id: AccountId,
-    request: Request,
-    type: ProfileType | None = None,
-    name: Annotated[str | None, Query(max_length=200, description="name prefix")] = None,
-    cursor: Annotated[str | None, Query(pattern="^[0-9a-f]{24}$")] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    account_id: AccountId, request: Request, query: Annotated[ProfileListQuery, Query()]
 ) -> ProfilePage:
-    """List the account's profiles by creation, filtered by type and name prefix."""
-    profiles = await repository(request).find_page(
-        account_id, type=type, name_prefix=name, after_id=cursor, limit=limit + 1
+    """List the account's profiles sorted, filtered by type, name prefix or base profile."""
+    page = await handlers.list_profiles(
+        account_id=account_id,
+        filters=ProfileFilter(
+            type=query.type, name_prefix=query.name, base_profile_id=query.base_profile_id
+        ),
+        order=query.sort,
+        cursor=query.cursor,
+        limit=query.limit,
+        repo=repository(request),
     )
-    page = profiles[:limit]
-    next_cursor = page[-1].id if len(profiles) > limit else None
-    return ProfilePage(items=[ProfileOut.of(p) for p in page], next_cursor=next_cursor)
+    return ProfilePage(
+        items=[ProfileOut.of(p) for p in page.items],
+        total=page.total,
+        next_cursor=page.next_cursor,
+    )
 
 
 @router.get("/{profile_id}")
@@ -171,3 +212,14 @@ async def remove_field(
         account_id=account_id, profile_id=profile_id, name=field_name, repo=repository(request)
     )
     return ProfileOut.of(profile)
+
+
+@rules_router.get("", dependencies=[Depends(current_account)])
+async def list_rule_operators() -> RuleOperators:
+    """The operators rules take on each field type: name, label and value shape."""
+    return RuleOperators(
+        field_types={
+            kind: [OperatorOut(name=op, label=op.label, value=op.shape) for op in ops]
+            for kind, ops in OPS_BY_KIND.items()
+        }
+    )

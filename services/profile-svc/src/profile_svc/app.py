@@ -12,7 +12,7 @@ from contacts_shared.kafka import EventPublisher
 from contacts_shared.mongo import service_client
 from contacts_shared.outbox import OutboxRelay
 from contacts_shared.web import Problem, create_service_app, ready_when_reachable
-from profile_svc.api import router
+from profile_svc.api import router, rules_router
 from profile_svc.domain import ProfileConflict, ProfileError, ProfileInvalid, ProfileNotFound
 from profile_svc.repository import MongoProfileRepository
 from profile_svc.settings import ProfileSettings
@@ -60,7 +60,7 @@ def create_app(settings: ProfileSettings | None = None) -> FastAPI:
         settings,
         title="profile-svc",
         description="Profiles (audiences): regular, virtual and mobile-only; fields; rules.",
-        routers=[router],
+        routers=[router, rules_router],
         resources=resources,
     )
 

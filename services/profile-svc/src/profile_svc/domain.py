@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 
 from contacts_shared.events import (
     DomainEvent,
@@ -298,3 +301,62 @@ class Profile:
     def take_events(self) -> list[DomainEvent]:
         events, self.events = self.events, []
         return events
+
+
+# -- listing order and cursors -------------------------------------------------------------------
+
+
+class ProfileOrder(StrEnum):
+    """The order of a profile list; a leading `-` reverses it."""
+
+    NAME = "name"
+    NAME_DESC = "-name"
+    CREATED = "created_at"
+    CREATED_DESC = "-created_at"
+    UPDATED = "updated_at"
+    UPDATED_DESC = "-updated_at"
+
+    @property
+    def attribute(self) -> str:
+        """The profile attribute sorted on."""
+        return self.value.removeprefix("-")
+
+    @property
+    def descending(self) -> bool:
+        return self.value.startswith("-")
+
+
+@dataclass(frozen=True)
+class PagePosition:
+    """Where a page ended: the last profile's sort value and its id (which breaks ties)."""
+
+    value: str | datetime
+    id: str
+
+
+def sort_value(order: ProfileOrder, profile: Profile) -> str | datetime:
+    """What `order` compares of `profile`: names as their key (case and form folded), times."""
+    if order.attribute == "name":
+        return name_key(profile.name)
+    return profile.created_at if order.attribute == "created_at" else profile.updated_at
+
+
+def page_cursor(order: ProfileOrder, profile: Profile) -> str:
+    """An opaque token for the page after `profile`."""
+    value = sort_value(order, profile)
+    text = value.isoformat() if isinstance(value, datetime) else value
+    raw = json.dumps([order.value, text, profile.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def parse_cursor(order: ProfileOrder, token: str) -> PagePosition:
+    """The position a cursor token names; ProfileInvalid if it is not one of this order's."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        token_order, text, profile_id = json.loads(raw)
+        if token_order != order.value or not isinstance(text, str):
+            raise ValueError(token_order)
+        value = text if order.attribute == "name" else datetime.fromisoformat(text)
+        return PagePosition(value, str(profile_id))
+    except (ValueError, TypeError) as exc:  # binascii and JSON errors are ValueErrors
+        raise invalid("cursor", "not a cursor of this order (use next_cursor as given)") from exc

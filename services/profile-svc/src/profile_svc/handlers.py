@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from bson import ObjectId
 
 from contacts_shared.mongo import bson_now, retry_if_stale
 from contacts_shared.rules import RuleGroup
 from contacts_shared.schema import FieldSpec, FieldType, ProfileType
-from profile_svc.domain import Profile, ProfileNotFound, invalid
-from profile_svc.repository import ProfileRepository
+from profile_svc.domain import (
+    Profile,
+    ProfileNotFound,
+    ProfileOrder,
+    invalid,
+    page_cursor,
+    parse_cursor,
+)
+from profile_svc.repository import ProfileFilter, ProfileRepository
 
 
 def new_profile_id() -> str:
@@ -23,6 +32,35 @@ async def load(repo: ProfileRepository, account_id: str, profile_id: str) -> Pro
     if profile is None:
         raise ProfileNotFound(profile_id)
     return profile
+
+
+@dataclass(frozen=True)
+class ProfilePage:
+    """A page of profiles, how many match in all, and the cursor of the next page if any."""
+
+    items: list[Profile]
+    total: int
+    next_cursor: str | None
+
+
+async def list_profiles(
+    *,
+    account_id: str,
+    filters: ProfileFilter,
+    order: ProfileOrder,
+    cursor: str | None,
+    limit: int,
+    repo: ProfileRepository,
+) -> ProfilePage:
+    """A page of the account's profiles in `order`, and how many match `filters` in all."""
+    after = parse_cursor(order, cursor) if cursor else None
+    found, total = await asyncio.gather(
+        repo.find_page(account_id, filters, order=order, after=after, limit=limit + 1),
+        repo.count(account_id, filters),
+    )
+    page = found[:limit]
+    next_cursor = page_cursor(order, page[-1]) if len(found) > limit else None
+    return ProfilePage(items=page, total=total, next_cursor=next_cursor)
 
 
 async def _load_base(repo: ProfileRepository, account_id: str, base_id: str | None) -> Profile:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from contacts_shared.events import DomainEvent
@@ -29,7 +30,16 @@ from contacts_shared.rules import RuleGroup
 from contacts_shared.schema import FieldSpec, ProfileType
 from contacts_shared.settings import ServiceSettings
 from contacts_shared.values import name_key
-from profile_svc.domain import Profile, ProfileConflict
+from profile_svc.domain import PagePosition, Profile, ProfileConflict, ProfileOrder
+
+
+@dataclass(frozen=True)
+class ProfileFilter:
+    """Which of an account's profiles a list holds; None: any."""
+
+    type: ProfileType | None = None
+    name_prefix: str | None = None
+    base_profile_id: str | None = None
 
 
 class ProfileRepository(Protocol):
@@ -44,17 +54,21 @@ class ProfileRepository(Protocol):
     async def find_page(
         self,
         account_id: str,
+        filters: ProfileFilter,
         *,
-        type: ProfileType | None,
-        name_prefix: str | None,
-        after_id: str | None,
+        order: ProfileOrder,
+        after: PagePosition | None,
         limit: int,
     ) -> list[Profile]: ...
+
+    async def count(self, account_id: str, filters: ProfileFilter) -> int: ...
 
     async def based_on(self, account_id: str, base_profile_id: str) -> list[Profile]: ...
 
 
 MAX_DEPENDENTS = 1000
+# The stored field each order sorts on; `_id` breaks its ties.
+SORT_FIELDS = {"name": "name_key", "created_at": "created_at", "updated_at": "updated_at"}
 
 
 def _profile_document(profile: Profile) -> Document:
@@ -90,6 +104,17 @@ def _profile_from(document: Document) -> Profile:
     )
 
 
+def _filter_query(account_id: str, filters: ProfileFilter) -> Document:
+    query: Document = {"account_id": account_id, TOMBSTONE: {"$ne": True}}
+    if filters.type is not None:
+        query["type"] = filters.type.value
+    if filters.name_prefix:
+        query["name_key"] = {"$regex": "^" + re.escape(name_key(filters.name_prefix))}
+    if filters.base_profile_id is not None:
+        query["base_profile_id"] = filters.base_profile_id
+    return query
+
+
 class MongoProfileRepository:
     """Profiles in one collection; each write carries its events in the document's outbox."""
 
@@ -113,13 +138,34 @@ class MongoProfileRepository:
                     unique=True,
                     name="name_unique",
                 ),
-                IndexModel([("account_id", ASCENDING), ("_id", ASCENDING)], name="by_account"),
+                # One per list order (each serves both directions); name_unique cannot, as
+                # it does not end in the `_id` that breaks ties.
+                *(
+                    IndexModel(
+                        [("account_id", ASCENDING), (field, ASCENDING), ("_id", ASCENDING)],
+                        name=f"by_{attribute}",
+                    )
+                    for attribute, field in SORT_FIELDS.items()
+                ),
+                # The filters, in the default order; a filter with another order sorts only
+                # its matches, one account's profiles at most.
                 IndexModel(
-                    [("account_id", ASCENDING), ("type", ASCENDING), ("_id", ASCENDING)],
+                    [
+                        ("account_id", ASCENDING),
+                        ("type", ASCENDING),
+                        ("created_at", ASCENDING),
+                        ("_id", ASCENDING),
+                    ],
                     name="by_type",
                 ),
                 IndexModel(
-                    [("account_id", ASCENDING), ("base_profile_id", ASCENDING)], name="by_base"
+                    [
+                        ("account_id", ASCENDING),
+                        ("base_profile_id", ASCENDING),
+                        ("created_at", ASCENDING),
+                        ("_id", ASCENDING),
+                    ],
+                    name="by_base",
                 ),
                 OUTBOX_INDEX,
             ],
@@ -181,29 +227,32 @@ class MongoProfileRepository:
     async def find_page(
         self,
         account_id: str,
+        filters: ProfileFilter,
         *,
-        type: ProfileType | None,
-        name_prefix: str | None,
-        after_id: str | None,
+        order: ProfileOrder,
+        after: PagePosition | None,
         limit: int,
     ) -> list[Profile]:
-        query: Document = {"account_id": account_id, TOMBSTONE: {"$ne": True}}
-        if type is not None:
-            query["type"] = type.value
-        if name_prefix:
-            query["name_key"] = {"$regex": "^" + re.escape(name_key(name_prefix))}
-        if after_id is not None:
-            query["_id"] = {"$gt": after_id}
-        cursor = self._collection.find(query, {OUTBOX: 0}).sort("_id", ASCENDING).limit(limit)
+        field = SORT_FIELDS[order.attribute]
+        query = _filter_query(account_id, filters)
+        if after is not None:
+            beyond = "$lt" if order.descending else "$gt"
+            query["$or"] = [
+                {field: {beyond: after.value}},
+                {field: after.value, "_id": {beyond: after.id}},
+            ]
+        direction = DESCENDING if order.descending else ASCENDING
+        cursor = (
+            self._collection.find(query, {OUTBOX: 0})
+            .sort([(field, direction), ("_id", direction)])
+            .limit(limit)
+        )
         return [_profile_from(document) async for document in cursor]
 
+    async def count(self, account_id: str, filters: ProfileFilter) -> int:
+        return await self._collection.count_documents(_filter_query(account_id, filters))
+
     async def based_on(self, account_id: str, base_profile_id: str) -> list[Profile]:
-        cursor = self._collection.find(
-            {
-                "account_id": account_id,
-                "base_profile_id": base_profile_id,
-                TOMBSTONE: {"$ne": True},
-            },
-            {OUTBOX: 0},
-        ).limit(MAX_DEPENDENTS)
+        query = _filter_query(account_id, ProfileFilter(base_profile_id=base_profile_id))
+        cursor = self._collection.find(query, {OUTBOX: 0}).limit(MAX_DEPENDENTS)
         return [_profile_from(document) async for document in cursor]

@@ -8,6 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
+from contacts_shared.rules import OPS_BY_KIND, RuleOperator
+from profile_svc.domain import ProfileOrder
+
 pytestmark = pytest.mark.integration
 
 PROBLEM = "application/problem+json"
@@ -262,3 +265,166 @@ async def test_health_readiness_metrics_and_openapi(api: httpx.AsyncClient) -> N
     metrics = (await api.get("/metrics")).text
     assert 'http_requests_total{method="GET",route="/v1/profiles",service="profile-svc"' in metrics
     assert "/v1/profiles/{profile_id}/fields" in (await api.get("/openapi.json")).json()["paths"]
+
+
+async def read_pages(api: httpx.AsyncClient, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every page of a list, following next_cursor."""
+    pages: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        response = await api.get(
+            "/v1/profiles", params={**params, **({"cursor": cursor} if cursor else {})}
+        )
+        assert response.status_code == 200, response.text
+        pages.append(response.json())
+        cursor = pages[-1]["next_cursor"]
+        if cursor is None:
+            return pages
+
+
+async def test_each_sort_pages_every_profile_once_in_its_order(api: httpx.AsyncClient) -> None:
+    created = [
+        await create(api, name=name) for name in ("delta", "Alpha", "charlie", "Bravo", "echo")
+    ]
+    for index in (3, 0, 4):  # Bravo, delta, echo: updated after every creation, in this order
+        changed = await api.patch(f"/v1/profiles/{created[index]['id']}", json={"description": "x"})
+        assert changed.status_code == 200
+    expected = {
+        "name": ["Alpha", "Bravo", "charlie", "delta", "echo"],
+        "created_at": [p["name"] for p in created],
+        "updated_at": ["Alpha", "charlie", "Bravo", "delta", "echo"],
+    }
+    for order in ProfileOrder:
+        pages = await read_pages(api, {"sort": order.value, "limit": 2})
+        names = [item["name"] for page in pages for item in page["items"]]
+        wanted = expected[order.attribute]
+        assert names == (wanted[::-1] if order.descending else wanted), order
+        assert [page["total"] for page in pages] == [5, 5, 5]
+    default = (await api.get("/v1/profiles")).json()
+    assert [item["name"] for item in default["items"]] == expected["created_at"]
+
+
+async def test_base_profile_filter_lists_the_virtual_profiles_standing_on_it(
+    api: httpx.AsyncClient,
+) -> None:
+    base = await create(api, name="Base")
+    other = await create(api, name="Other")
+    rules = {"all": [{"field": "status", "op": "is", "value": "active"}]}
+    for name, on in (("V1", base), ("V2", base), ("V3", base), ("W", other)):
+        await create(api, name=name, type="virtual", base_profile_id=on["id"], rules=rules)
+
+    pages = await read_pages(api, {"base_profile_id": base["id"], "sort": "-name", "limit": 2})
+    assert [[item["name"] for item in page["items"]] for page in pages] == [["V3", "V2"], ["V1"]]
+    assert [page["total"] for page in pages] == [3, 3]
+    on_other = (await api.get("/v1/profiles", params={"base_profile_id": other["id"]})).json()
+    assert ([item["name"] for item in on_other["items"]], on_other["total"]) == (["W"], 1)
+    assert (await api.get("/v1/profiles")).json()["total"] == 6
+    assert (await api.get("/v1/profiles", params={"type": "regular"})).json()["total"] == 2
+    theirs = await api.get(
+        "/v1/profiles",
+        params={"base_profile_id": base["id"]},
+        headers={"Authorization": "Bearer key-b"},
+    )
+    assert (theirs.json()["items"], theirs.json()["total"]) == ([], 0)
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"sort": "size"}, "sort"),
+        ({"sort": "name,created_at"}, "sort"),
+        ({"colour": "red"}, "colour"),
+        ({"base_profile": "0" * 24}, "base_profile"),
+        ({"base_profile_id": "nope"}, "base_profile_id"),
+        ({"limit": 0}, "limit"),
+    ],
+)
+async def test_unknown_sort_or_filter_is_a_problem_naming_it(
+    api: httpx.AsyncClient, params: dict[str, Any], field: str
+) -> None:
+    assert_problem(await api.get("/v1/profiles", params=params), 422, field)
+
+
+async def test_a_cursor_serves_only_the_sort_it_came_from(api: httpx.AsyncClient) -> None:
+    for name in ("A", "B"):
+        await create(api, name=name)
+    cursor = (await api.get("/v1/profiles", params={"sort": "name", "limit": 1})).json()[
+        "next_cursor"
+    ]
+    assert_problem(
+        await api.get("/v1/profiles", params={"sort": "-name", "cursor": cursor}), 422, "cursor"
+    )
+    after = await api.get("/v1/profiles", params={"sort": "name", "cursor": cursor})
+    assert [item["name"] for item in after.json()["items"]] == ["B"]
+
+
+SAMPLE_VALUE: dict[str, Any] = {"number": 3, "date": "2024-05-01", "status": "active"}
+
+
+def value_of_shape(shape: str, one: Any) -> Any:
+    """A condition's value of the shape the operators endpoint names."""
+    return {"none": None, "one": one, "two": [one, one], "list": [one], "days": 30}[shape]
+
+
+async def test_rule_operators_are_those_the_rules_are_checked_with(
+    api: httpx.AsyncClient,
+) -> None:
+    answer = await api.get("/v1/rule-operators")
+    assert answer.status_code == 200, answer.text
+    field_types = answer.json()["field_types"]
+    assert field_types == {
+        kind: [{"name": op.value, "label": op.label, "value": op.shape.value} for op in ops]
+        for kind, ops in OPS_BY_KIND.items()
+    }
+    assert field_types["text"][0] == {"name": "equals", "label": "equals", "value": "one"}
+    assert {"name": "within_last_days", "label": "is in the last N days", "value": "days"} in (
+        field_types["date"]
+    )
+
+    # Every operator listed takes a value of the shape listed, on a field of its type.
+    typed = [kind for kind in field_types if kind not in {"email", "status"}]
+    base = await create(api, name="Base", fields=[{"name": kind, "type": kind} for kind in typed])
+    every = [
+        {
+            "field": kind,
+            "op": op["name"],
+            "value": value_of_shape(op["value"], SAMPLE_VALUE.get(kind, "x")),
+        }
+        for kind, operators in field_types.items()
+        for op in operators
+    ]
+    await create(
+        api, name="Every", type="virtual", base_profile_id=base["id"], rules={"any": every}
+    )
+    for condition, field in [
+        ({"field": "date", "op": "within_last_days", "value": "2024-05-01"}, "rules.all[0].value"),
+        ({"field": "number", "op": "between", "value": 3}, "rules.all[0].value"),
+        ({"field": "text", "op": "like", "value": "x"}, "rules.all.0.condition.op"),
+    ]:
+        body = {
+            "name": "V",
+            "type": "virtual",
+            "base_profile_id": base["id"],
+            "rules": {"all": [condition]},
+        }
+        assert_problem(await api.post("/v1/profiles", json=body), 422, field)
+    assert_problem(await api.get("/v1/rule-operators", headers={"Authorization": ""}), 401)
+
+
+async def test_openapi_shows_operators_sorts_and_filters(api: httpx.AsyncClient) -> None:
+    spec = (await api.get("/openapi.json")).json()
+    schemas = spec["components"]["schemas"]
+    assert schemas["Condition"]["properties"]["op"] == {"$ref": "#/components/schemas/RuleOperator"}
+    assert schemas["RuleOperator"]["enum"] == [op.value for op in RuleOperator]
+    assert schemas["ProfileOrder"]["enum"] == [order.value for order in ProfileOrder]
+    assert "total" in schemas["ProfilePage"]["required"]
+    listing = spec["paths"]["/v1/profiles"]["get"]["parameters"]
+    assert {p["name"] for p in listing} == {
+        "type",
+        "name",
+        "base_profile_id",
+        "sort",
+        "cursor",
+        "limit",
+    }
+    assert "/v1/rule-operators" in spec["paths"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,10 +22,14 @@ from contacts_shared.events import (
 from contacts_shared.rules import RuleGroup
 from contacts_shared.schema import FieldType, ProfileType
 from profile_svc.domain import (
+    PagePosition,
     Profile,
     ProfileConflict,
     ProfileInvalid,
     ProfileNotFound,
+    ProfileOrder,
+    page_cursor,
+    parse_cursor,
     storage_key,
 )
 
@@ -198,3 +203,33 @@ def test_storage_keys_are_always_safe_and_unique(names: list[str]) -> None:
         taken.append(storage_key(name, taken))
     assert len(set(taken)) == len(taken)
     assert all(re.fullmatch(r"[a-z_][a-z0-9_]*", key) for key in taken)
+
+
+@pytest.mark.parametrize("order", list(ProfileOrder))
+def test_a_cursor_names_the_last_profile_of_its_order(order: ProfileOrder) -> None:
+    profile = regular("Ñandú Shop")
+    profile.update(now=LATER, description="changed")
+    value = {"name": "ñandú shop", "created_at": NOW, "updated_at": LATER}[order.attribute]
+    assert parse_cursor(order, page_cursor(order, profile)) == PagePosition(value, profile.id)
+
+
+def encoded(raw: str) -> str:
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "zzz",
+        "",
+        encoded("[]"),
+        encoded('["-created_at", 5, "id"]'),
+        encoded('["-created_at", "yesterday", "id"]'),
+        page_cursor(ProfileOrder.CREATED, regular()),  # another order's
+        page_cursor(ProfileOrder.CREATED_DESC, regular())[:-4],  # cut short
+    ],
+)
+def test_a_cursor_of_another_order_or_tampered_with_is_invalid(token: str) -> None:
+    with pytest.raises(ProfileInvalid) as caught:
+        parse_cursor(ProfileOrder.CREATED_DESC, token)
+    assert [problem.field for problem in caught.value.problems] == ["cursor"]

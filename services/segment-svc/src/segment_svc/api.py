@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -17,7 +17,7 @@ from contacts_shared.mongo import Document, bson_now
 from contacts_shared.rules import RuleGroup, find_rule_problems
 from contacts_shared.schema import FieldSpec
 from contacts_shared.values import EXPORT_TRAILING_COLUMNS, csv_cell
-from contacts_shared.web import AccountId, Problem
+from contacts_shared.web import AccountId, Problem, ProfileIds
 from segment_svc.counts import TOTAL
 from segment_svc.evaluate import Segment
 from segment_svc.membership import state_of
@@ -54,6 +54,23 @@ def by_name(fields: Sequence[FieldSpec], values: Mapping[str, Any]) -> dict[str,
     return {spec.name: values[spec.key] for spec in fields if spec.key in values}
 
 
+def _key_prefix(
+    key_prefix: Annotated[
+        str,
+        Query(
+            max_length=320,
+            description="only members whose key (email or E.164 phone) starts with this, "
+            "in any case",
+        ),
+    ] = "",
+) -> str:
+    """The prefix as keys are stored (normalized: lower case, no surrounding spaces)."""
+    return key_prefix.strip().lower()
+
+
+KeyPrefix = Annotated[str, Depends(_key_prefix)]
+
+
 class MemberPage(BaseModel):
     items: list[MemberOut]
     next_cursor: str | None
@@ -64,6 +81,7 @@ async def list_members(
     virtual_id: str,
     account_id: AccountId,
     request: Request,
+    key_prefix: KeyPrefix,
     cursor: Annotated[str | None, Query(max_length=400, description="next_cursor")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> MemberPage:
@@ -71,7 +89,7 @@ async def list_members(
     document = await _segment(request, account_id, virtual_id)
     resources = _resources(request)
     segment = await resources.segments.segment(document)
-    page = await resources.members.page(virtual_id, cursor, limit + 1)
+    page = await resources.members.page(virtual_id, cursor, limit + 1, key_prefix)
     more = len(page) > limit
     page = page[:limit]
     contacts = await resources.projection.load([m["contact_id"] for m in page])
@@ -94,16 +112,27 @@ class MemberCount(BaseModel):
 
 
 @router.get("/profiles/{virtual_id}/members:count")
-async def count_members(virtual_id: str, account_id: AccountId, request: Request) -> MemberCount:
-    """Members, folded from the membership events: a moment behind the members list."""
+async def count_members(
+    virtual_id: str, account_id: AccountId, request: Request, key_prefix: KeyPrefix
+) -> MemberCount:
+    """Members, folded from the membership events (a moment behind the members list); with
+    `key_prefix`, those the members list holds, counted over their key range."""
     await _segment(request, account_id, virtual_id)
-    counts = await _resources(request).counts.counts(virtual_id)
-    return MemberCount(count=counts.pop(TOTAL))
+    resources = _resources(request)
+    if key_prefix:
+        return MemberCount(count=await resources.members.count(virtual_id, key_prefix))
+    counts = await resources.counts.counts(virtual_id)
+    return MemberCount(count=counts[TOTAL])
 
 
 class SegmentStats(BaseModel):
     total: int
     by_status: dict[str, int]
+
+    @classmethod
+    def of(cls, counts: Mapping[str, int]) -> SegmentStats:
+        """From `MemberCounts.counts`."""
+        return cls(total=counts[TOTAL], by_status={k: n for k, n in counts.items() if k != TOTAL})
 
 
 @router.get("/profiles/{virtual_id}/stats")
@@ -111,8 +140,29 @@ async def segment_stats(virtual_id: str, account_id: AccountId, request: Request
     """Members in all and per status, as a regular profile's statistics are served: folded
     from the membership events, a moment behind the members list."""
     await _segment(request, account_id, virtual_id)
-    counts = await _resources(request).counts.counts(virtual_id)
-    return SegmentStats(total=counts.pop(TOTAL), by_status=counts)
+    return SegmentStats.of(await _resources(request).counts.counts(virtual_id))
+
+
+class StatsBatch(BaseModel):
+    stats: dict[str, SegmentStats] = Field(
+        description="by virtual profile id, in the order asked; ids unknown, deleted or of "
+        "another account are left out"
+    )
+
+
+@router.get("/stats")
+async def stats_batch(
+    account_id: AccountId,
+    request: Request,
+    profile_id: ProfileIds,
+) -> StatsBatch:
+    """The statistics of a page of virtual profiles, each as `/profiles/{id}/stats` answers
+    it, in one call and a fixed number of queries."""
+    resources = _resources(request)
+    asked = list(dict.fromkeys(profile_id))
+    live = await resources.segments.live_of_account(account_id, asked)
+    counts = await resources.counts.counts_of([i for i in asked if i in live])
+    return StatsBatch(stats={i: SegmentStats.of(c) for i, c in counts.items()})
 
 
 class Membership(BaseModel):
@@ -133,11 +183,11 @@ async def membership(
 
 @router.get("/profiles/{virtual_id}/members:export")
 async def export_members(
-    virtual_id: str, account_id: AccountId, request: Request
+    virtual_id: str, account_id: AccountId, request: Request, key_prefix: KeyPrefix
 ) -> StreamingResponse:
-    """Every member as CSV, streamed, laid out as contact-svc exports a profile (the base
-    profile's fields by name, status, created and updated times), then since when it is a
-    member."""
+    """Every member (whose key starts with `key_prefix`) as CSV, streamed, laid out as
+    contact-svc exports a profile (the base profile's fields by name, status, created and
+    updated times), then since when it is a member."""
     document = await _segment(request, account_id, virtual_id)
     resources = _resources(request)
     segment = await resources.segments.segment(document)
@@ -148,7 +198,7 @@ async def export_members(
         fields = segment.base_fields
         writer.writerow([*(spec.name for spec in fields), *EXPORT_TRAILING_COLUMNS, "member_since"])
         yield _flushed(buffer)
-        async for page in resources.members.pages(virtual_id):
+        async for page in resources.members.pages(virtual_id, key_prefix):
             contacts = await resources.projection.load([m["contact_id"] for m in page])
             for member in page:
                 contact = contacts.get(member["contact_id"], {})

@@ -59,6 +59,7 @@ class Resources:
     async def create_indexes(self) -> None:
         await self.segments.create_indexes()
         await self.members.create_indexes()
+        await self.counts.create_indexes()
 
     async def close(self) -> None:
         await self.publisher.close()

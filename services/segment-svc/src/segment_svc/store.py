@@ -148,6 +148,14 @@ class SegmentStore:
     async def get(self, segment_id: str) -> Document | None:
         return await self._collection.find_one({"_id": segment_id})
 
+    async def live_of_account(self, account_id: str, segment_ids: Sequence[str]) -> set[str]:
+        """Those of `segment_ids` that are live virtual profiles of the account: one query."""
+        cursor = self._collection.find(
+            {"_id": {"$in": list(segment_ids)}, "account_id": account_id, "deleted": False},
+            {"_id": 1},
+        )
+        return {document["_id"] async for document in cursor}
+
     async def claim_rebuild(self, owner: str, lease: timedelta) -> Document | None:
         """Take a pending rebuild nobody holds (or whose holder's lease ran out)."""
         now = bson_now()
@@ -321,24 +329,40 @@ class Members:
         )
         return result.deleted_count
 
-    def _range(self, segment_id: str, after: str | None) -> Document:
-        low = f"{segment_id}|{after}" if after is not None else f"{segment_id}|"
-        return {"_id": {"$gt": low, "$lt": f"{segment_id}}}"}, "in": True}
+    @staticmethod
+    def _range(segment_id: str, key_prefix: str, after: str | None = None) -> Document:
+        """The segment's members whose keys start with `key_prefix` (and come after `after`):
+        one range of the `_id` index."""
+        ids = prefix_range(f"{segment_id}|{key_prefix}")
+        if after is not None:
+            ids["$gt"] = f"{segment_id}|{after}"
+        return {"_id": ids, "in": True}
 
-    async def page(self, segment_id: str, after: str | None, limit: int) -> list[Document]:
+    async def page(
+        self, segment_id: str, after: str | None, limit: int, key_prefix: str = ""
+    ) -> list[Document]:
+        """The next members in key order, of those whose keys start with `key_prefix`."""
         cursor = (
-            self._collection.find(self._range(segment_id, after), limit=limit)
+            self._collection.find(self._range(segment_id, key_prefix, after), limit=limit)
             .sort("_id")
             .hint("_id_")
         )
         return [d async for d in cursor]
 
-    async def pages(self, segment_id: str, size: int = 500) -> AsyncIterator[list[Document]]:
-        """Every member, a page at a time, in key order."""
+    async def pages(
+        self, segment_id: str, key_prefix: str = "", size: int = 500
+    ) -> AsyncIterator[list[Document]]:
+        """Every member whose key starts with `key_prefix`, a page at a time, in key order."""
         after: str | None = None
-        while page := await self.page(segment_id, after, size):
+        while page := await self.page(segment_id, after, size, key_prefix):
             yield page
             after = page[-1]["key"]
+
+    async def count(self, segment_id: str, key_prefix: str) -> int:
+        """Members whose keys start with `key_prefix`, counted over their `_id` range."""
+        return await self._collection.count_documents(
+            self._range(segment_id, key_prefix), hint="_id_"
+        )
 
     async def get(self, segment_id: str, key: str) -> Document | None:
         return await self._collection.find_one({"_id": f"{segment_id}|{key}", "in": True})
@@ -434,15 +458,26 @@ class MemberCounts:
         # A share that already counted up to here (a redelivered batch) collides: it stays.
         await bulk_write_tolerating_duplicates(self._shares, shares)
 
+    async def create_indexes(self) -> None:
+        await ensure_indexes(
+            self._shares, [IndexModel([("segment_id", ASCENDING)], name="by_segment")]
+        )
+
     async def counts(self, segment_id: str) -> dict[str, int]:
         """Members in all (`members`) and per status."""
-        total: Counter[str] = Counter({status.value: 0 for status in ContactStatus})
-        total[TOTAL] = 0
+        return (await self.counts_of([segment_id]))[segment_id]
+
+    async def counts_of(self, segment_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """`counts` of each of these segments, their shares read in one query."""
+        totals: dict[str, Counter[str]] = {}
+        for segment_id in segment_ids:
+            totals[segment_id] = Counter({status.value: 0 for status in ContactStatus})
+            totals[segment_id][TOTAL] = 0
         async for share in self._shares.find(
-            {"_id": {"$gt": f"{segment_id}|", "$lt": f"{segment_id}}}"}}, {"counts": 1}
+            {"segment_id": {"$in": list(totals)}}, {"segment_id": 1, "counts": 1}
         ):
-            total.update(share.get("counts") or {})
-        return dict(total)
+            totals[share["segment_id"]].update(share.get("counts") or {})
+        return {segment_id: dict(total) for segment_id, total in totals.items()}
 
 
 class MembershipRelay:

@@ -1,0 +1,290 @@
+"""segment-svc's HTTP API served in-process over the real MongoDB-protocol server and Kafka:
+members found by key prefix (listed, counted, exported) and the statistics of a page of
+virtual profiles in one call, each query served by an index."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from pymongo import AsyncMongoClient
+
+from contacts_shared.profiles import ProfileSchema
+from contacts_shared.schema import (
+    ContactStatus,
+    FieldSpec,
+    FieldType,
+    ProfileSnapshot,
+    ProfileType,
+)
+from segment_svc.app import create_app
+from segment_svc.counts import OUTSIDE, Change, Standing, fold
+from segment_svc.evaluate import ContactView
+from segment_svc.handlers import Segmenter
+from segment_svc.membership import ContactState
+from segment_svc.resources import Resources
+from segment_svc.settings import SegmentSettings
+from segment_svc.store import MemberCounts, Members, SegmentStore
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
+FIELDS = (
+    FieldSpec(name="email", key="email", type=FieldType.EMAIL, required=True, identity=True),
+    FieldSpec(name="City", key="city", type=FieldType.TEXT),
+)
+PREFIXED = [f"an{i:02d}@x.com" for i in range(12)]
+
+
+@pytest.fixture
+def accounts(unique: str) -> tuple[str, str]:
+    """Accounts A (key-a) and B (key-b)."""
+    return f"acct-a-{unique}", f"acct-b-{unique}"
+
+
+@pytest.fixture
+def settings(infrastructure: Any, unique: str, accounts: tuple[str, str]) -> SegmentSettings:
+    return SegmentSettings(
+        environment="test",
+        kafka_bootstrap_servers=infrastructure.kafka_bootstrap_servers,
+        mongodb_url=infrastructure.mongodb_url,
+        mongodb_database=f"segment_svc_api_{unique}",
+        topic_segments_events=f"segments.events.api.{unique}",
+        api_keys={"key-a": accounts[0], "key-b": accounts[1]},
+    )
+
+
+@pytest.fixture
+async def resources(settings: SegmentSettings) -> AsyncIterator[Resources]:
+    """The stores, indexed as the worker indexes them at start-up: what the API reads is put
+    there through them."""
+    opened = Resources.open(settings)
+    await opened.create_indexes()
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def api(settings: SegmentSettings) -> AsyncIterator[httpx.AsyncClient]:
+    """segment-svc's API with its lifespan running, authenticated as account A."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://segment-svc",
+            headers={"Authorization": "Bearer key-a"},
+        ) as client:
+            yield client
+
+
+async def virtual_profile(resources: Resources, virtual_id: str, account_id: str) -> None:
+    """A virtual profile of the account's Lima contacts, as profile events tell segment-svc."""
+    base_id = f"base-{account_id}"
+    await resources.schemas.apply(
+        ProfileSchema(base_id, account_id, ProfileType.REGULAR, FIELDS, 1), deleted=False
+    )
+    await resources.segments.apply_virtual(
+        ProfileSnapshot(
+            id=virtual_id,
+            account_id=account_id,
+            name=virtual_id,
+            description="",
+            type=ProfileType.VIRTUAL,
+            fields=(),
+            base_profile_id=base_id,
+            rules={"all": [{"field": "City", "op": "equals", "value": "Lima"}]},
+            version=1,
+            created_at=NOW,
+            updated_at=NOW,
+        )
+    )
+
+
+async def project(
+    resources: Resources, settings: SegmentSettings, account_id: str, cities: dict[str, str]
+) -> None:
+    """Contacts of the account's base profile (key -> City), at version 1 or one past the
+    projected one, evaluated and written as the contact events' consumer does."""
+    base_id = f"base-{account_id}"
+    held = await resources.projection.load([f"{base_id}:{key}" for key in cities])
+    states = []
+    for key, city in cities.items():
+        version = held[f"{base_id}:{key}"]["version"] + 1 if f"{base_id}:{key}" in held else 1
+        view = ContactView({"email": key, "city": city}, ContactStatus.ACTIVE, NOW, NOW)
+        states.append(
+            ContactState(
+                f"{base_id}:{key}", account_id, base_id, key, version, ContactStatus.ACTIVE, view
+            )
+        )
+    segmenter = Segmenter(
+        resources.segments,
+        resources.projection,
+        resources.relay,
+        topic=settings.topic_segments_events,
+    )
+    await segmenter.apply_states(states)
+
+
+async def test_members_are_listed_counted_and_exported_by_key_prefix_in_any_case(
+    api: httpx.AsyncClient,
+    resources: Resources,
+    settings: SegmentSettings,
+    accounts: tuple[str, str],
+) -> None:
+    await virtual_profile(resources, "v1", accounts[0])
+    others = {"amy@x.com": "Lima", "bea@x.com": "Lima", "an@quito.com": "Quito"}
+    await project(resources, settings, accounts[0], {**dict.fromkeys(PREFIXED, "Lima"), **others})
+    await project(resources, settings, accounts[0], {"anya@x.com": "Lima"})
+    await project(resources, settings, accounts[0], {"anya@x.com": "Quito"})  # left: a tombstone
+
+    keys: list[str] = []
+    pages = 0
+    params: dict[str, Any] = {"key_prefix": " AN", "limit": 5}
+    while True:
+        answer = await api.get("/v1/profiles/v1/members", params=params)
+        assert answer.status_code == 200, answer.text
+        page = answer.json()
+        pages += 1
+        keys += [item["key"] for item in page["items"]]
+        assert all(item["fields"]["City"] == "Lima" for item in page["items"])
+        if not page["next_cursor"]:
+            break
+        params["cursor"] = page["next_cursor"]
+    assert (keys, pages) == (PREFIXED, 3)
+    everyone = (await api.get("/v1/profiles/v1/members", params={"limit": 500})).json()
+    assert [item["key"] for item in everyone["items"]] == sorted(
+        [*PREFIXED, "amy@x.com", "bea@x.com"]
+    )
+
+    for prefix, expected in [("An", 12), ("AN0", 10), ("b", 1), ("anya", 0), ("zz", 0)]:
+        counted = await api.get("/v1/profiles/v1/members:count", params={"key_prefix": prefix})
+        assert counted.json() == {"count": expected}, prefix
+
+    export = await api.get("/v1/profiles/v1/members:export", params={"key_prefix": "aN0"})
+    assert export.status_code == 200, export.text
+    rows = list(csv.DictReader(io.StringIO(export.text)))
+    assert [row["email"] for row in rows] == PREFIXED[:10]
+    assert {row["City"] for row in rows} == {"Lima"}
+
+    too_long = await api.get("/v1/profiles/v1/members:count", params={"key_prefix": "a" * 321})
+    assert too_long.status_code == 422
+    assert too_long.headers["content-type"] == "application/problem+json"
+    assert too_long.json()["errors"][0]["field"] == "key_prefix"
+    other = await api.get(
+        "/v1/profiles/v1/members",
+        params={"key_prefix": "an"},
+        headers={"Authorization": "Bearer key-b"},
+    )
+    assert other.status_code == 404
+
+
+@pytest.fixture
+async def watched(settings: SegmentSettings, mongo_queries: Any) -> AsyncIterator[tuple[Any, Any]]:
+    """The service's database through a client whose queries are kept (`mongo_queries`)."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        settings.mongodb_url, event_listeners=[mongo_queries]
+    )
+    yield client[settings.mongodb_database], mongo_queries
+    await client.close()
+
+
+async def test_prefix_and_batch_queries_read_index_ranges_only(
+    resources: Resources,
+    settings: SegmentSettings,
+    accounts: tuple[str, str],
+    watched: tuple[Any, Any],
+    indexes_read: Any,
+) -> None:
+    await virtual_profile(resources, "v1", accounts[0])
+    await project(resources, settings, accounts[0], dict.fromkeys(PREFIXED, "Lima"))
+    database, commands = watched
+    members = Members(database["members"])
+    segments = SegmentStore(database["segments"], resources.schemas)
+    counts = MemberCounts(database["member_marks"], database["member_shares"])
+
+    assert len(await members.page("v1", None, 5, "an0")) == 5
+    assert len(await members.page("v1", "an04@x.com", 5, "an0")) == 5
+    assert await members.count("v1", "an1") == 2
+    assert await segments.live_of_account(accounts[0], ["v1", "v2"]) == {"v1"}
+    assert (await counts.counts_of(["v1", "v2"]))["v2"]["members"] == 0
+
+    served = {"members": "_id_", "segments": "_id_", "member_shares": "by_segment"}
+    assert sorted(commands.collections()) == sorted(
+        ["members", "members", "members", "segments", "member_shares"]
+    )
+    for command, collection in zip(commands.sent, commands.collections(), strict=True):
+        assert await indexes_read(database, command) == {served[collection]}, command
+
+
+async def count(resources: Resources, partition: int, changes: list[Change]) -> None:
+    """Membership changes as the counter folds them from one partition (none counted yet)."""
+    await resources.counts.record([fold(partition, changes, {}, {}, changes[-1].offset)])
+
+
+async def test_a_page_of_statistics_equals_each_profiles_own_and_shows_no_other_account(
+    api: httpx.AsyncClient, resources: Resources, accounts: tuple[str, str]
+) -> None:
+    mine, theirs = accounts
+    for virtual_id in ("v1", "v2", "v3", "v4"):
+        await virtual_profile(resources, virtual_id, mine)
+    await virtual_profile(resources, "vb", theirs)
+    active, unsubscribed = Standing(True, "active"), Standing(True, "unsubscribed")
+    bounced = Standing(True, "bounced")
+    await count(
+        resources,
+        0,
+        [
+            Change("v1", "c1", active, 1, 0),
+            Change("v1", "c2", active, 1, 1),
+            Change("v1", "c3", unsubscribed, 1, 2),
+            Change("v1", "c4", active, 1, 3),
+            Change("v1", "c4", OUTSIDE, 2, 4),
+            Change("v3", "c1", active, 1, 5),
+            Change("vb", "c1", active, 1, 6),
+        ],
+    )
+    await count(resources, 1, [Change("v1", "c5", active, 1, 0), Change("v2", "c6", bounced, 1, 1)])
+    await resources.segments.delete("v3", 2)
+
+    asked = ["v2", "v1", "vb", "v3", "nope", "v4", "v1"]
+    answer = await api.get("/v1/stats", params={"profile_id": asked})
+    assert answer.status_code == 200, answer.text
+    stats = answer.json()["stats"]
+    assert list(stats) == ["v2", "v1", "v4"]  # the order asked; others' and unknown left out
+    for virtual_id, found in stats.items():
+        single = await api.get(f"/v1/profiles/{virtual_id}/stats")
+        assert single.json() == found
+    assert stats["v1"]["total"] == 4
+    assert stats["v1"]["by_status"] == {
+        "active": 3,
+        "unsubscribed": 1,
+        "bounced": 0,
+        "complained": 0,
+        "blocked": 0,
+    }
+    assert stats["v4"]["total"] == 0
+    for hidden in ("vb", "v3", "nope"):
+        assert (await api.get(f"/v1/profiles/{hidden}/stats")).status_code == 404
+    theirs_answer = await api.get(
+        "/v1/stats",
+        params={"profile_id": ["v1", "vb"]},
+        headers={"Authorization": "Bearer key-b"},
+    )
+    assert list(theirs_answer.json()["stats"]) == ["vb"]
+
+    for params in (
+        {"profile_id": [f"v{i}" for i in range(101)]},
+        {},
+        {"profile_id": "v" * 101},
+    ):
+        refused = await api.get("/v1/stats", params=params)
+        assert refused.status_code == 422, params
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["errors"][0]["field"].startswith("profile_id"), refused.json()
+    hundred = await api.get("/v1/stats", params={"profile_id": [f"v{i}" for i in range(100)]})
+    assert list(hundred.json()["stats"]) == ["v1", "v2", "v4"]
