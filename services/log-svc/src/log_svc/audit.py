@@ -1,10 +1,11 @@
 """A contact's audit trail: what changed it, when, and by which source, one entry per version,
-from contact-svc's events; a contact erased at the person's request loses its trail. Pure: no
-I/O."""
+from contact-svc's events; a contact erased at the person's request loses its trail. Each entry
+keeps the contact's values after its version, so an entry served beside the one before it
+tells each changed field's old and new value. Pure: no I/O."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -47,6 +48,8 @@ def audit_entry(event: DomainEvent, at: datetime) -> dict[str, Any] | None:
             "account_id": contact.account_id,
             "source": contact.source,
             "status": contact.status.value,
+            # All values, not only the changed ones: the next version's old values.
+            "values": contact.model_dump(mode="json")["fields"],
         }
         if isinstance(event, ContactCreated):
             entry |= {"change": "created", "fields": sorted(contact.fields)}
@@ -66,6 +69,7 @@ def audit_entry(event: DomainEvent, at: datetime) -> dict[str, Any] | None:
                 "import_id": event.import_id,
                 "line": event.line,
                 "previous_status": event.previous_status.value if event.previous_status else None,
+                "status_reason": contact.status_reason if event.previous_status else None,
             }
     else:
         return None
@@ -78,12 +82,38 @@ def audit_entry(event: DomainEvent, at: datetime) -> dict[str, Any] | None:
     }
 
 
-def trail_range(contact_id: str, after_version: int = 0) -> dict[str, str]:
-    """The `_id` range of a contact's entries after `after_version`, in version order."""
+def trail_range(
+    contact_id: str, after_version: int = 0, before_version: int | None = None
+) -> dict[str, str]:
+    """The `_id` range of a contact's entries after `after_version` and before
+    `before_version` (if given), in version order."""
     return {
         "$gt": f"{contact_id}{SEPARATOR}{after_version:012d}",
-        "$lt": f"{contact_id}{PAST_SEPARATOR}",
+        "$lt": f"{contact_id}{SEPARATOR}{before_version:012d}"
+        if before_version is not None
+        else f"{contact_id}{PAST_SEPARATOR}",
     }
+
+
+def served_entry(
+    entry: Mapping[str, Any], previous: Mapping[str, Any] | None, names: Mapping[str, str]
+) -> dict[str, Any]:
+    """An entry as the API serves it: each field it changed by its name (`names`: key -> name;
+    a key not there, a field deleted since, stays its key) with its value before, from the
+    `previous` entry of the contact, and after. A creation has no value before; values an
+    entry does not keep (a deletion's, an entry older than the values) are None. The status is
+    told apart (`status`, `previous_status`, `status_reason`), not as a field."""
+    after: Mapping[str, Any] = entry.get("values") or {}
+    before: Mapping[str, Any] = {}
+    if previous is not None and entry.get("change") != "created":
+        before = previous.get("values") or {}
+    status_told = entry.get("previous_status") is not None
+    changes = [
+        {"field": names.get(key, key), "old": before.get(key), "new": after.get(key)}
+        for key in entry.get("fields", ())
+        if not (key == "status" and status_told)
+    ]
+    return {**entry, "changes": changes}
 
 
 @dataclass(frozen=True)
@@ -115,3 +145,14 @@ def trail_changes(events: Iterable[tuple[DomainEvent, datetime]]) -> TrailChange
 def erased_range(contact_id: str, version: int) -> dict[str, str]:
     """The `_id` range of a contact's entries up to and including `version`."""
     return {"$gt": f"{contact_id}{SEPARATOR}", "$lte": f"{contact_id}{SEPARATOR}{version:012d}"}
+
+
+def served_entries(
+    entries: Sequence[Mapping[str, Any]],
+    previous: Mapping[str, Any] | None,
+    names: Mapping[str, str],
+) -> list[dict[str, Any]]:
+    """`entries` (a contact's, oldest first) as served, each beside the one before it;
+    `previous` is the entry before the first, if any."""
+    befores = [previous, *entries[:-1]]
+    return [served_entry(e, before, names) for e, before in zip(entries, befores, strict=False)]

@@ -1,5 +1,6 @@
 """Kafka entry points of log-svc: import events into the import log and its refused rows,
-contact events into the audit trail (erasures out of it)."""
+contact events into the audit trail (erasures out of it), profile events into the profiles'
+schemas (the names of the trail's fields)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Sequence
 
 from contacts_shared.events import ImportEvent, ImportRowsRefused, event_of
 from contacts_shared.kafka import Record
+from contacts_shared.profiles import SchemaStore, project_profile_event
 from log_svc.audit import trail_changes
 from log_svc.repository import AuditTrail, ImportLog, RefusedRows
 
@@ -33,3 +35,11 @@ async def record_contact_events(records: Sequence[Record], *, trail: AuditTrail)
     )
     await trail.record(changes.entries)
     await trail.erase(changes.erased)
+
+
+async def record_profile_event(record: Record, *, schemas: SchemaStore) -> None:
+    """Keep each profile's schema at its newest version: the trail's fields are served by their
+    names. Older or repeated events change nothing."""
+    parsed = event_of(record.value)
+    if parsed is not None:
+        await project_profile_event(*parsed, schemas)

@@ -105,6 +105,14 @@ class RefusedRows:
         async for document in self._collection.find({"_id": ids}).sort("_id", ASCENDING):
             yield RefusedRow.model_validate(document)
 
+    async def page_of_import(
+        self, import_id: str, *, after_line: int, limit: int
+    ) -> list[RefusedRow]:
+        """The import's refused rows after line `after_line`, in line order, `limit` at most."""
+        ids = {"$gt": f"{import_id}:{after_line:012d}", "$lt": prefix_range(f"{import_id}:")["$lt"]}
+        cursor = self._collection.find({"_id": ids}).sort("_id", ASCENDING).limit(limit)
+        return [RefusedRow.model_validate(document) async for document in cursor]
+
 
 class AuditTrail:
     """One entry per contact version (`audit.audit_entry`)."""
@@ -128,5 +136,14 @@ class AuditTrail:
             )
 
     async def of_contact(self, contact_id: str, after_version: int, limit: int) -> list[Document]:
+        """The contact's entries after `after_version`, oldest first."""
         cursor = self._collection.find({"_id": trail_range(contact_id, after_version)})
         return [d async for d in cursor.sort("_id", ASCENDING).limit(limit)]
+
+    async def newest_of_contact(
+        self, contact_id: str, before_version: int | None, limit: int
+    ) -> list[Document]:
+        """The contact's entries before `before_version` (all if None), newest first."""
+        ids = trail_range(contact_id, before_version=before_version)
+        cursor = self._collection.find({"_id": ids}).sort("_id", DESCENDING)
+        return [d async for d in cursor.limit(limit)]

@@ -10,3 +10,4 @@ class LogSettings(ServiceSettings):
     mongodb_database: str = "log_svc"
     imports_events_group: str = "log-svc.imports"
     contacts_events_group: str = "log-svc.contacts"
+    profile_events_group: str = "log-svc.profiles"

@@ -97,18 +97,8 @@ async def log_api(infrastructure: Any, unique: str) -> AsyncIterator[tuple[httpx
     await publisher.close()
 
 
-async def eventually(api: httpx.AsyncClient, url: str, check: Any) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + 30
-    while True:
-        response = await api.get(url)
-        if response.status_code == 200 and check(body := response.json()):
-            return dict(body)
-        assert asyncio.get_running_loop().time() < deadline, response.text
-        await asyncio.sleep(0.1)
-
-
 async def test_the_newest_snapshot_wins_and_the_log_lists_newest_first(
-    log_api: tuple[httpx.AsyncClient, Any], unique: str
+    log_api: tuple[httpx.AsyncClient, Any], unique: str, eventually: Any
 ) -> None:
     api, publish = log_api
     account = f"acct-a-{unique}"
@@ -158,7 +148,7 @@ async def test_the_newest_snapshot_wins_and_the_log_lists_newest_first(
 
 
 async def test_refused_rows_are_served_in_line_order_once_each(
-    log_api: tuple[httpx.AsyncClient, Any], unique: str
+    log_api: tuple[httpx.AsyncClient, Any], unique: str, eventually: Any
 ) -> None:
     api, publish = log_api
     header = ["email", "Nombre"]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from typing import Any
 
 from contacts_shared.commands import ImportAction
 from contacts_shared.events import (
@@ -14,7 +15,13 @@ from contacts_shared.events import (
     ProfileDeleted,
 )
 from contacts_shared.schema import ContactSnapshot, ContactStatus, ProfileType
-from log_svc.audit import audit_entry, erased_range, trail_changes, trail_range
+from log_svc.audit import (
+    audit_entry,
+    erased_range,
+    served_entries,
+    trail_changes,
+    trail_range,
+)
 
 AT = datetime(2026, 5, 1, tzinfo=UTC)
 
@@ -24,14 +31,16 @@ def snapshot(
     status: ContactStatus = ContactStatus.ACTIVE,
     source: str = "api",
     key: str = "ana@x.cl",
+    **values: Any,
 ) -> ContactSnapshot:
     return ContactSnapshot(
         id=f"p1:{key}",
         account_id="a1",
         profile_id="p1",
         key=key,
-        fields={"email": key, "nombre": "Ana"},
+        fields={"email": key, "nombre": "Ana"} | values,
         status=status,
+        status_reason="asked by mail" if status is not ContactStatus.ACTIVE else None,
         status_source=source,
         status_changed_at=AT,
         source=source,
@@ -130,3 +139,88 @@ def test_an_erasure_leaves_nothing_of_the_contact_up_to_it() -> None:
     # Neither the contact added again nor another contact whose key starts the same.
     for kept in ["p1:ana@x.cl\x1f000000000006", "p1:ana@x.cl.other\x1f000000000001"]:
         assert not window["$gt"] < kept <= window["$lte"]
+
+
+NAMES = {"email": "Email", "nombre": "Nombre", "nacimiento": "Fecha de nacimiento"}
+
+
+def served(*events: Any) -> list[dict[str, Any]]:
+    entries = [audit_entry(event, AT) for event in events]
+    return served_entries([e for e in entries if e is not None], None, NAMES)
+
+
+def test_each_entry_tells_its_fields_by_name_old_to_new() -> None:
+    trail = served(
+        ContactCreated(contact=snapshot(1, nacimiento=date(1990, 2, 3))),
+        ContactUpdated(contact=snapshot(2, nombre="Anita", nacimiento=None), changed=("nombre",)),
+        ContactImported(
+            contact=snapshot(3, source="import:i1", nombre="Ana María", color="rojo"),
+            import_id="i1",
+            action=ImportAction.APPEND_OR_UPDATE,
+            line=4,
+            created=False,
+            changed=("nombre", "color", "nacimiento"),
+            previous_status=None,
+        ),
+    )
+    assert [e["changes"] for e in trail] == [
+        [
+            {"field": "Email", "old": None, "new": "ana@x.cl"},
+            {"field": "Fecha de nacimiento", "old": None, "new": "1990-02-03"},
+            {"field": "Nombre", "old": None, "new": "Ana"},
+        ],
+        [{"field": "Nombre", "old": "Ana", "new": "Anita"}],
+        [
+            {"field": "Nombre", "old": "Anita", "new": "Ana María"},
+            # A field deleted from the profile since keeps its key as name.
+            {"field": "color", "old": None, "new": "rojo"},
+            # Cleared at version 2 (None), still none.
+            {"field": "Fecha de nacimiento", "old": None, "new": None},
+        ],
+    ]
+    assert (trail[2]["import_id"], trail[2]["line"], trail[2]["source"]) == ("i1", 4, "import:i1")
+
+
+def test_a_status_change_is_told_with_its_reason_not_as_a_field() -> None:
+    imported = ContactImported(
+        contact=snapshot(3, ContactStatus.UNSUBSCRIBED, source="import:i1", nombre="Ana M"),
+        import_id="i1",
+        action=ImportAction.APPEND_OR_UPDATE,
+        line=9,
+        created=False,
+        changed=("nombre", "status"),
+        previous_status=ContactStatus.BOUNCED,
+    )
+    trail = served(
+        ContactCreated(contact=snapshot(1)),
+        ContactStatusChanged(
+            contact=snapshot(2, ContactStatus.BOUNCED), previous_status=ContactStatus.ACTIVE
+        ),
+        imported,
+        deleted(4, status=ContactStatus.UNSUBSCRIBED),
+    )
+    told = [(e["previous_status"], e["status"], e["status_reason"]) for e in trail[1:3]]
+    assert told == [
+        ("active", "bounced", "asked by mail"),
+        ("bounced", "unsubscribed", "asked by mail"),
+    ]
+    assert trail[1]["changes"] == []
+    assert trail[2]["changes"] == [{"field": "Nombre", "old": "Ana", "new": "Ana M"}]
+    assert (trail[3]["change"], trail[3]["changes"]) == ("deleted", [])
+
+
+def test_the_first_entry_of_a_page_takes_its_old_values_from_the_entry_before() -> None:
+    first = audit_entry(ContactCreated(contact=snapshot(1)), AT)
+    second = audit_entry(ContactUpdated(contact=snapshot(2, nombre="Bea"), changed=("nombre",)), AT)
+    assert first is not None and second is not None
+    (alone,) = served_entries([second], first, {})
+    assert alone["changes"] == [{"field": "nombre", "old": "Ana", "new": "Bea"}]
+    # Without the entry before (erased, or older than kept values): the old value is unknown.
+    (unknown,) = served_entries([second], None, {})
+    assert unknown["changes"] == [{"field": "nombre", "old": None, "new": "Bea"}]
+    # A contact added again after a deletion starts afresh.
+    again = audit_entry(ContactCreated(contact=snapshot(4)), AT)
+    assert again is not None
+    (created,) = served_entries([again], second, {})
+    assert all(change["old"] is None for change in created["changes"])
+    assert served_entries([], first, {}) == []
