@@ -11,6 +11,7 @@ import io
 import json
 import sys
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -441,3 +442,104 @@ async def test_a_virtual_profile_cannot_be_imported_into(platform: Any) -> None:
         await asyncio.sleep(0.2)
     assert response.status_code == 409, response.text
     assert "virtual" in response.json()["detail"]
+
+
+async def events_of(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """A Server-Sent Events stream's (event, JSON data), as they arrive."""
+    event, data = "message", []
+    async for line in response.aiter_lines():
+        if line.startswith("event:"):
+            event = line.removeprefix("event:").strip()
+        elif line.startswith("data:"):
+            data.append(line.removeprefix("data:").strip())
+        elif not line and data:
+            yield event, json.loads("\n".join(data))
+            event, data = "message", []
+
+
+async def test_an_imports_progress_streams_to_its_end_and_its_refused_rows_page_as_json(
+    platform: Any, service_process: Any
+) -> None:
+    api, services, profile, envs = platform
+    log_svc = service_process("log_svc.app:create_app", envs["log"])
+    log_svc.start()
+    imports = f"{services['import'].url}/v1/imports"
+    lines = ["email,Nombre,Compras"] + [
+        f"p{n}@example.cl,Persona {n},{'x' if n % 200 == 0 else n}" for n in range(1, 6001)
+    ]
+    accepted = await api.post(
+        imports,
+        data={"profile_id": profile["id"], "action": "append"},
+        files={"file": ("muchos.csv", "\n".join(lines).encode())},
+    )
+    assert accepted.status_code == 202, accepted.text
+    job = accepted.json()
+    assert job["progress"]["bytes_total"] == job["size"] > 0
+    assert job["progress"]["rows_total"] is None  # not read yet
+
+    told: list[tuple[str, dict[str, Any]]] = []
+    async with (
+        asyncio.timeout(90),
+        api.stream("GET", f"{imports}/{job['id']}/progress") as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        told = [event async for event in events_of(response)]  # until the server closes
+    kinds = [kind for kind, _ in told]
+    assert kinds[-1] == "end" and set(kinds[:-1]) == {"progress"}, kinds
+    percents = [data["progress"]["percent"] for _, data in told]
+    assert percents == sorted(percents) and percents[-1] == 100, percents
+    end = told[-1][1]
+    state = (await api.get(f"{imports}/{job['id']}")).json()
+    assert end["status"] == state["status"] == "completed_with_errors"
+    assert end["counts"] == state["counts"]
+    assert (state["counts"]["read"], state["counts"]["refused"]) == (6000, 30)
+    assert (
+        state["progress"]
+        == end["progress"]
+        == {
+            "bytes_total": job["size"],
+            "bytes_read": job["size"],
+            "rows_total": 6000,
+            "rows_done": 6000,
+            "percent": 100.0,
+        }
+    )
+
+    # The refused rows as JSON pages equal the CSV's rows.
+    refused = f"{log_svc.url}/v1/logs/imports/{job['id']}/refused"
+    deadline = time.monotonic() + 30
+    while len(csv_rows := list(csv.reader(io.StringIO((await api.get(refused)).text)))) < 31:
+        assert time.monotonic() < deadline, csv_rows
+        await asyncio.sleep(0.2)
+    paged: list[dict[str, Any]] = []
+    after_line, pages = 0, 0
+    while True:
+        page = await api.get(
+            refused, params={"format": "json", "after_line": after_line, "limit": 7}
+        )
+        assert page.status_code == 200, page.text
+        body = page.json()
+        assert body["header"] == csv_rows[0][2:]
+        paged += body["items"]
+        pages += 1
+        if body["next_after_line"] is None:
+            break
+        after_line = body["next_after_line"]
+    assert pages == 5 and len(paged) == 30
+    assert [[str(r["line"]), r["row"]] for r in paged] == [[c[0], c[2:]] for c in csv_rows[1:]]
+    assert paged[0]["line"] == 201 and paged[0]["row"] == ["p200@example.cl", "Persona 200", "x"]
+    assert [(e["field"], e["value"]) for e in paged[0]["errors"]] == [("Compras", "x")]
+    assert all(
+        "; ".join(f"{e['field']} '{e['value']}': {e['message']}" for e in r["errors"]) == c[1]
+        for r, c in zip(paged, csv_rows[1:], strict=True)
+    )
+
+    # Bad input: a problem naming the parameter; an unknown import: 404 before any stream.
+    for params, name in [({"format": "xml"}, "format"), ({"after_line": -1}, "after_line")]:
+        bad = await api.get(refused, params=params)
+        assert bad.status_code == 422 and name in bad.text, bad.text
+        assert bad.headers["content-type"].startswith("application/problem+json")
+    unknown = await api.get(f"{imports}/no-such-import/progress")
+    assert unknown.status_code == 404
+    assert unknown.headers["content-type"].startswith("application/problem+json")

@@ -7,13 +7,14 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from contact_svc import batch_handlers, contact_handlers, listing_handlers, stats_handlers
 from contact_svc.contact_repository import ContactRepository
 from contact_svc.domain import API_SOURCE, Contact, ContactOrder, page_cursor
+from contact_svc.listing_handlers import ContactFilter
 from contact_svc.settings import ContactSettings
 from contact_svc.stats import ProfileStats
 from contacts_shared.journal import JournalRound
@@ -113,28 +114,53 @@ async def create_contact(
     return ContactOut.of(schema, contact)
 
 
+# Filters shared by the listing and its count.
+KeyPrefix = Annotated[str | None, Query(max_length=320, description="key prefix")]
+FieldName = Annotated[str | None, Query(max_length=100, description="a field's name")]
+FieldValue = Annotated[str | None, Query(max_length=2000, description="what it equals")]
+SourceFilter = Annotated[
+    str | None,
+    Query(
+        max_length=320,
+        pattern=r"^(api|import:\S+|webhook:\S+)$",
+        description="the source of the contact's LAST change: `api`, `import:<import id>` or "
+        "`webhook:<webhook source id>`. A contact keeps only its latest source: one imported "
+        "and then edited through the API is listed under `api`, not under its import.",
+    ),
+]
+
+
+def contact_filter(
+    status: ContactStatus | None = None,
+    key_prefix: KeyPrefix = None,
+    field: FieldName = None,
+    value: FieldValue = None,
+    source: SourceFilter = None,
+) -> ContactFilter:
+    """The filters a listing and its count take, from the query."""
+    return ContactFilter(status, key_prefix, field, value, source)
+
+
+Selected = Annotated[ContactFilter, Depends(contact_filter)]
+
+
 @router.get("")
 async def list_contacts(
     profile_id: str,
     account_id: AccountId,
     request: Request,
-    status: ContactStatus | None = None,
-    key_prefix: Annotated[str | None, Query(max_length=320, description="key prefix")] = None,
-    field: Annotated[str | None, Query(max_length=100, description="a field's name")] = None,
-    value: Annotated[str | None, Query(max_length=2000, description="what it equals")] = None,
+    selected: Selected,
     sort: ContactOrder = ContactOrder.KEY,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> ContactPage:
     """A profile's contacts by key or creation time (`sort=-created_at`: newest first),
-    filtered by status, key prefix or one field's value."""
+    filtered by status, key prefix, one field's value and the source of the last change, in
+    any combination; `:count` counts the same filters."""
     schema, found = await listing_handlers.list_contacts(
         account_id=account_id,
         profile_id=profile_id,
-        status=status,
-        key_prefix=key_prefix,
-        field=field,
-        value=value,
+        selected=selected,
         cursor=cursor,
         order=sort,
         limit=limit + 1,
@@ -215,13 +241,22 @@ class ContactCount(BaseModel):
 
 @router.get(":count")
 async def count_contacts(
-    profile_id: str, account_id: AccountId, request: Request, status: ContactStatus | None = None
+    profile_id: str,
+    account_id: AccountId,
+    request: Request,
+    selected: Selected,
 ) -> ContactCount:
-    """How many contacts the profile holds, or how many have `status`: read from the
-    statistics (see `/stats`), so it costs the same at any size."""
-    stats = await stats_of(profile_id, account_id, request)
-    count = stats.total if status is None else stats.by_status.get(status.value, 0)
-    return ContactCount(count=count, status=status)
+    """How many contacts the listing gives with the same filters. None or a status alone:
+    read from the statistics (see `/stats`), the same cost at any size, a moment behind the
+    writes; any other filter: counted from the contacts' indexes, reading every match."""
+    count = await listing_handlers.count_contacts(
+        account_id=account_id,
+        profile_id=profile_id,
+        selected=selected,
+        stats=request.app.state.stats,
+        **ports(request),
+    )
+    return ContactCount(count=count, status=selected.status)
 
 
 @router.get(":export", response_class=StreamingResponse)

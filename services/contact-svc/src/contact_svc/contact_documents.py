@@ -19,7 +19,8 @@ IMPORTED = "imported"
 # Strings the listing indexes serve, each beginning with the profile id so one index range is
 # one profile's share (DocumentDB keeps each field of a compound index as a separate term, so
 # `profile_id` in a filter would read the whole profile). ADR 9.
-SEARCH_TERMS = "search_terms"  # the contact's status and every field value, as exact terms
+# The contact's status, its last change's source and every field value, as exact terms.
+SEARCH_TERMS = "search_terms"
 CREATED_ORDER = "created_order"  # profile, creation time and key: creation order, one range
 SEPARATOR = "\x1f"
 PAST_SEPARATOR = chr(ord(SEPARATOR) + 1)
@@ -30,6 +31,11 @@ MAX_TERM_VALUE = 256
 
 def status_term(profile_id: str, status: ContactStatus) -> str:
     return SEPARATOR.join(("status", profile_id, status.value))
+
+
+def source_term(profile_id: str, source: str) -> str:
+    """The term of the source of a contact's last change (`api`, `import:<id>`, ...)."""
+    return SEPARATOR.join(("source", profile_id, source))
 
 
 def field_term(profile_id: str, field_key: str, value: object) -> str | None:
@@ -60,7 +66,11 @@ def created_order(profile_id: str, created_at: datetime, key: str = "") -> str:
 
 def search_terms(contact: Contact) -> list[str]:
     terms = (field_term(contact.profile_id, k, v) for k, v in contact.fields.items())
-    return [status_term(contact.profile_id, contact.status), *(t for t in terms if t)]
+    return [
+        status_term(contact.profile_id, contact.status),
+        source_term(contact.profile_id, contact.source),
+        *(t for t in terms if t),
+    ]
 
 
 def contact_document(contact: Contact) -> Document:

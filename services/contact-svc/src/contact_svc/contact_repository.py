@@ -297,3 +297,7 @@ class MongoContactRepository:
     async def find_page(self, profile_id: str, **query: Any) -> list[Contact]:
         """`MongoContactPages.find_page`."""
         return await self._pages.find_page(profile_id, **query)
+
+    async def count_matching(self, profile_id: str, **query: Any) -> int:
+        """`MongoContactPages.count_matching`."""
+        return await self._pages.count_matching(profile_id, **query)

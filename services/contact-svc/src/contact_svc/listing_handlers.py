@@ -6,23 +6,37 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
 
 from contact_svc.contact_handlers import writable_schema
 from contact_svc.domain import Contact, ContactOrder, PagePosition, parse_cursor
 from contact_svc.listing_repository import ContactPages
+from contact_svc.stats import summarize
+from contact_svc.stats_repository import StatsStore
+from contacts_shared.mongo import bson_now
 from contacts_shared.profiles import ProfileSchema, SchemaStore
 from contacts_shared.schema import ContactStatus
 from contacts_shared.values import EXPORT_TRAILING_COLUMNS, FieldProblem, ValuesInvalid, csv_cell
+
+
+@dataclass(frozen=True)
+class ContactFilter:
+    """What a listing and its count select: a status, a key prefix, one field's value (`field`
+    = `value`, compared as the field's type) and the source of the contact's last change."""
+
+    status: ContactStatus | None = None
+    key_prefix: str | None = None
+    field: str | None = None
+    value: str | None = None
+    source: str | None = None
 
 
 async def list_contacts(
     *,
     account_id: str,
     profile_id: str,
-    status: ContactStatus | None,
-    key_prefix: str | None,
-    field: str | None,
-    value: str | None,
+    selected: ContactFilter,
     cursor: str | None,
     order: ContactOrder,
     limit: int,
@@ -30,34 +44,68 @@ async def list_contacts(
     schemas: SchemaStore,
     contacts: ContactPages,
 ) -> tuple[ProfileSchema, list[Contact]]:
-    """A page of contacts by key; `field` = `value` compares the value as the field's type."""
+    """A page of the contacts `selected`, in `order`."""
     schema = await writable_schema(schemas, account_id, profile_id)
-    field_equals = None
-    if (field is None) != (value is None):
-        raise ValuesInvalid([FieldProblem("field", "give both field and value, or neither")])
-    if field is not None and value is not None:
-        spec = schema.field_named(field)
-        if spec is None:
-            raise ValuesInvalid([FieldProblem("field", f"no field '{field}' in this profile")])
-        if spec.identity:
-            key = schema.identity_key(value, region)
-            field_equals = (spec.key, key)
-            if key.startswith(key_prefix.strip().lower() if key_prefix else ""):
-                key_prefix = key  # the key itself: its `_id` range reads one contact
-        else:
-            converted = schema.values({spec.name: value}, default_region=region, partial=True)
-            field_equals = (spec.key, converted[spec.key])
+    field_equals, key_prefix = _field_equals(schema, selected, region)
     page = await contacts.find_page(
         profile_id,
-        status=status,
-        key_prefix=key_prefix.strip().lower() if key_prefix else None,
+        status=selected.status,
+        key_prefix=key_prefix,
         field_equals=field_equals,
+        source=selected.source,
         after=parse_cursor(order, cursor) if cursor else None,
         order=order,
         limit=limit,
         since=schema.created_at,
     )
     return schema, page
+
+
+async def count_contacts(
+    *,
+    account_id: str,
+    profile_id: str,
+    selected: ContactFilter,
+    region: str,
+    schemas: SchemaStore,
+    contacts: ContactPages,
+    stats: StatsStore,
+) -> int:
+    """How many contacts `list_contacts` lists with the same filters: none or a status alone
+    from the statistics (the same cost at any size, a moment behind the writes), any other
+    filter counted from the contacts' indexes (every match is read)."""
+    schema = await writable_schema(schemas, account_id, profile_id)
+    field_equals, key_prefix = _field_equals(schema, selected, region)
+    status, source = selected.status, selected.source
+    if key_prefix is None and field_equals is None and source is None:
+        counted = summarize(await stats.of_profile(profile_id), today=bson_now().date())
+        return counted.total if status is None else counted.by_status.get(status.value, 0)
+    return await contacts.count_matching(
+        profile_id, status=status, key_prefix=key_prefix, field_equals=field_equals, source=source
+    )
+
+
+def _field_equals(
+    schema: ProfileSchema, selected: ContactFilter, region: str
+) -> tuple[tuple[str, Any] | None, str | None]:
+    """The stored (field key, value) that `field` = `value` asks for, compared as the field's
+    type, and the key prefix to read (the key itself when the field is the identity)."""
+    field, value = selected.field, selected.value
+    key_prefix = selected.key_prefix.strip().lower() if selected.key_prefix else None
+    if (field is None) != (value is None):
+        raise ValuesInvalid([FieldProblem("field", "give both field and value, or neither")])
+    if field is None or value is None:
+        return None, key_prefix
+    spec = schema.field_named(field)
+    if spec is None:
+        raise ValuesInvalid([FieldProblem("field", f"no field '{field}' in this profile")])
+    if spec.identity:
+        key = schema.identity_key(value, region)
+        if key.startswith(key_prefix or ""):
+            key_prefix = key  # the key itself: its `_id` range reads one contact
+        return (spec.key, key), key_prefix
+    converted = schema.values({spec.name: value}, default_region=region, partial=True)
+    return (spec.key, converted[spec.key]), key_prefix
 
 
 EXPORT_PAGE = 1000

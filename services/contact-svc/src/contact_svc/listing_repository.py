@@ -19,6 +19,7 @@ from contact_svc.contact_documents import (
     created_order,
     field_term,
     profile_range,
+    source_term,
     status_term,
 )
 from contact_svc.domain import Contact, ContactOrder, PagePosition, contact_id
@@ -51,7 +52,18 @@ class ContactPages(Protocol):
         limit: int,
         order: ContactOrder = ...,
         since: datetime | None = None,
+        source: str | None = None,
     ) -> list[Contact]: ...
+
+    async def count_matching(
+        self,
+        profile_id: str,
+        *,
+        status: ContactStatus | None,
+        key_prefix: str | None,
+        field_equals: tuple[str, Any] | None,
+        source: str | None,
+    ) -> int: ...
 
 
 class MongoContactPages:
@@ -74,18 +86,12 @@ class MongoContactPages:
         limit: int,
         order: ContactOrder = ContactOrder.KEY,
         since: datetime | None = None,
+        source: str | None = None,
     ) -> list[Contact]:
         """A page of live contacts in `order`, reading about the page's worth of rows however
-        large the profile (ADR 9); `since`: no contact is older (the profile's creation)."""
-        filters: Document = {DELETED: False}
-        terms = []
-        if status is not None:
-            filters["status"] = status.value
-            terms.append(status_term(profile_id, status))
-        if field_equals is not None:
-            filters[f"fields.{field_equals[0]}"] = field_equals[1]
-            if term := field_term(profile_id, *field_equals):
-                terms.append(term)
+        large the profile (ADR 9); `since`: no contact is older (the profile's creation);
+        `source`: the source of the contact's last change."""
+        filters, terms = _filters(profile_id, status, field_equals, source)
         if order is ContactOrder.KEY:
             ids = profile_range(profile_id, key_prefix or "")
             if after is not None and contact_id(profile_id, after.key) >= ids["$gte"]:
@@ -98,6 +104,25 @@ class MongoContactPages:
                 profile_id, filters, after, order is ContactOrder.NEWEST, limit, since
             )
         return [contact_of(document) for document in documents]
+
+    async def count_matching(
+        self,
+        profile_id: str,
+        *,
+        status: ContactStatus | None,
+        key_prefix: str | None,
+        field_equals: tuple[str, Any] | None,
+        source: str | None,
+    ) -> int:
+        """How many live contacts match, as `find_page` filters them: from the key prefix's
+        `_id` range, else from the terms index (every match is read: a count never stops
+        early), else from the profile's `_id` range (a value too long to be a term)."""
+        filters, terms = _filters(profile_id, status, field_equals, source)
+        if key_prefix or not terms:
+            query = {**filters, "_id": profile_range(profile_id, key_prefix or "")}
+            return await self._collection.count_documents(query, hint="_id_")
+        query = {**filters, SEARCH_TERMS: {"$all": terms}}
+        return await self._collection.count_documents(query, hint=TERMS_INDEX)
 
     async def _find(
         self, query: Document, index: str, limit: int, direction: int = ASCENDING
@@ -170,3 +195,25 @@ class MongoContactPages:
             if done or len(found) == limit:
                 return found
             edge, width = bound, width * 4
+
+
+def _filters(
+    profile_id: str,
+    status: ContactStatus | None,
+    field_equals: tuple[str, Any] | None,
+    source: str | None,
+) -> tuple[Document, list[str]]:
+    """The query of live contacts with these values, and the terms that find them."""
+    filters: Document = {DELETED: False}
+    terms = []
+    if status is not None:
+        filters["status"] = status.value
+        terms.append(status_term(profile_id, status))
+    if source is not None:
+        filters["source"] = source
+        terms.append(source_term(profile_id, source))
+    if field_equals is not None:
+        filters[f"fields.{field_equals[0]}"] = field_equals[1]
+        if term := field_term(profile_id, *field_equals):
+            terms.append(term)
+    return filters, terms

@@ -15,9 +15,14 @@ import pytest
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
+from contact_svc.contact_repository import MongoContactRepository
+from contact_svc.domain import Contact
 from contact_svc.settings import ContactSettings
-from contacts_shared.events import ContactDeleted, parse_event
+from contact_svc.suppression_repository import MongoSuppressionStore
+from contacts_shared.events import ContactCreated, ContactDeleted, parse_event
+from contacts_shared.journal import EventJournal
 from contacts_shared.outbox import PENDING_FILTER
+from contacts_shared.schema import ContactStatus
 
 pytestmark = pytest.mark.integration
 
@@ -552,3 +557,91 @@ async def test_an_unsubscribe_anywhere_suppresses_the_email_in_the_account(
         return False
 
     assert await eventually(active_when_added)
+
+
+async def test_source_filters_combine_and_counts_agree_with_the_listing(
+    services: Services,
+    known_profile: Any,
+    contact_settings: ContactSettings,
+    eventually: Any,
+) -> None:
+    _, contacts = services
+    profile = await known_profile(name="Sources", fields=FIELDS)
+    base = f"/v1/profiles/{profile['id']}/contacts"
+    for index in range(4):
+        fields = {"email": f"api{index}@example.com", "Nombre": "A", "Ciudad": "Lima"}
+        assert (await contacts.post(base, json={"fields": fields})).status_code == 201
+    await contacts.patch(f"{base}/api1@example.com", json={"status": "bounced"})
+    # Contacts an import wrote, through the repository an import's rows are applied by.
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        contact_settings.mongodb_url, tz_aware=True
+    )
+    database = client[contact_settings.mongodb_database]
+    imported = MongoContactRepository(
+        database["contacts"],
+        contact_settings,
+        suppressions=MongoSuppressionStore(database["suppressions"]),
+        events_queued=lambda *_: None,
+        journal=EventJournal(database["contacts_journal"], database["contacts"], lease_seconds=30),
+    )
+    now = datetime.now(UTC)
+    written = [
+        Contact(
+            account_id=contact_settings.api_keys["key-a"],
+            profile_id=profile["id"],
+            key=key,
+            fields={"email": key, "nombre": "I", "ciudad": city},
+            status=ContactStatus.ACTIVE,
+            status_source="import:imp-1",
+            status_changed_at=now,
+            source="import:imp-1",
+            created_at=now,
+            updated_at=now,
+        )
+        for key, city in (("api9@example.com", "Quito"), ("imp@example.com", "Lima"))
+    ]
+    for contact in written:  # published, so that the statistics count them
+        contact.events.append(ContactCreated(contact=contact.snapshot()))
+    await imported.add_many(written)
+    await client.close()
+    # The source is the last change's: an imported contact edited through the API is `api`.
+    await contacts.patch(f"{base}/imp@example.com", json={"fields": {"Nombre": "Edited"}})
+
+    cases: list[tuple[dict[str, str], list[str]]] = [
+        ({"source": "import:imp-1"}, ["api9@example.com"]),
+        ({"source": "api"}, [f"api{i}@example.com" for i in range(4)] + ["imp@example.com"]),
+        ({"source": "api", "status": "bounced"}, ["api1@example.com"]),
+        ({"source": "api", "key_prefix": "API"}, [f"api{i}@example.com" for i in range(4)]),
+        ({"source": "import:imp-1", "key_prefix": "api"}, ["api9@example.com"]),
+        (
+            {"source": "api", "field": "Ciudad", "value": "Lima", "key_prefix": "imp"},
+            ["imp@example.com"],
+        ),
+        ({"source": "webhook:none"}, []),
+        ({"key_prefix": "api"}, [f"api{i}@example.com" for i in range(4)] + ["api9@example.com"]),
+        ({"field": "Ciudad", "value": "Quito"}, ["api9@example.com"]),
+        ({"status": "bounced"}, ["api1@example.com"]),
+        (
+            {},
+            sorted(
+                [f"api{i}@example.com" for i in range(4)] + ["api9@example.com", "imp@example.com"]
+            ),
+        ),
+    ]
+    for params, expected in cases:
+        for sort in ("key", "-created_at"):
+            listed = await contacts.get(base, params={**params, "sort": sort, "limit": 100})
+            assert sorted(i["key"] for i in listed.json()["items"]) == expected, (params, sort)
+
+        async def agrees(params: dict[str, str] = params, expected: list[str] = expected) -> bool:
+            counted = await contacts.get(f"{base}:count", params=params)
+            assert counted.status_code == 200, counted.text
+            return bool(counted.json()["count"] == len(expected))
+
+        # None or a status alone is read from the statistics, which follow the events.
+        assert await eventually(agrees), params
+
+    for bad in ("imports:x", "webhook:", "API", "import: x"):
+        for path in (base, f"{base}:count"):
+            refused = problem(await contacts.get(path, params={"source": bad}), 422)
+            assert refused["errors"][0]["field"] == "source", refused

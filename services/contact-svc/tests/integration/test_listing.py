@@ -13,6 +13,7 @@ from pymongo import AsyncMongoClient
 
 from contact_svc.contact_repository import MongoContactRepository
 from contact_svc.domain import Contact, ContactOrder, PagePosition
+from contact_svc.listing_repository import MongoContactPages
 from contact_svc.settings import ContactSettings
 from contact_svc.suppression_repository import MongoSuppressionStore
 from contacts_shared.journal import EventJournal
@@ -31,6 +32,8 @@ def sample_contact(index: int) -> Contact:
     created = NOW - AGES[index % len(AGES)] + timedelta(milliseconds=index % 7)
     status = ContactStatus.BOUNCED if index % 40 == 3 else ContactStatus.ACTIVE
     key = f"user{index:03d}@example.com"
+    # One import rare, a webhook common, the API for the rest.
+    source = "import:i1" if index % 45 == 2 else "webhook:w1" if index % 3 == 1 else "api"
     return Contact(
         account_id="account",
         profile_id=PROFILE,
@@ -39,7 +42,7 @@ def sample_contact(index: int) -> Contact:
         status=status,
         status_source="test",
         status_changed_at=created,
-        source="test",
+        source=source,
         created_at=created,
         updated_at=created,
         deleted=index % 50 == 7,
@@ -47,6 +50,18 @@ def sample_contact(index: int) -> Contact:
 
 
 CONTACTS = [sample_contact(i) for i in range(160)]
+
+
+@pytest.fixture
+async def watched(
+    infrastructure: Any, unique: str, mongo_queries: Any
+) -> AsyncIterator[tuple[Any, Any]]:
+    """The test's database through a client whose queries are kept (`mongo_queries`)."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        infrastructure.mongodb_url, tz_aware=True, event_listeners=[mongo_queries]
+    )
+    yield client[f"contact_svc_{unique}"], mongo_queries
+    await client.close()
 
 
 @pytest.fixture
@@ -91,6 +106,22 @@ FILTERS: dict[str, tuple[dict[str, Any], Callable[[Contact], bool]]] = {
         lambda c: c.fields["city"] == "Lima" and c.status is ContactStatus.BOUNCED,
     ),
     "key prefix": ({"key_prefix": "user1"}, lambda c: c.key.startswith("user1")),
+    "rare source": ({"source": "import:i1"}, lambda c: c.source == "import:i1"),
+    "common source": ({"source": "webhook:w1"}, lambda c: c.source == "webhook:w1"),
+    "source and status": (
+        {"source": "api", "status": ContactStatus.BOUNCED},
+        lambda c: c.source == "api" and c.status is ContactStatus.BOUNCED,
+    ),
+    "source and prefix": (
+        {"source": "webhook:w1", "key_prefix": "user1"},
+        lambda c: c.source == "webhook:w1" and c.key.startswith("user1"),
+    ),
+    "source, status and value": (
+        {"source": "api", "status": ContactStatus.ACTIVE, "field_equals": ("city", "Rare")},
+        lambda c: (
+            c.source == "api" and c.status is ContactStatus.ACTIVE and c.fields["city"] == "Rare"
+        ),
+    ),
     "prefix and rare value": (
         {"key_prefix": "user1", "field_equals": ("city", "Rare")},
         lambda c: c.key.startswith("user1") and c.fields["city"] == "Rare",
@@ -118,6 +149,7 @@ async def test_every_page_walk_matches_sorting_everything(
             status=arguments.get("status"),
             key_prefix=arguments.get("key_prefix"),
             field_equals=arguments.get("field_equals"),
+            source=arguments.get("source"),
             after=after,
             limit=limit,
             order=order,
@@ -130,6 +162,55 @@ async def test_every_page_walk_matches_sorting_everything(
         after = PagePosition(page[-1].key, page[-1].created_at)
     assert walked == expected
     assert expected, "each case lists something"
+
+
+@pytest.mark.parametrize("filter_name", list(FILTERS))
+async def test_counts_match_the_listing_and_read_an_index(
+    repository: MongoContactRepository,
+    filter_name: str,
+    watched: tuple[Any, Any],
+    indexes_read: Any,
+) -> None:
+    arguments, matches = FILTERS[filter_name]
+    database, queries = watched
+    filters = {
+        name: arguments.get(name) for name in ("status", "key_prefix", "field_equals", "source")
+    }
+    pages = MongoContactPages(database["contacts"])
+    counted = await pages.count_matching(PROFILE, **filters)
+    assert counted == len([c for c in CONTACTS if not c.deleted and matches(c)])
+    listed = await repository.find_page(PROFILE, after=None, limit=500, **filters)
+    assert counted == len(listed)
+    for command in queries.sent:
+        assert await indexes_read(database, command), command
+
+
+@pytest.mark.parametrize("source", ["import:i1", "webhook:w1", "api"])
+@pytest.mark.parametrize("order", list(ORDERS))
+async def test_source_pages_read_indexes(
+    repository: MongoContactRepository,
+    watched: tuple[Any, Any],
+    indexes_read: Any,
+    source: str,
+    order: ContactOrder,
+) -> None:
+    database, queries = watched
+    pages = MongoContactPages(database["contacts"], probe_size=10)
+    found = await pages.find_page(
+        PROFILE,
+        status=None,
+        key_prefix=None,
+        field_equals=None,
+        source=source,
+        after=None,
+        limit=20,
+        order=order,
+        since=SINCE,
+    )
+    assert found and {c.source for c in found} == {source}
+    assert queries.sent
+    for command in queries.sent:
+        assert await indexes_read(database, command), command
 
 
 async def test_a_removed_field_leaves_values_and_terms(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, File, Form, Request, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, Field, ValidationError
 
 from contacts_shared.commands import ImportAction
@@ -17,7 +18,7 @@ from contacts_shared.schema import FieldType
 from contacts_shared.values import DateOrder
 from contacts_shared.web import AccountId, Problem, validation_problem
 from import_svc import handlers
-from import_svc.domain import ImportJob, ImportStatus, ReadOptions
+from import_svc.domain import Completion, ImportJob, ImportStatus, ReadOptions, completion
 from import_svc.header import Match
 from import_svc.plan import PLAN_BYTES, DateOrderSeen, ImportPlan
 from import_svc.repository import UPLOAD_CHUNK_BYTES, ImportStore
@@ -32,6 +33,27 @@ MAPPING_DESCRIPTION = (
 )
 
 
+class ProgressOut(BaseModel):
+    bytes_total: int = Field(description="the upload's size, known at once")
+    bytes_read: int = Field(description="of the upload, read so far")
+    rows_total: int | None = Field(description="rows after the header, once all are read")
+    rows_done: int = Field(description="rows applied or refused")
+    percent: float = Field(
+        description="rows done of the rows expected: estimated from the bytes read until "
+        "rows_total is known; 100 once completed"
+    )
+
+    @classmethod
+    def of(cls, done: Completion) -> ProgressOut:
+        return cls(
+            bytes_total=done.bytes_total,
+            bytes_read=done.bytes_read,
+            rows_total=done.rows_total,
+            rows_done=done.rows_done,
+            percent=done.percent,
+        )
+
+
 class ImportOut(BaseModel):
     id: str
     profile_id: str
@@ -41,6 +63,7 @@ class ImportOut(BaseModel):
     size: int
     status: ImportStatus
     counts: dict[str, int]
+    progress: ProgressOut
     rows_per_second: float | None
     created_at: datetime
     started_at: datetime | None
@@ -63,6 +86,7 @@ class ImportOut(BaseModel):
             size=job.size,
             status=job.status,
             counts=job.counts,
+            progress=ProgressOut.of(completion(job)),
             rows_per_second=round(applied / seconds, 1) if seconds > 0 else None,
             created_at=job.created_at,
             started_at=job.started_at,
@@ -160,6 +184,41 @@ async def create_import(
 async def get_import(import_id: str, account_id: AccountId, request: Request) -> ImportOut:
     """An import's status and counts so far."""
     return ImportOut.of(await handlers.owned_import(_store(request), account_id, import_id))
+
+
+class ProgressEvent(BaseModel):
+    """An import's progress as told on its stream (`event: progress`, and `event: end`
+    once it has finished)."""
+
+    id: str
+    status: ImportStatus
+    progress: ProgressOut
+    counts: dict[str, int]
+
+
+async def _owned_job(import_id: str, account_id: AccountId, request: Request) -> ImportJob:
+    """The account's import, or 404 before any stream starts."""
+    return await handlers.owned_import(_store(request), account_id, import_id)
+
+
+@router.get("/{import_id}/progress", response_class=EventSourceResponse)
+async def stream_progress(
+    job: Annotated[ImportJob, Depends(_owned_job)], request: Request
+) -> AsyncIterable[ServerSentEvent]:
+    """An import's progress as Server-Sent Events: `progress` once a second while it runs,
+    then `end` when it has finished, and the stream closes (also after a maximum duration:
+    reconnect then)."""
+    settings = request.app.state.settings
+    async for seen, done in handlers.watch_import(
+        _store(request),
+        job,
+        every=settings.progress_every_seconds,
+        for_at_most=settings.progress_stream_seconds,
+    ):
+        told = ProgressEvent(
+            id=seen.id, status=seen.status, progress=ProgressOut.of(done), counts=seen.counts
+        )
+        yield ServerSentEvent(data=told, event="end" if seen.status.finished else "progress")
 
 
 @router.post("/{import_id}:cancel")

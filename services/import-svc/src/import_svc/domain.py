@@ -108,6 +108,39 @@ class Checkpoint:
     rows_read: int = 0
     refused: int = 0
     sent: dict[int, int] = field(default_factory=dict)
+    bytes_read: int = 0  # of the upload, fed to the reader up to here
+
+
+@dataclass(frozen=True)
+class Completion:
+    """How far an import is: the upload's bytes, read so far and in all; its rows, done
+    (applied or refused) and in all (known once read); and a percentage."""
+
+    bytes_total: int
+    bytes_read: int
+    rows_total: int | None
+    rows_done: int
+    percent: float
+
+
+def completion(job: ImportJob) -> Completion:
+    """Until the file is read, rows done of the rows the bytes read so far promise (rows read
+    scaled by bytes total over bytes read); then rows done of rows total. 100 only once
+    completed: a failed or cancelled import stays where it stopped."""
+    checkpoint = job.checkpoint
+    done = job.progress.rows_counted + checkpoint.refused
+    rows_total = checkpoint.rows_read if job.sending_done else None
+    bytes_read = job.size if job.sending_done else min(checkpoint.bytes_read, job.size)
+    if job.status in (ImportStatus.COMPLETED, ImportStatus.COMPLETED_WITH_ERRORS):
+        percent = 100.0
+    elif checkpoint.rows_read == 0 or job.size == 0:
+        percent = 0.0
+    else:
+        # rows done / (rows read * bytes total / bytes read), the bytes giving the estimate
+        fraction = done * bytes_read / (checkpoint.rows_read * job.size)
+        # Not 100 before the end: an overwrite's purge, or the last outcomes, may remain.
+        percent = min(round(100 * fraction, 1), 99.9)
+    return Completion(job.size, bytes_read, rows_total, done, percent)
 
 
 @dataclass

@@ -8,7 +8,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,7 +26,14 @@ from contacts_shared.profiles import ProfileNotWritable, ProfileSchema, SchemaSt
 from contacts_shared.schema import ProfileType
 from contacts_shared.values import MAX_TEXT_LENGTH, FieldProblem, ValuesInvalid, values_of
 from import_svc.csv_rows import CsvRows, CsvUnreadable, Row
-from import_svc.domain import Checkpoint, ImportJob, ImportStatus, ReadOptions
+from import_svc.domain import (
+    Checkpoint,
+    Completion,
+    ImportJob,
+    ImportStatus,
+    ReadOptions,
+    completion,
+)
 from import_svc.header import ColumnPlan, HeaderRefused, check_mapping, plan_columns
 from import_svc.plan import ImportPlan, plan_upload
 from import_svc.repository import ImportStore
@@ -40,6 +47,9 @@ LEASE_RENEWAL_ROWS = 20_000
 REFUSED_CELL_CHARS = 4 * MAX_TEXT_LENGTH
 # Refused rows told in one event, at most: well under Kafka's 1 MB record.
 REFUSED_EVENT_CHARS = 128 * 1024
+# The upload is fed to the reader this much at a time (its pieces are 1 MB): the bytes read
+# that a checkpoint tells, for an import's percentage, are then at most this far ahead.
+FEED_BYTES = 64 * 1024
 
 
 class ImportRefused(Exception):
@@ -146,6 +156,26 @@ async def owned_import(store: ImportStore, account_id: str, import_id: str) -> I
     return job
 
 
+async def watch_import(
+    store: ImportStore, job: ImportJob, *, every: float, for_at_most: float
+) -> AsyncIterator[tuple[ImportJob, Completion]]:
+    """The import and how far it is, now and then as stored every `every` seconds (whichever
+    replica works on it), until it has finished (that state the last) or `for_at_most`
+    seconds have passed. The percentage told never goes back (its estimate from the bytes
+    read may dip as a checkpoint sends more rows)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + for_at_most
+    told = 0.0
+    while True:
+        done = completion(job)
+        told = max(told, done.percent)
+        yield job, replace(done, percent=told)
+        if job.status.finished or loop.time() + every > deadline:
+            return
+        await asyncio.sleep(every)
+        job = await owned_import(store, job.account_id, job.id)
+
+
 async def change_import(
     store: ImportStore, import_id: str, change: Callable[[ImportJob], bool]
 ) -> ImportJob | None:
@@ -192,6 +222,7 @@ class _Sending:
     rows_read: int = 0
     refused: int = 0
     line: int = 0
+    bytes_read: int = 0  # of the upload, fed to the reader
     commands: list[tuple[int, ImportContact]] = field(default_factory=list)  # with partitions
     refused_rows: list[RefusedRow] = field(default_factory=list)
 
@@ -287,7 +318,9 @@ class _Sending:
 
     @property
     def checkpoint(self) -> Checkpoint:
-        return Checkpoint(self.line, self.rows_read, self.refused, dict(self.sequences))
+        return Checkpoint(
+            self.line, self.rows_read, self.refused, dict(self.sequences), self.bytes_read
+        )
 
 
 def refusals(
@@ -359,12 +392,16 @@ class Worker:
         reader = CsvRows(encoding=job.options.encoding, delimiter=job.options.delimiter)
         try:
             async for chunk in self.store.read_upload(job.upload_id):
-                for row in reader.feed(chunk):
-                    if not await self._take(sending, row):
-                        return
-                    if len(sending.commands) >= self.rows_per_checkpoint:
-                        if not await self._send(sending):
+                # Fed in slices, so a checkpoint's bytes read is within a slice of its rows.
+                for start in range(0, len(chunk), FEED_BYTES):
+                    piece = chunk[start : start + FEED_BYTES]
+                    sending.bytes_read += len(piece)
+                    for row in reader.feed(piece):
+                        if not await self._take(sending, row):
                             return
+                        if len(sending.commands) >= self.rows_per_checkpoint:
+                            if not await self._send(sending):
+                                return
             for row in reader.close():
                 if not await self._take(sending, row):
                     return

@@ -74,6 +74,7 @@ def _job(document: Document) -> ImportJob:
             rows_read=checkpoint["rows_read"],
             refused=checkpoint["refused"],
             sent=_partitions(checkpoint["sent"]),
+            bytes_read=checkpoint.get("bytes_read", 0),  # absent from imports before it
         ),
         sending_done=document["sending_done"],
         progress=Progress(
@@ -122,6 +123,7 @@ def _document(job: ImportJob) -> Document:
             "rows_read": job.checkpoint.rows_read,
             "refused": job.checkpoint.refused,
             "sent": _stored_partitions(job.checkpoint.sent),
+            "bytes_read": job.checkpoint.bytes_read,
         },
         "sending_done": job.sending_done,
         "counted": _stored_partitions(job.progress.counted),

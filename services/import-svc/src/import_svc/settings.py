@@ -20,3 +20,7 @@ class ImportSettings(ServiceSettings):
     # A worker renews its hold on an import this often; another takes over after the lease.
     lease_seconds: float = Field(default=30.0, gt=0)
     poll_seconds: float = Field(default=1.0, gt=0)
+    # A progress stream tells an import's progress this often, and closes after this long
+    # (a client reconnects), so no request is held forever.
+    progress_every_seconds: float = Field(default=1.0, gt=0)
+    progress_stream_seconds: float = Field(default=600.0, gt=0)

@@ -9,7 +9,15 @@ from hypothesis import strategies as st
 
 from contacts_shared.commands import ImportAction, RowOutcome
 from contacts_shared.events import ImportCompleted, ImportProgressed, ImportQueued, ImportStarted
-from import_svc.domain import Checkpoint, ImportJob, ImportStatus, Progress, ReadOptions
+from import_svc.domain import (
+    Checkpoint,
+    Completion,
+    ImportJob,
+    ImportStatus,
+    Progress,
+    ReadOptions,
+    completion,
+)
 
 C, U = RowOutcome.CREATED, RowOutcome.UPDATED
 
@@ -131,3 +139,41 @@ def test_an_overwrite_completes_only_once_its_purge_is_done() -> None:
     assert not job.take_commands()
     assert job.purged(7, NOW) and not job.purged(7, NOW)
     assert job.status is ImportStatus.COMPLETED and job.counts["deleted"] == 7
+
+
+def test_the_percentage_comes_from_the_bytes_until_the_rows_are_known() -> None:
+    job = queued()
+    job.size = 1000
+    assert completion(job) == Completion(1000, 0, None, 0, 0.0)
+    job.start(NOW)
+    # A quarter of the file read: 100 rows, 50 applied and 10 refused; the rows so far
+    # promise 400 in all, 60 of them done.
+    job.reach(
+        Checkpoint(line=101, rows_read=100, refused=10, sent={0: 90}, bytes_read=250),
+        done=False,
+        now=NOW,
+    )
+    job.progress.counted = {0: 50}
+    assert completion(job) == Completion(1000, 250, None, 60, 15.0)
+    # All read: 380 rows in fact; then rows done of rows total.
+    job.reach(
+        Checkpoint(line=381, rows_read=380, refused=10, sent={0: 370}, bytes_read=990),
+        done=True,
+        now=NOW,
+    )
+    assert completion(job) == Completion(1000, 1000, 380, 60, 15.8)
+    job.progress.counted = {0: 369}
+    assert completion(job).percent == 99.7
+    job.progress.counted = {0: 370}  # all done, the import not yet finished: below 100
+    assert completion(job).percent == 99.9
+    job.finish(ImportStatus.COMPLETED, NOW)
+    assert completion(job) == Completion(1000, 1000, 380, 380, 100.0)
+
+
+def test_a_cancelled_import_stays_at_its_percentage() -> None:
+    job = queued()
+    job.size = 100
+    job.reach(Checkpoint(line=11, rows_read=10, bytes_read=50), done=False, now=NOW)
+    job.progress.counted = {0: 10}
+    job.finish(ImportStatus.CANCELLED, NOW)
+    assert completion(job).percent == 50.0 and completion(job).rows_total is None

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -179,6 +179,47 @@ async def membership(
     await _segment(request, account_id, virtual_id)
     member = await _resources(request).members.get(virtual_id, key)
     return Membership(key=key, member=member is not None, since=(member or {}).get("since"))
+
+
+class ContactSegment(BaseModel):
+    id: str
+    name: str | None = Field(
+        description="None for a virtual profile not renamed since names were kept"
+    )
+    since: datetime = Field(description="member since")
+
+
+class ContactSegments(BaseModel):
+    profile_id: str
+    key: str
+    segments: list[ContactSegment]
+
+
+@router.get("/contacts/{profile_id}/{key}/segments")
+async def contact_segments(
+    profile_id: str,
+    key: Annotated[str, Path(max_length=320, description="the contact's key (email or phone)")],
+    account_id: AccountId,
+    request: Request,
+) -> ContactSegments:
+    """The virtual profiles a contact of a regular profile belongs to, by id, in one call:
+    from segment-svc's membership projection (a moment behind the contact's writes). 404 if
+    segment-svc holds no such live contact in the caller's account."""
+    resources = _resources(request)
+    key = key.strip().lower()
+    held = await resources.projection.memberships(f"{profile_id}:{key}")
+    if held is None or held["account_id"] != account_id or held.get("deleted"):
+        raise Problem(404, "Not Found", f"contact {key} of profile {profile_id} not found")
+    members = held.get("segments") or {}
+    names = await resources.segments.names_of(account_id, sorted(members)) if members else {}
+    return ContactSegments(
+        profile_id=profile_id,
+        key=key,
+        segments=[
+            ContactSegment(id=vid, name=names[vid], since=members[vid]["since"])
+            for vid in sorted(names)
+        ],
+    )
 
 
 @router.get("/profiles/{virtual_id}/members:export")

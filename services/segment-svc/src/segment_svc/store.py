@@ -67,6 +67,7 @@ class SegmentStore:
         update: Document = {
             "$set": {
                 "account_id": profile.account_id,
+                "name": profile.name,
                 "base_profile_id": profile.base_profile_id,
                 "rules": profile.rules,
                 "version": profile.version,
@@ -156,6 +157,15 @@ class SegmentStore:
         )
         return {document["_id"] async for document in cursor}
 
+    async def names_of(self, account_id: str, segment_ids: Sequence[str]) -> dict[str, str | None]:
+        """Those of `segment_ids` that are live virtual profiles of the account, with their
+        names (None: known from before names were kept): one query of the `_id` index."""
+        cursor = self._collection.find(
+            {"_id": {"$in": list(segment_ids)}, "account_id": account_id, "deleted": False},
+            {"_id": 1, "name": 1},
+        )
+        return {document["_id"]: document.get("name") async for document in cursor}
+
     async def claim_rebuild(self, owner: str, lease: timedelta) -> Document | None:
         """Take a pending rebuild nobody holds (or whose holder's lease ran out)."""
         now = bson_now()
@@ -238,6 +248,12 @@ class ContactProjection:
 
     async def load(self, ids: Sequence[str]) -> dict[str, Document]:
         return {d["_id"]: d for d in await find_by_ids(self._collection, ids)}
+
+    async def memberships(self, contact_id: str) -> Document | None:
+        """A contact's account, deletion and memberships: one read of the `_id` index."""
+        return await self._collection.find_one(
+            {"_id": contact_id}, {"account_id": 1, "deleted": 1, "segments": 1}
+        )
 
     async def write(self, writes: Sequence[Write], token: str) -> list[str]:
         """Write each `(held, new fields, entries)`, stamped with `token` (the journal of their

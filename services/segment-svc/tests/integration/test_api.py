@@ -29,7 +29,7 @@ from segment_svc.handlers import Segmenter
 from segment_svc.membership import ContactState
 from segment_svc.resources import Resources
 from segment_svc.settings import SegmentSettings
-from segment_svc.store import MemberCounts, Members, SegmentStore
+from segment_svc.store import ContactProjection, MemberCounts, Members, SegmentStore
 
 pytestmark = pytest.mark.integration
 
@@ -288,3 +288,46 @@ async def test_a_page_of_statistics_equals_each_profiles_own_and_shows_no_other_
         assert refused.json()["errors"][0]["field"].startswith("profile_id"), refused.json()
     hundred = await api.get("/v1/stats", params={"profile_id": [f"v{i}" for i in range(100)]})
     assert list(hundred.json()["stats"]) == ["v1", "v2", "v4"]
+
+
+async def test_a_contacts_virtual_profiles_come_in_one_call_for_its_account_only(
+    api: httpx.AsyncClient,
+    resources: Resources,
+    settings: SegmentSettings,
+    accounts: tuple[str, str],
+    watched: tuple[Any, Any],
+    indexes_read: Any,
+) -> None:
+    for virtual_id in ("v1", "v2"):
+        await virtual_profile(resources, virtual_id, accounts[0])
+    await virtual_profile(resources, "v3", accounts[0])
+    await resources.segments.delete("v3", 2)  # deleted: no longer shown
+    await project(resources, settings, accounts[0], {"amy@x.com": "Lima", "bo@x.com": "Quito"})
+    base = f"base-{accounts[0]}"
+
+    answer = await api.get(f"/v1/contacts/{base}/Amy@X.com/segments")
+    assert answer.status_code == 200, answer.text
+    found = answer.json()
+    assert (found["profile_id"], found["key"]) == (base, "amy@x.com")
+    assert [(s["id"], s["name"]) for s in found["segments"]] == [("v1", "v1"), ("v2", "v2")]
+    assert all(s["since"] for s in found["segments"])
+    none = await api.get(f"/v1/contacts/{base}/bo@x.com/segments")
+    assert none.json()["segments"] == []
+
+    for path, headers in [
+        (f"/v1/contacts/{base}/nobody@x.com/segments", {}),
+        (f"/v1/contacts/{base}/amy@x.com/segments", {"Authorization": "Bearer key-b"}),
+    ]:
+        refused = await api.get(path, headers=headers)
+        assert refused.status_code == 404, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+
+    database, commands = watched
+    projection = ContactProjection(database["contacts"])
+    segments = SegmentStore(database["segments"], resources.schemas)
+    held = await projection.memberships(f"{base}:amy@x.com")
+    assert held is not None and {"v1", "v2"} <= set(held["segments"])
+    assert await segments.names_of(accounts[0], ["v1", "v2", "v3"]) == {"v1": "v1", "v2": "v2"}
+    assert commands.collections() == ["contacts", "segments"]
+    for command in commands.sent:
+        assert await indexes_read(database, command) == {"_id_"}, command
