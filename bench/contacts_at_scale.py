@@ -6,14 +6,17 @@ small), with topics and consumer groups of its own. Loads `--contacts-count` con
 (1,000,000 by default) straight into that database in contact-svc's document format, with the
 statistics shares their events would have produced; then times, through contact-svc's HTTP API
 (in-process ASGI, no network), a listing page by key, a search by key prefix, a status filter,
-a field-equals search and the statistics, and the same queries sent straight to MongoDB in the
-same process (the baseline of the ratio).
+a field-equals search, a field-prefix search (case- and accent-insensitive), the filtered counts
+and the statistics, and the same queries sent straight to MongoDB in the same process (the
+baseline of the ratio: the repository's reads without HTTP, or for the field prefix one `find`
+or `count` on the terms index).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import statistics
 import time
 import uuid
@@ -28,11 +31,13 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from contact_svc.app import create_app
-from contact_svc.contact_documents import contact_document
+from contact_svc.contact_documents import SEARCH_TERMS, contact_document, folded_term_prefix
 from contact_svc.domain import Contact, ContactOrder, PagePosition, page_cursor
+from contact_svc.listing_repository import TERMS_INDEX
 from contact_svc.settings import ContactSettings
 from contact_svc.stats import ADDED_WINDOW_DAYS, PartitionCounts
 from contact_svc.stats_repository import MongoStatsStore
+from contacts_shared.mongo import Document
 from contacts_shared.schema import ContactStatus
 
 CITIES = ["Santiago", "Lima", "Quito", "Bogotá", "Montevideo", "Asunción", "La Paz", "Caracas"]
@@ -177,6 +182,21 @@ async def main(args: argparse.Namespace) -> None:
                     profile["id"], **{**NO_FILTER, "limit": 51, **query}
                 )
 
+            def by_prefix(folded_prefix: str, **query: Any) -> Document:
+                """The field-prefix filter as sent straight to MongoDB."""
+                term = folded_term_prefix(profile["id"], "ciudad", folded_prefix)
+                return {"deleted": False, **query, SEARCH_TERMS: {"$regex": "^" + re.escape(term)}}
+
+            def mongo_find(query: Document) -> Callable[[], Awaitable[object]]:
+                return lambda: (
+                    contacts.find(query).sort("_id").hint(TERMS_INDEX).limit(51).to_list()
+                )
+
+            def mongo_count(query: Document) -> Callable[[], Awaitable[object]]:
+                return lambda: contacts.count_documents(query, hint=TERMS_INDEX)
+
+            contacts = database["contacts"]
+            bounced = {"status": "bounced"}
             stats = app.state.stats
             queries = [
                 ("first page by key", through_api("/contacts"), straight()),
@@ -224,6 +244,36 @@ async def main(args: argparse.Namespace) -> None:
                     "oldest first",
                     through_api("/contacts", sort="created_at"),
                     straight(order=ContactOrder.OLDEST, since=born),
+                ),
+                (
+                    "field prefix (1%)",
+                    through_api("/contacts", field="Ciudad", value_prefix="CUS"),
+                    mongo_find(by_prefix("cus")),
+                ),
+                (
+                    "field prefix (12%)",
+                    through_api("/contacts", field="Ciudad", value_prefix="bogota"),
+                    mongo_find(by_prefix("bogota")),
+                ),
+                (
+                    "prefix + bounced (0.5%)",
+                    through_api("/contacts", field="Ciudad", value_prefix="asun", status="bounced"),
+                    mongo_find(by_prefix("asun", **bounced)),
+                ),
+                (
+                    "count prefix (1%)",
+                    through_api("/contacts:count", field="Ciudad", value_prefix="cus"),
+                    mongo_count(by_prefix("cus")),
+                ),
+                (
+                    "count prefix (12%)",
+                    through_api("/contacts:count", field="Ciudad", value_prefix="Bogotá"),
+                    mongo_count(by_prefix("bogota")),
+                ),
+                (
+                    "count prefix + bounced",
+                    through_api("/contacts:count", field="Ciudad", value_prefix="asun", **bounced),
+                    mongo_count(by_prefix("asun", **bounced)),
                 ),
                 ("stats", through_api("/stats"), lambda: stats.of_profile(profile["id"])),
                 ("count", through_api("/contacts:count"), lambda: stats.of_profile(profile["id"])),

@@ -118,6 +118,14 @@ async def create_contact(
 KeyPrefix = Annotated[str | None, Query(max_length=320, description="key prefix")]
 FieldName = Annotated[str | None, Query(max_length=100, description="a field's name")]
 FieldValue = Annotated[str | None, Query(max_length=2000, description="what it equals")]
+ValuePrefix = Annotated[
+    str | None,
+    Query(
+        max_length=200,
+        description="what the field's value starts with, ignoring case and accents (`vina` "
+        "finds `Viña del Mar`): text, email and phone fields, up to 64 characters once folded",
+    ),
+]
 SourceFilter = Annotated[
     str | None,
     Query(
@@ -136,9 +144,10 @@ def contact_filter(
     field: FieldName = None,
     value: FieldValue = None,
     source: SourceFilter = None,
+    value_prefix: ValuePrefix = None,
 ) -> ContactFilter:
     """The filters a listing and its count take, from the query."""
-    return ContactFilter(status, key_prefix, field, value, source)
+    return ContactFilter(status, key_prefix, field, value, source, value_prefix)
 
 
 Selected = Annotated[ContactFilter, Depends(contact_filter)]
@@ -155,8 +164,8 @@ async def list_contacts(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> ContactPage:
     """A profile's contacts by key or creation time (`sort=-created_at`: newest first),
-    filtered by status, key prefix, one field's value and the source of the last change, in
-    any combination; `:count` counts the same filters."""
+    filtered by status, key prefix, one field's value or value prefix and the source of the
+    last change, in any combination; `:count` counts the same filters."""
     schema, found = await listing_handlers.list_contacts(
         account_id=account_id,
         profile_id=profile_id,

@@ -3,6 +3,7 @@ and back."""
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import asdict
 from datetime import UTC, datetime
 
@@ -19,7 +20,8 @@ IMPORTED = "imported"
 # Strings the listing indexes serve, each beginning with the profile id so one index range is
 # one profile's share (DocumentDB keeps each field of a compound index as a separate term, so
 # `profile_id` in a filter would read the whole profile). ADR 9.
-# The contact's status, its last change's source and every field value, as exact terms.
+# The contact's status, its last change's source and every field value, as exact terms; and
+# every string value folded (`folded`), for prefix searches.
 SEARCH_TERMS = "search_terms"
 CREATED_ORDER = "created_order"  # profile, creation time and key: creation order, one range
 SEPARATOR = "\x1f"
@@ -27,6 +29,9 @@ PAST_SEPARATOR = chr(ord(SEPARATOR) + 1)
 # Longer values are not indexed (index keys are bounded); equality on them still works, by
 # reading the profile in key order.
 MAX_TERM_VALUE = 256
+# Folded values are indexed up to this many characters: a longer value is found by prefixes of
+# up to this length (a prefix search asks for no more).
+FOLDED_TERM_LENGTH = 64
 
 
 def status_term(profile_id: str, status: ContactStatus) -> str:
@@ -58,6 +63,26 @@ def field_term_prefix(profile_id: str, field_key: str) -> str:
     return SEPARATOR.join(("field", profile_id, field_key, ""))
 
 
+def folded(text: str) -> str:
+    """`text` as a case- and accent-insensitive search compares it: case folded, decomposed
+    (NFKD) and without combining marks ("Viña del Mar" -> "vina del mar", "ﬁ" -> "fi")."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def folded_term_prefix(profile_id: str, field_key: str, prefix: str = "") -> str:
+    """What the folded terms of the field's values starting with `prefix` (folded) start with."""
+    return SEPARATOR.join(("fold", profile_id, field_key, prefix))
+
+
+def folded_term(profile_id: str, field_key: str, value: object) -> str | None:
+    """The folded term of a string value, its first `FOLDED_TERM_LENGTH` characters (None: the
+    value is not a string: numbers, booleans and lists have no prefix search)."""
+    if not isinstance(value, str):
+        return None
+    return folded_term_prefix(profile_id, field_key, folded(value)[:FOLDED_TERM_LENGTH])
+
+
 def created_order(profile_id: str, created_at: datetime, key: str = "") -> str:
     """Sorts as (profile, creation time, key); fixed-width UTC milliseconds."""
     stamp = created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
@@ -65,11 +90,14 @@ def created_order(profile_id: str, created_at: datetime, key: str = "") -> str:
 
 
 def search_terms(contact: Contact) -> list[str]:
-    terms = (field_term(contact.profile_id, k, v) for k, v in contact.fields.items())
+    profile_id, fields = contact.profile_id, contact.fields.items()
+    terms = (field_term(profile_id, k, v) for k, v in fields)
+    folded_terms = (folded_term(profile_id, k, v) for k, v in fields)
     return [
-        status_term(contact.profile_id, contact.status),
-        source_term(contact.profile_id, contact.source),
+        status_term(profile_id, contact.status),
+        source_term(profile_id, contact.source),
         *(t for t in terms if t),
+        *(t for t in folded_terms if t),
     ]
 
 

@@ -17,6 +17,7 @@ from contact_svc.contact_documents import (
     contact_document,
     contact_of,
     field_term_prefix,
+    folded_term_prefix,
     profile_range,
     stored_contact,
 )
@@ -285,12 +286,16 @@ class MongoContactRepository:
 
     async def drop_field(self, profile_id: str, field_key: str) -> None:
         """Remove a deleted field's values from every contact of the profile (idempotent)."""
-        prefix = re.escape(field_term_prefix(profile_id, field_key))
+        prefixes = (
+            field_term_prefix(profile_id, field_key),
+            folded_term_prefix(profile_id, field_key),
+        )
+        pattern = "^(?:" + "|".join(re.escape(p) for p in prefixes) + ")"
         await self._collection.update_many(
             {"_id": profile_range(profile_id)},
             {
                 "$unset": {f"fields.{field_key}": ""},
-                "$pull": {SEARCH_TERMS: {"$regex": "^" + prefix}},
+                "$pull": {SEARCH_TERMS: {"$regex": pattern}},
             },
         )
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from contact_svc.contact_documents import FOLDED_TERM_LENGTH, folded
 from contact_svc.contact_handlers import writable_schema
 from contact_svc.domain import Contact, ContactOrder, PagePosition, parse_cursor
 from contact_svc.listing_repository import ContactPages
@@ -16,20 +18,37 @@ from contact_svc.stats import summarize
 from contact_svc.stats_repository import StatsStore
 from contacts_shared.mongo import bson_now
 from contacts_shared.profiles import ProfileSchema, SchemaStore
-from contacts_shared.schema import ContactStatus
+from contacts_shared.schema import ContactStatus, FieldType
 from contacts_shared.values import EXPORT_TRAILING_COLUMNS, FieldProblem, ValuesInvalid, csv_cell
 
 
 @dataclass(frozen=True)
 class ContactFilter:
     """What a listing and its count select: a status, a key prefix, one field's value (`field`
-    = `value`, compared as the field's type) and the source of the contact's last change."""
+    = `value`, compared as the field's type) or the start of its text (`field` and
+    `value_prefix`, case- and accent-insensitive) and the source of the contact's last change."""
 
     status: ContactStatus | None = None
     key_prefix: str | None = None
     field: str | None = None
     value: str | None = None
     source: str | None = None
+    value_prefix: str | None = None
+
+
+# The types whose values are searched by prefix: text as people write it.
+PREFIX_TYPES = frozenset({FieldType.TEXT, FieldType.EMAIL, FieldType.PHONE})
+# What people put between a phone number's digits (stored numbers are E.164: `+56912345678`).
+PHONE_PUNCTUATION = re.compile(r"[\s().-]")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A `ContactFilter` as the stored documents answer it."""
+
+    key_prefix: str | None
+    field_equals: tuple[str, Any] | None
+    value_prefix: tuple[str, str] | None
 
 
 async def list_contacts(
@@ -46,12 +65,13 @@ async def list_contacts(
 ) -> tuple[ProfileSchema, list[Contact]]:
     """A page of the contacts `selected`, in `order`."""
     schema = await writable_schema(schemas, account_id, profile_id)
-    field_equals, key_prefix = _field_equals(schema, selected, region)
+    selection = _selection(schema, selected, region)
     page = await contacts.find_page(
         profile_id,
         status=selected.status,
-        key_prefix=key_prefix,
-        field_equals=field_equals,
+        key_prefix=selection.key_prefix,
+        field_equals=selection.field_equals,
+        value_prefix=selection.value_prefix,
         source=selected.source,
         after=parse_cursor(order, cursor) if cursor else None,
         order=order,
@@ -75,37 +95,65 @@ async def count_contacts(
     from the statistics (the same cost at any size, a moment behind the writes), any other
     filter counted from the contacts' indexes (every match is read)."""
     schema = await writable_schema(schemas, account_id, profile_id)
-    field_equals, key_prefix = _field_equals(schema, selected, region)
+    selection = _selection(schema, selected, region)
     status, source = selected.status, selected.source
-    if key_prefix is None and field_equals is None and source is None:
+    if selection == Selection(None, None, None) and source is None:
         counted = summarize(await stats.of_profile(profile_id), today=bson_now().date())
         return counted.total if status is None else counted.by_status.get(status.value, 0)
     return await contacts.count_matching(
-        profile_id, status=status, key_prefix=key_prefix, field_equals=field_equals, source=source
+        profile_id,
+        status=status,
+        key_prefix=selection.key_prefix,
+        field_equals=selection.field_equals,
+        value_prefix=selection.value_prefix,
+        source=source,
     )
 
 
-def _field_equals(
-    schema: ProfileSchema, selected: ContactFilter, region: str
-) -> tuple[tuple[str, Any] | None, str | None]:
+def _selection(schema: ProfileSchema, selected: ContactFilter, region: str) -> Selection:
     """The stored (field key, value) that `field` = `value` asks for, compared as the field's
-    type, and the key prefix to read (the key itself when the field is the identity)."""
-    field, value = selected.field, selected.value
+    type, or the (field key, folded prefix) that `field` and `value_prefix` ask for; and the
+    key prefix to read (the key itself when `field` = `value` is the identity)."""
+    field, value, value_prefix = selected.field, selected.value, selected.value_prefix
     key_prefix = selected.key_prefix.strip().lower() if selected.key_prefix else None
-    if (field is None) != (value is None):
-        raise ValuesInvalid([FieldProblem("field", "give both field and value, or neither")])
-    if field is None or value is None:
-        return None, key_prefix
+    if value is not None and value_prefix is not None:
+        raise ValuesInvalid([FieldProblem("value_prefix", "give value or value_prefix, not both")])
+    if (field is None) != (value is None and value_prefix is None):
+        raise ValuesInvalid(
+            [FieldProblem("field", "give field with value or value_prefix, or none of them")]
+        )
+    if field is None:
+        return Selection(key_prefix, None, None)
     spec = schema.field_named(field)
     if spec is None:
         raise ValuesInvalid([FieldProblem("field", f"no field '{field}' in this profile")])
+    if value_prefix is not None:
+        return Selection(key_prefix, None, (spec.key, _folded_prefix(spec.type, value_prefix)))
+    assert value is not None
     if spec.identity:
         key = schema.identity_key(value, region)
         if key.startswith(key_prefix or ""):
             key_prefix = key  # the key itself: its `_id` range reads one contact
-        return (spec.key, key), key_prefix
+        return Selection(key_prefix, (spec.key, key), None)
     converted = schema.values({spec.name: value}, default_region=region, partial=True)
-    return (spec.key, converted[spec.key]), key_prefix
+    return Selection(key_prefix, (spec.key, converted[spec.key]), None)
+
+
+def _folded_prefix(field_type: FieldType, prefix: str) -> str:
+    """The prefix as the folded terms hold values (`folded`); refused for numbers, dates and
+    booleans, and past the length of a folded term (it could not tell longer values apart)."""
+    if field_type not in PREFIX_TYPES:
+        raise ValuesInvalid(
+            [FieldProblem("value_prefix", f"{field_type.value} fields have no prefix search")]
+        )
+    if field_type is FieldType.PHONE:
+        prefix = PHONE_PUNCTUATION.sub("", prefix)
+    wanted = folded(prefix.lstrip())
+    if len(wanted) > FOLDED_TERM_LENGTH:
+        raise ValuesInvalid(
+            [FieldProblem("value_prefix", f"at most {FOLDED_TERM_LENGTH} characters once folded")]
+        )
+    return wanted
 
 
 EXPORT_PAGE = 1000

@@ -3,7 +3,7 @@ a field's value, reading about a page's worth of rows however large the profile 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -18,6 +18,7 @@ from contact_svc.contact_documents import (
     contact_of,
     created_order,
     field_term,
+    folded_term_prefix,
     profile_range,
     source_term,
     status_term,
@@ -53,6 +54,7 @@ class ContactPages(Protocol):
         order: ContactOrder = ...,
         since: datetime | None = None,
         source: str | None = None,
+        value_prefix: tuple[str, str] | None = None,
     ) -> list[Contact]: ...
 
     async def count_matching(
@@ -63,6 +65,7 @@ class ContactPages(Protocol):
         key_prefix: str | None,
         field_equals: tuple[str, Any] | None,
         source: str | None,
+        value_prefix: tuple[str, str] | None = None,
     ) -> int: ...
 
 
@@ -87,11 +90,13 @@ class MongoContactPages:
         order: ContactOrder = ContactOrder.KEY,
         since: datetime | None = None,
         source: str | None = None,
+        value_prefix: tuple[str, str] | None = None,
     ) -> list[Contact]:
         """A page of live contacts in `order`, reading about the page's worth of rows however
         large the profile (ADR 9); `since`: no contact is older (the profile's creation);
-        `source`: the source of the contact's last change."""
-        filters, terms = _filters(profile_id, status, field_equals, source)
+        `source`: the source of the contact's last change; `value_prefix`: (field key, folded
+        prefix) of a string value (`folded`)."""
+        filters, terms = _filters(profile_id, status, field_equals, source, value_prefix)
         if order is ContactOrder.KEY:
             ids = profile_range(profile_id, key_prefix or "")
             if after is not None and contact_id(profile_id, after.key) >= ids["$gte"]:
@@ -113,26 +118,29 @@ class MongoContactPages:
         key_prefix: str | None,
         field_equals: tuple[str, Any] | None,
         source: str | None,
+        value_prefix: tuple[str, str] | None = None,
     ) -> int:
         """How many live contacts match, as `find_page` filters them: from the key prefix's
         `_id` range, else from the terms index (every match is read: a count never stops
         early), else from the profile's `_id` range (a value too long to be a term)."""
-        filters, terms = _filters(profile_id, status, field_equals, source)
+        filters, terms = _filters(profile_id, status, field_equals, source, value_prefix)
         if key_prefix or not terms:
             query = {**filters, "_id": profile_range(profile_id, key_prefix or "")}
             return await self._collection.count_documents(query, hint="_id_")
-        query = {**filters, SEARCH_TERMS: {"$all": terms}}
+        query = {**filters, SEARCH_TERMS: terms}
         return await self._collection.count_documents(query, hint=TERMS_INDEX)
 
     async def _find(
         self, query: Document, index: str, limit: int, direction: int = ASCENDING
     ) -> list[Document]:
-        field = "_id" if index == "_id_" else index.removesuffix("_1")
+        # Key order but for creation windows: matches from the terms index are sorted by `_id`
+        # (sorting by the `search_terms` array would order them by their least term).
+        field = CREATED_ORDER if index == CREATED_INDEX else "_id"
         cursor = self._collection.find(query, {OUTBOX: 0, SEARCH_TERMS: 0})
         return await cursor.sort(field, direction).hint(index).limit(limit).to_list()
 
     async def _in_key_order(
-        self, ids: Document, filters: Document, terms: Sequence[str], limit: int
+        self, ids: Document, filters: Document, terms: Document, limit: int
     ) -> list[Document]:
         """Read in `_id` order until `limit` match, unless the first `probe_size` keys show
         the filter is rare: then its matches come from the terms index and only they are
@@ -158,7 +166,7 @@ class MongoContactPages:
             return near
         if len(near) * RARE_FILTER_SHARE >= self._probe_size or not terms:
             return near + await self._find(rest, "_id_", wanted)
-        return near + await self._find({**rest, SEARCH_TERMS: {"$all": terms}}, TERMS_INDEX, wanted)
+        return near + await self._find({**rest, SEARCH_TERMS: terms}, TERMS_INDEX, wanted)
 
     async def _in_creation_order(
         self,
@@ -202,10 +210,13 @@ def _filters(
     status: ContactStatus | None,
     field_equals: tuple[str, Any] | None,
     source: str | None,
-) -> tuple[Document, list[str]]:
-    """The query of live contacts with these values, and the terms that find them."""
+    value_prefix: tuple[str, str] | None = None,
+) -> tuple[Document, Document]:
+    """The query of live contacts with these values, and the condition on `search_terms` that
+    finds them from its index (empty: no term serves these filters)."""
     filters: Document = {DELETED: False}
-    terms = []
+    terms: list[str] = []
+    indexed: Document = {}
     if status is not None:
         filters["status"] = status.value
         terms.append(status_term(profile_id, status))
@@ -216,4 +227,14 @@ def _filters(
         filters[f"fields.{field_equals[0]}"] = field_equals[1]
         if term := field_term(profile_id, *field_equals):
             terms.append(term)
-    return filters, terms
+    if value_prefix is not None:
+        # An anchored regular expression, tested term by term (a bare `$gte`/`$lt` range on an
+        # array matches a document with one term above the start and another below the end);
+        # the index serves it, alone or with `$all`, on DocumentDB (5 times faster there than
+        # the same range as `$elemMatch`) and MongoDB (a prefix's bounds).
+        starts = {"$regex": "^" + re.escape(folded_term_prefix(profile_id, *value_prefix))}
+        filters[SEARCH_TERMS] = starts
+        indexed.update(starts)
+    if terms:
+        indexed["$all"] = terms
+    return filters, indexed

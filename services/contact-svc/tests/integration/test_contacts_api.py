@@ -645,3 +645,63 @@ async def test_source_filters_combine_and_counts_agree_with_the_listing(
         for path in (base, f"{base}:count"):
             refused = problem(await contacts.get(path, params={"source": bad}), 422)
             assert refused["errors"][0]["field"] == "source", refused
+
+
+async def test_value_prefix_search_ignores_case_and_accents_and_counts_agree(
+    services: Services, known_profile: Any
+) -> None:
+    _, contacts = services
+    profile = await known_profile(name="Towns", fields=FIELDS)
+    base = f"/v1/profiles/{profile['id']}/contacts"
+    towns = ["Viña del Mar", "VIÑAS", "Ñuñoa", "Valparaíso", "Viña del Mar", "vina"]
+    for index, town in enumerate(towns):
+        fields = {"email": f"t{index}@example.com", "Nombre": "T", "Ciudad": town}
+        assert (await contacts.post(base, json={"fields": fields})).status_code == 201
+    await contacts.patch(f"{base}/t4@example.com", json={"status": "bounced"})
+
+    cases: list[tuple[dict[str, str], list[int]]] = [
+        ({"value_prefix": "vina"}, [0, 1, 4, 5]),
+        ({"value_prefix": "VIÑA"}, [0, 1, 4, 5]),
+        ({"value_prefix": "viña d"}, [0, 4]),
+        ({"value_prefix": "nunoa"}, [2]),
+        ({"value_prefix": "VALPARAISO"}, [3]),
+        ({"value_prefix": "vina", "status": "bounced"}, [4]),
+        ({"value_prefix": "vina", "key_prefix": "T1"}, [1]),
+        ({"value_prefix": "lima"}, []),
+    ]
+    for params, indexes in cases:
+        expected = [f"t{i}@example.com" for i in indexes]
+        query = {"field": "ciudad", **params}
+        walked: list[str] = []
+        cursor = None
+        while True:  # one contact a page: the cursor carries on in key order
+            paged = {**query, "limit": "1", **({"cursor": cursor} if cursor else {})}
+            page = (await contacts.get(base, params=paged)).json()
+            walked += [item["key"] for item in page["items"]]
+            if not (cursor := page["next_cursor"]):
+                break
+        assert walked == expected, params
+        counted = await contacts.get(f"{base}:count", params=query)
+        assert counted.json()["count"] == len(expected), (params, counted.text)
+    by_email = await contacts.get(base, params={"field": "email", "value_prefix": "T3@EX"})
+    assert [i["key"] for i in by_email.json()["items"]] == ["t3@example.com"]
+
+    refusals = [
+        ({"field": "Edad", "value_prefix": "4"}, "value_prefix"),
+        ({"field": "Fecha de Nacimiento", "value_prefix": "2020"}, "value_prefix"),
+        ({"field": "Ciudad", "value": "Lima", "value_prefix": "li"}, "value_prefix"),
+        ({"value_prefix": "li"}, "field"),
+        ({"field": "Ciudad", "value_prefix": "ß" * 33}, "value_prefix"),  # 66 once folded
+    ]
+    for params, named in refusals:
+        for path in (base, f"{base}:count"):
+            refused = problem(await contacts.get(path, params=params), 422)
+            assert refused["errors"][0]["field"] == named, (params, refused)
+
+
+async def test_openapi_shows_the_value_prefix_parameter(services: Services) -> None:
+    _, contacts = services
+    paths = (await contacts.get("/openapi.json")).json()["paths"]
+    for path in ("/v1/profiles/{profile_id}/contacts", "/v1/profiles/{profile_id}/contacts:count"):
+        parameters = {p["name"]: p for p in paths[path]["get"]["parameters"]}
+        assert "accents" in parameters["value_prefix"]["description"]

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
+from contact_svc.contact_documents import FOLDED_TERM_LENGTH, folded
 from contact_svc.contact_repository import MongoContactRepository
 from contact_svc.domain import Contact, ContactOrder, PagePosition
-from contact_svc.listing_repository import MongoContactPages
+from contact_svc.listing_repository import TERMS_INDEX, MongoContactPages
 from contact_svc.settings import ContactSettings
 from contact_svc.suppression_repository import MongoSuppressionStore
 from contacts_shared.journal import EventJournal
@@ -26,6 +27,19 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 SINCE = NOW - timedelta(days=400)
 # Clusters and long gaps: windows must grow across empty years and stay exact inside a burst.
 AGES = [timedelta(days=399), timedelta(days=30), timedelta(hours=5), timedelta(minutes=3)]
+# Values longer than a folded term: found by prefixes of up to its length.
+LONG_TOWN = "Ñ" * FOLDED_TERM_LENGTH + "ez"
+
+
+def town(index: int) -> str:
+    """Accents and case to fold: two rare towns sharing a prefix, long values, a common one."""
+    if index % 23 == 4:
+        return "Viña del Mar"
+    if index % 23 == 9:
+        return "VIÑAS"
+    if index % 29 == 0:
+        return LONG_TOWN + str(index % 2)
+    return "Ñuñoa" if index % 2 else "Nunoa Alto"
 
 
 def sample_contact(index: int) -> Contact:
@@ -38,7 +52,12 @@ def sample_contact(index: int) -> Contact:
         account_id="account",
         profile_id=PROFILE,
         key=key,
-        fields={"email": key, "city": "Rare" if index % 37 == 5 else "Lima", "score": index % 3},
+        fields={
+            "email": key,
+            "city": "Rare" if index % 37 == 5 else "Lima",
+            "score": index % 3,
+            "town": town(index),
+        },
         status=status,
         status_source="test",
         status_changed_at=created,
@@ -122,6 +141,38 @@ FILTERS: dict[str, tuple[dict[str, Any], Callable[[Contact], bool]]] = {
             c.source == "api" and c.status is ContactStatus.ACTIVE and c.fields["city"] == "Rare"
         ),
     ),
+    "rare value prefix": (
+        {"value_prefix": ("town", "vina d")},
+        lambda c: folded(c.fields["town"]).startswith("vina d"),
+    ),
+    "value prefix": (
+        {"value_prefix": ("town", "vina")},
+        lambda c: folded(c.fields["town"]).startswith("vina"),
+    ),
+    "common value prefix": (
+        {"value_prefix": ("town", "nunoa")},
+        lambda c: folded(c.fields["town"]).startswith("nunoa"),
+    ),
+    "prefix of long values": (
+        {"value_prefix": ("town", "n" * FOLDED_TERM_LENGTH)},
+        lambda c: c.fields["town"].startswith(LONG_TOWN),
+    ),
+    "value prefix and status": (
+        {"value_prefix": ("town", "nunoa"), "status": ContactStatus.BOUNCED},
+        lambda c: folded(c.fields["town"]).startswith("nunoa") and c.status.value == "bounced",
+    ),
+    "value prefix, source and status": (
+        {"value_prefix": ("town", "nu"), "source": "api", "status": ContactStatus.ACTIVE},
+        lambda c: (
+            folded(c.fields["town"]).startswith("nu")
+            and c.source == "api"
+            and c.status is ContactStatus.ACTIVE
+        ),
+    ),
+    "value prefix and key prefix": (
+        {"value_prefix": ("town", "nunoa a"), "key_prefix": "user1"},
+        lambda c: folded(c.fields["town"]).startswith("nunoa a") and c.key.startswith("user1"),
+    ),
     "prefix and rare value": (
         {"key_prefix": "user1", "field_equals": ("city", "Rare")},
         lambda c: c.key.startswith("user1") and c.fields["city"] == "Rare",
@@ -150,6 +201,7 @@ async def test_every_page_walk_matches_sorting_everything(
             key_prefix=arguments.get("key_prefix"),
             field_equals=arguments.get("field_equals"),
             source=arguments.get("source"),
+            value_prefix=arguments.get("value_prefix"),
             after=after,
             limit=limit,
             order=order,
@@ -173,14 +225,45 @@ async def test_counts_match_the_listing_and_read_an_index(
 ) -> None:
     arguments, matches = FILTERS[filter_name]
     database, queries = watched
-    filters = {
-        name: arguments.get(name) for name in ("status", "key_prefix", "field_equals", "source")
-    }
+    names = ("status", "key_prefix", "field_equals", "source", "value_prefix")
+    filters = {name: arguments.get(name) for name in names}
     pages = MongoContactPages(database["contacts"])
     counted = await pages.count_matching(PROFILE, **filters)
     assert counted == len([c for c in CONTACTS if not c.deleted and matches(c)])
     listed = await repository.find_page(PROFILE, after=None, limit=500, **filters)
     assert counted == len(listed)
+    for command in queries.sent:
+        used = await indexes_read(database, command)
+        # A value prefix is a range of the terms index, unless a key prefix reads `_id`.
+        if "value_prefix" in arguments and "key_prefix" not in arguments:
+            assert used == {TERMS_INDEX}, command
+
+
+@pytest.mark.parametrize("prefix", ["vina", "nunoa"])
+async def test_value_prefix_pages_read_indexes(
+    repository: MongoContactRepository,
+    watched: tuple[Any, Any],
+    indexes_read: Any,
+    prefix: str,
+) -> None:
+    database, queries = watched
+    pages = MongoContactPages(database["contacts"], probe_size=10)
+    after: PagePosition | None = None
+    walked: list[str] = []
+    while page := await pages.find_page(
+        PROFILE,
+        status=None,
+        key_prefix=None,
+        field_equals=None,
+        value_prefix=("town", prefix),
+        after=after,
+        limit=5,
+    ):
+        walked += [c.key for c in page]
+        after = PagePosition(page[-1].key)
+    live = [c for c in CONTACTS if not c.deleted]
+    assert walked == sorted(c.key for c in live if folded(c.fields["town"]).startswith(prefix))
+    assert queries.sent
     for command in queries.sent:
         assert await indexes_read(database, command), command
 
@@ -216,6 +299,8 @@ async def test_source_pages_read_indexes(
 async def test_a_removed_field_leaves_values_and_terms(
     repository: MongoContactRepository,
 ) -> None:
+    rare = {"status": None, "key_prefix": None, "field_equals": None, "source": None}
+    assert await repository.count_matching(PROFILE, **rare, value_prefix=("city", "rare"))
     await repository.drop_field(PROFILE, "city")
     found = await repository.find_page(
         PROFILE,
@@ -226,6 +311,17 @@ async def test_a_removed_field_leaves_values_and_terms(
         limit=50,
     )
     assert found == []
+    # The folded terms went with the values: no value prefix finds a contact.
+    gone = await repository.find_page(
+        PROFILE,
+        status=None,
+        key_prefix=None,
+        field_equals=None,
+        value_prefix=("city", "rare"),
+        after=None,
+        limit=50,
+    )
+    assert gone == []
     page = await repository.find_page(
         PROFILE, status=None, key_prefix=None, field_equals=None, after=None, limit=500
     )
