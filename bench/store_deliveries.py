@@ -29,6 +29,7 @@ import httpx
 from figures import p50_p99
 from pymongo import AsyncMongoClient
 
+from contact_svc.webhooks import signature
 from contacts_shared.settings import ServiceSettings
 
 Send = Callable[[int, str], Awaitable[httpx.Response]]
@@ -49,11 +50,10 @@ def shopify_headers(secret: str, body: bytes) -> dict[str, str]:
 
 def own_headers(secret: str, body: bytes) -> dict[str, str]:
     stamp = str(int(time.time()))
-    mac = hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     return {
         "content-type": "application/json",
         "x-webhook-timestamp": stamp,
-        "x-webhook-signature": f"sha256={mac}",
+        "x-webhook-signature": signature(secret, stamp, body),
     }
 
 

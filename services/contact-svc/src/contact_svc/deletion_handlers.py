@@ -23,9 +23,12 @@ async def apply_deletes(
     """Delete the contacts named, in order, each with its event; an erasure also wipes what
     a deletion before it left. A contact the profile does not hold, or a profile gone, is
     left as it is; so is a contact already deleted (erased) when the command comes again."""
+    accounts: dict[str, str | None] = {}  # each profile's account, read once per batch
     for command in commands:
-        schema = await schemas.get(command.profile_id)
-        if schema is not None and schema.account_id == command.account_id:
+        if command.profile_id not in accounts:
+            schema = await schemas.get(command.profile_id)
+            accounts[command.profile_id] = schema.account_id if schema else None
+        if accounts[command.profile_id] == command.account_id:
             await retry_if_stale(partial(_delete_one, command, contacts))
 
 

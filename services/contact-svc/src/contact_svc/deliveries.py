@@ -176,22 +176,25 @@ def _store_delivery(platform: _Platform, headers: Mapping[str, str], body: bytes
     if action is DeliveryAction.UPSERT:
         return Delivery(action, delivery_id, topic, records=(payload,))
     if action is DeliveryAction.DELETE:
-        return Delivery(action, delivery_id, topic, customers=(_customer(payload, topic),))
-    customer = payload.get("customer")
-    if not isinstance(customer, Mapping):
+        customer = _customer(payload, topic, id_required=True)
+        return Delivery(action, delivery_id, topic, customers=(customer,))
+    named = payload.get("customer")
+    if not isinstance(named, Mapping):
         raise WebhookRejected(422, f"a {topic} payload names its customer in 'customer'")
-    return Delivery(action, delivery_id, topic, customers=(_customer(customer, topic),))
+    return Delivery(action, delivery_id, topic, customers=(_customer(named, topic),))
 
 
-def _customer(payload: Mapping[str, Any], topic: str) -> StoreCustomer:
-    """The customer a delete (its id) or a redact (id, email, phone) names."""
+def _customer(
+    payload: Mapping[str, Any], topic: str, *, id_required: bool = False
+) -> StoreCustomer:
+    """The customer a delete (its id, `id_required`) or a redact (id, email, phone) names."""
     customer_id, email, phone = (payload.get(name) for name in ("id", "email", "phone"))
     customer = StoreCustomer(
         id=str(customer_id) if isinstance(customer_id, int | str) and customer_id != "" else None,
         email=email if isinstance(email, str) and email else None,
         phone=phone if isinstance(phone, str) and phone else None,
     )
-    if customer.id is None and (topic.endswith("delete") or topic.endswith("deleted")):
+    if customer.id is None and id_required:
         raise WebhookRejected(422, f"a {topic} payload carries the customer's 'id'")
     if customer == StoreCustomer(None):
         raise WebhookRejected(422, f"a {topic} payload names the customer by id, email or phone")

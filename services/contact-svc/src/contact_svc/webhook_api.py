@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from contact_svc import webhook_handlers
 from contact_svc.api import ItemOut, item_out
 from contact_svc.contact_handlers import Outcome
-from contact_svc.deliveries import DeliveryAction
 from contact_svc.webhook_handlers import MAX_PREVIOUS_SECRET_SECONDS, WebhookIntake
 from contact_svc.webhook_repository import StoreCustomerStore, WebhookSourceStore
 from contact_svc.webhooks import RecentSources, SignatureError, WebhookFormat, WebhookSource
@@ -200,9 +199,8 @@ async def receive_webhook(source_id: str, request: Request, response: Response) 
         raise Problem(422, "No valid record", "Every record was rejected", errors)
     # A store's customer this profile cannot hold (no email) is refused in the answer, not
     # by an error: a platform drops a subscription whose deliveries fail time after time.
-    if answer.delivery.topic is not None and not taken:
-        response.status_code = status.HTTP_200_OK
-    if answer.duplicate or answer.delivery.action is DeliveryAction.ACKNOWLEDGE:
+    store_took_nothing = answer.delivery.topic is not None and not taken
+    if answer.duplicate or store_took_nothing:  # a ping or a data request takes nothing too
         response.status_code = status.HTTP_200_OK
     return WebhookAccepted(
         accepted=taken,
