@@ -111,6 +111,28 @@ def service_process(tmp_path: Path) -> Iterator[ServiceFactory]:
         proc.kill()
 
 
+JsonPoller = Callable[[httpx.AsyncClient, str], Awaitable[dict[str, Any]]]
+
+
+async def answer_through_restarts(api: httpx.AsyncClient, url: str) -> dict[str, Any]:
+    """The JSON a GET of `url` answers with 200, asked again while its service restarts."""
+    while True:
+        try:
+            response = await api.get(url)
+            if response.status_code == 200:
+                return dict(response.json())
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+def job_state() -> JsonPoller:
+    """Reads a job's state (an import's, a bulk action's) while its service is killed and
+    started again: `await state(api, url)`."""
+    return answer_through_restarts
+
+
 WebhookSender = Callable[
     [httpx.AsyncClient, str, str, list[dict[str, object]]], Awaitable[httpx.Response]
 ]

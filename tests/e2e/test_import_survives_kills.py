@@ -42,20 +42,12 @@ def the_file() -> tuple[bytes, dict[str, int], int]:
     return ("\n".join(lines) + "\n").encode(), expected, refused
 
 
-async def state_of(api: httpx.AsyncClient, url: str) -> dict[str, Any]:
-    """The import's state; while import-svc restarts, the last one seen."""
-    while True:
-        try:
-            response = await api.get(url)
-            if response.status_code == 200:
-                return dict(response.json())
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.2)
-
-
 async def test_an_import_resumes_after_kills_and_ends_exact(
-    service_process: Any, platform_env: Any, profile_known_to_contacts: Any, infrastructure: Any
+    service_process: Any,
+    platform_env: Any,
+    profile_known_to_contacts: Any,
+    infrastructure: Any,
+    job_state: Any,
 ) -> None:
     envs = platform_env("kills")
     envs["import"] |= {"CONTACTS_ROWS_PER_CHECKPOINT": "200", "CONTACTS_LEASE_SECONDS": "3"}
@@ -82,21 +74,21 @@ async def test_an_import_resumes_after_kills_and_ends_exact(
         assert accepted.status_code == 202, accepted.text
         url = f"{import_svc.url}/v1/imports/{accepted.json()['id']}"
 
-        while (state := await state_of(api, url))["counts"]["read"] < ROWS // 4:
+        while (state := await job_state(api, url))["counts"]["read"] < ROWS // 4:
             await asyncio.sleep(0.05)
         import_svc.kill(signal.SIGKILL)
         assert state["counts"]["read"] < ROWS, "read whole before the kill: proved nothing"
         import_svc.start()
 
         # Once the resumed reading is past half, contact-svc is applying what it sent.
-        while (state := await state_of(api, url))["counts"]["read"] < ROWS // 2:
+        while (state := await job_state(api, url))["counts"]["read"] < ROWS // 2:
             await asyncio.sleep(0.05)
         contact_svc.kill(signal.SIGKILL)
         assert not state["finished_at"], f"finished before the kill: proved nothing {state}"
         contact_svc.start()
 
         deadline = time.monotonic() + 30 + ROWS / 100
-        while not (state := await state_of(api, url))["finished_at"]:
+        while not (state := await job_state(api, url))["finished_at"]:
             assert time.monotonic() < deadline, state
             await asyncio.sleep(0.5)
         counts = state["counts"]

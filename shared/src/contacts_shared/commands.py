@@ -151,8 +151,48 @@ class PurgeForImport(BaseModel):
         return f"import:{self.import_id}"
 
 
-OneContactCommand = UpsertContact | DeleteContact | ImportContact | PurgeForImport
-AnyContactCommand = UpsertContact | UpsertContacts | DeleteContact | ImportContact | PurgeForImport
+# -- bulk actions ----------------------------------------------------------------------------
+
+
+class BulkAction(StrEnum):
+    CHANGE_STATUS = "change_status"
+    DELETE = "delete"
+
+
+class BulkOutcome(StrEnum):
+    CHANGED = "changed"  # its status set
+    UNCHANGED = "unchanged"  # it had that status already
+    DELETED = "deleted"
+    NOT_FOUND = "not_found"  # the profile does not hold it (any more)
+
+
+class BulkChange(BaseModel):
+    """One page of a bulk action's selection, the keys of it that share a partition of
+    `contacts.commands`, sent to that partition: their one writer applies it in order with
+    their other commands. `page` numbers the job's pages in selection order; a page sent again
+    after the sender's crash repeats its number, so it is counted once (ADR 18)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: Literal["contacts.command.bulk_change"] = "contacts.command.bulk_change"
+    job_id: str
+    account_id: str
+    profile_id: str
+    page: int = Field(ge=1)
+    keys: tuple[str, ...] = Field(min_length=1)
+    action: BulkAction
+    status: ContactStatus | None = None
+    reason: str | None = None
+
+    @property
+    def source(self) -> str:
+        return f"bulk:{self.job_id}"
+
+
+OneContactCommand = UpsertContact | DeleteContact | ImportContact | PurgeForImport | BulkChange
+AnyContactCommand = (
+    UpsertContact | UpsertContacts | DeleteContact | ImportContact | PurgeForImport | BulkChange
+)
 ContactCommand = Annotated[AnyContactCommand, Field(discriminator="type")]
 CONTACT_COMMAND: TypeAdapter[AnyContactCommand] = TypeAdapter(ContactCommand)
 

@@ -126,14 +126,17 @@ ValuePrefix = Annotated[
         "finds `Viña del Mar`): text, email and phone fields, up to 64 characters once folded",
     ),
 ]
+# The sources a contact's last change may have.
+SOURCE_PATTERN = r"^(api|import:\S+|webhook:\S+|bulk:\S+)$"
 SourceFilter = Annotated[
     str | None,
     Query(
         max_length=320,
-        pattern=r"^(api|import:\S+|webhook:\S+)$",
-        description="the source of the contact's LAST change: `api`, `import:<import id>` or "
-        "`webhook:<webhook source id>`. A contact keeps only its latest source: one imported "
-        "and then edited through the API is listed under `api`, not under its import.",
+        pattern=SOURCE_PATTERN,
+        description="the source of the contact's LAST change: `api`, `import:<import id>`, "
+        "`webhook:<webhook source id>` or `bulk:<bulk action id>`. A contact keeps only its "
+        "latest source: one imported and then edited through the API is listed under `api`, "
+        "not under its import.",
     ),
 ]
 

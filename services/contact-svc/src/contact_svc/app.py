@@ -12,6 +12,9 @@ from functools import partial
 from fastapi import FastAPI, Request, Response
 
 from contact_svc.api import router, stats_router
+from contact_svc.bulk_api import router as bulk_router
+from contact_svc.bulk_handlers import BulkJobNotFound, BulkSender
+from contact_svc.bulk_repository import MongoBulkJobStore
 from contact_svc.consumers import (
     apply_contact_commands,
     apply_profile_event,
@@ -41,7 +44,7 @@ from contacts_shared.values import ValuesInvalid
 from contacts_shared.web import InFlightLimit, Problem, create_service_app, ready_when_reachable
 
 # The refusals of the contact rules and of the shared value and profile rules they apply.
-REFUSALS = (ContactError, ValuesInvalid, ProfileNotWritable)
+REFUSALS = (ContactError, ValuesInvalid, ProfileNotWritable, BulkJobNotFound)
 
 
 def problem_of(exc: Exception) -> Problem:
@@ -53,7 +56,7 @@ def problem_of(exc: Exception) -> Problem:
             retry = {"Retry-After": str(math.ceil(exc.retry_after))}
             return Problem(exc.status, "Too Many Requests", str(exc), headers=retry)
         return Problem(exc.status, "Unusable webhook request", str(exc))
-    if isinstance(exc, ContactNotFound | ProfileUnknown | WebhookSourceNotFound):
+    if isinstance(exc, ContactNotFound | ProfileUnknown | WebhookSourceNotFound | BulkJobNotFound):
         return Problem(404, "Not Found", str(exc))
     if isinstance(exc, ContactExists | ProfileNotWritable | SecretChanged):
         return Problem(409, "Conflict", str(exc))
@@ -94,8 +97,10 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
         stats = MongoStatsStore(
             database["profile_stats"], database["stats_marks"], partitions=settings.topic_partitions
         )
+        bulk_jobs = MongoBulkJobStore(database["bulk_jobs"])
         await contacts.create_indexes()
         await schemas.create_indexes()
+        await bulk_jobs.create_indexes()
 
         consumer = partial(service_consumer, settings, publisher)
         consumers = {
@@ -114,6 +119,7 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
                     relay=relay,
                     publisher=publisher,
                     results_topic=settings.topic_imports_results,
+                    bulk_jobs=bulk_jobs,
                 ),
             ),
             "contact-events": consumer(
@@ -135,6 +141,17 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
         app.state.schemas = PatientSchemas(schemas, wait=settings.profile_wait_seconds)
         app.state.profiles_of = schemas.holding_contacts
         app.state.publisher = publisher
+        app.state.bulk_jobs = bulk_jobs
+        app.state.bulk_sender = BulkSender(
+            jobs=bulk_jobs,
+            schemas=schemas,
+            contacts=contacts,
+            publisher=publisher,
+            topic=settings.topic_contacts_commands,
+            region=settings.default_phone_region,
+            lease=timedelta(seconds=settings.bulk_lease_seconds),
+            poll_seconds=settings.bulk_poll_seconds,
+        )
         app.state.webhook_sources = MongoWebhookSourceStore(database["webhook_sources"])
         kept = timedelta(days=settings.webhook_delivery_ids_days)
         store_customers = MongoStoreCustomerStore(database["webhook_store_customers"], kept)
@@ -156,12 +173,15 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
         )
         app.state.webhooks_in_flight = InFlightLimit(settings.webhook_max_in_flight)
         ready_when_reachable(app, database, publisher)
-        tasks = [asyncio.create_task(relay.run(), name="outbox-relay")] + [
-            asyncio.create_task(c.run(), name=name) for name, c in consumers.items()
-        ]
+        stopping = asyncio.Event()
+        tasks = [
+            asyncio.create_task(relay.run(), name="outbox-relay"),
+            asyncio.create_task(app.state.bulk_sender.run(stopping), name="bulk-sender"),
+        ] + [asyncio.create_task(c.run(), name=name) for name, c in consumers.items()]
         try:
             yield
         finally:
+            stopping.set()
             relay.stop()
             for c in consumers.values():
                 c.stop()
@@ -173,7 +193,7 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
         settings,
         title="contact-svc",
         description="Contacts of regular and mobile-only profiles: values, statuses, events.",
-        routers=[router, stats_router, webhook_router],
+        routers=[router, stats_router, webhook_router, bulk_router],
         upload_routers=[delivery_router],
         resources=resources,
     )

@@ -11,11 +11,18 @@ from functools import partial
 from itertools import groupby
 
 from contact_svc.batch_handlers import ImportOutcomes, apply_import_rows, apply_upserts
+from contact_svc.bulk_handlers import (
+    BulkJobStore,
+    PageApplied,
+    apply_bulk_changes,
+    count_bulk_pages,
+)
 from contact_svc.contact_repository import ContactRepository
 from contact_svc.deletion_handlers import apply_deletes, delete_profile_contacts, purge_for_import
 from contact_svc.stats import EventAt, PartitionCounts, to_count
 from contact_svc.stats_repository import StatsStore
 from contacts_shared.commands import (
+    BulkChange,
     DeleteContact,
     ImportContact,
     ImportPurged,
@@ -69,17 +76,20 @@ async def apply_contact_commands(
     relay: OutboxRelay,
     publisher: EventPublisher,
     results_topic: str,
+    bulk_jobs: BulkJobStore,
 ) -> None:
-    """Apply a partition's batch from `contacts.commands` (webhook upserts, import rows) in
-    bulk, then publish the events at once and the import rows' outcomes, all before the
-    offsets are committed (docs/adr/0008, 0010). A redelivered batch changes nothing and
-    reports the same outcomes; events a crash kept from Kafka are still in the outbox, and the
-    relay's scan publishes them."""
+    """Apply a partition's batch from `contacts.commands` (webhook upserts, import rows, bulk
+    actions' pages) in bulk, then publish the events at once, the import rows' outcomes and
+    the bulk pages' counts, all before the offsets are committed (docs/adr/0008, 0010, 0018).
+    A redelivered batch changes nothing and reports the same outcomes; events a crash kept
+    from Kafka are still in the outbox, and the relay's scan publishes them."""
     commands = [command for record in records for command in commands_in(record.value or b"")]
+    partition = records[0].partition
     queued, journaled = QueuedDocuments(), JournalRound()
     queueing = contacts.queueing_to(queued, journaled)
     outcomes: ImportOutcomes = {}
     purged: list[ImportPurged] = []
+    pages: list[PageApplied] = []
     # Runs of one kind in arrival order, so each contact's commands apply in order.
     for _, run in groupby(commands, key=type):
         batch = list(run)
@@ -101,8 +111,15 @@ async def apply_contact_commands(
         for purge in (c for c in batch if isinstance(c, PurgeForImport)):
             deleted = await purge_for_import(purge, schemas=schemas, contacts=queueing)
             purged.append(ImportPurged(import_id=purge.import_id, deleted=deleted))
+        pages += await apply_bulk_changes(
+            [c for c in batch if isinstance(c, BulkChange)],
+            partition=partition,
+            schemas=schemas,
+            contacts=queueing,
+            jobs=bulk_jobs,
+        )
     await relay.publish_now(queued, journaled)
-    partition = records[0].partition
+    await count_bulk_pages(pages, partition=partition, jobs=bulk_jobs)
     results: list[ImportRowsApplied | ImportPurged] = [
         ImportRowsApplied(import_id=import_id, partition=partition, rows=rows)
         for import_id, rows in outcomes.items()

@@ -7,8 +7,8 @@ import unicodedata
 from dataclasses import asdict
 from datetime import UTC, datetime
 
-from contact_svc.domain import Contact, ImportStamp, contact_id
-from contacts_shared.commands import RowOutcome
+from contact_svc.domain import BulkStamp, Contact, ImportStamp, contact_id
+from contacts_shared.commands import BulkOutcome, RowOutcome
 from contacts_shared.mongo import Document, prefix_range
 from contacts_shared.schema import ContactStatus
 
@@ -17,6 +17,8 @@ from contacts_shared.schema import ContactStatus
 DELETED = "deleted"
 # The import rows that last wrote the contact (ADR 10).
 IMPORTED = "imported"
+# The bulk action that last changed the contact (ADR 18).
+BULK = "bulk"
 # Strings the listing indexes serve, each beginning with the profile id so one index range is
 # one profile's share (DocumentDB keeps each field of a compound index as a separate term, so
 # `profile_id` in a filter would read the whole profile). ADR 9.
@@ -119,6 +121,7 @@ def contact_document(contact: Contact) -> Document:
         DELETED: contact.deleted,
         "erased": contact.erased,
         IMPORTED: asdict(contact.imported) if contact.imported else None,
+        BULK: asdict(contact.bulk) if contact.bulk else None,
         SEARCH_TERMS: search_terms(contact),
         CREATED_ORDER: created_order(contact.profile_id, contact.created_at, contact.key),
     }
@@ -149,6 +152,7 @@ def contact_of(document: Document) -> Contact:
         deleted=bool(document.get(DELETED)),
         erased=bool(document.get("erased")),
         imported=_stamp(document.get(IMPORTED)),
+        bulk=_bulk_stamp(document.get(BULK)),
     )
 
 
@@ -162,6 +166,10 @@ def _stamp(stored: Document | None) -> ImportStamp | None:
         line=stored["line"],
         outcome=RowOutcome(stored["outcome"]),
     )
+
+
+def _bulk_stamp(stored: Document | None) -> BulkStamp | None:
+    return BulkStamp(stored["job_id"], BulkOutcome(stored["outcome"])) if stored else None
 
 
 def profile_range(profile_id: str, key_prefix: str = "") -> Document:

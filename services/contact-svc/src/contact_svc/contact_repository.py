@@ -70,6 +70,8 @@ class ContactRepository(ContactPages, Protocol):
         self, profile_id: str, keys: Sequence[str]
     ) -> dict[str, tuple[Contact | None, int]]: ...
 
+    async def find_stored(self, profile_id: str, keys: Sequence[str]) -> dict[str, Contact]: ...
+
     async def add_many(self, contacts: Sequence[Contact]) -> list[Contact]: ...
 
     async def suppressions_of(
@@ -160,6 +162,12 @@ class MongoContactRepository:
             for document in await find_by_ids(self._collection, ids, {OUTBOX: 0})
         }
         return {key: stored_contact(found.get(key)) for key in keys}
+
+    async def find_stored(self, profile_id: str, keys: Sequence[str]) -> dict[str, Contact]:
+        """`find_even_deleted` for many keys at once: those the profile ever held."""
+        ids = [contact_id(profile_id, key) for key in keys]
+        documents = await find_by_ids(self._collection, ids, {OUTBOX: 0})
+        return {document["key"]: contact_of(document) for document in documents}
 
     async def _entries_suppressing_first(self, contacts: Sequence[Contact]) -> list[list[Document]]:
         """Each contact's events as outbox entries. What they say of the account-wide

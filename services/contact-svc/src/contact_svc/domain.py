@@ -10,7 +10,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from contacts_shared.commands import ImportAction, ImportContact, RowOutcome
+from contacts_shared.commands import (
+    BulkAction,
+    BulkChange,
+    BulkOutcome,
+    ImportAction,
+    ImportContact,
+    RowOutcome,
+)
 from contacts_shared.events import (
     ContactCreated,
     ContactDeleted,
@@ -152,6 +159,15 @@ class ImportStamp:
         return None
 
 
+@dataclass(frozen=True)
+class BulkStamp:
+    """The bulk action that last changed a contact, and what it did: its page applied again
+    (a redelivery) repeats the outcome and writes nothing (ADR 18)."""
+
+    job_id: str
+    outcome: BulkOutcome
+
+
 @dataclass
 class Contact:
     account_id: str
@@ -169,6 +185,7 @@ class Contact:
     deleted: bool = False
     erased: bool = False  # deleted at the person's request: nothing but its key is kept
     imported: ImportStamp | None = None
+    bulk: BulkStamp | None = None
     events: list[DomainEvent] = field(default_factory=list, compare=False)
 
     @property
@@ -317,6 +334,30 @@ class Contact:
     def take_events(self) -> list[DomainEvent]:
         events, self.events = self.events, []
         return events
+
+
+def apply_bulk_change(
+    contact: Contact | None, change: BulkChange, *, now: datetime
+) -> tuple[BulkOutcome, bool]:
+    """What a bulk action's change does to one contact as stored (a deleted one too), which it
+    changes in place: the outcome, and whether to write it. A contact the action changed
+    already repeats that outcome unwritten, so a redelivered page counts as the first did."""
+    if contact is not None and contact.bulk is not None and contact.bulk.job_id == change.job_id:
+        return contact.bulk.outcome, False
+    if contact is None or contact.deleted:
+        return BulkOutcome.NOT_FOUND, False
+    if change.action is BulkAction.DELETE:
+        contact.delete(source=change.source, now=now)
+        outcome = BulkOutcome.DELETED
+    else:
+        assert change.status is not None, "a status change names its status"
+        if not contact.change_status(
+            change.status, reason=change.reason, source=change.source, now=now
+        ):
+            return BulkOutcome.UNCHANGED, False
+        outcome = BulkOutcome.CHANGED
+    contact.bulk = BulkStamp(change.job_id, outcome)
+    return outcome, True
 
 
 # -- listing order and cursors -------------------------------------------------------------------

@@ -81,6 +81,31 @@ async def list_contacts(
     return schema, page
 
 
+async def selected_keys(
+    *,
+    schema: ProfileSchema,
+    selected: ContactFilter,
+    after_key: str | None,
+    limit: int,
+    region: str,
+    contacts: ContactPages,
+) -> list[str]:
+    """The keys of the next contacts `selected` in key order after `after_key`: a bulk
+    action's selection, page by page, however large."""
+    selection = _selection(schema, selected, region)
+    page = await contacts.find_page(
+        schema.profile_id,
+        status=selected.status,
+        key_prefix=selection.key_prefix,
+        field_equals=selection.field_equals,
+        value_prefix=selection.value_prefix,
+        source=selected.source,
+        after=PagePosition(after_key) if after_key is not None else None,
+        limit=limit,
+    )
+    return [contact.key for contact in page]
+
+
 async def count_contacts(
     *,
     account_id: str,

@@ -29,3 +29,7 @@ class ContactSettings(ServiceSettings):
     # and a store's deleted customer, so that a late retry of its creation does not bring it
     # back (Shopify retries 8 times over 4 hours).
     webhook_delivery_ids_days: float = Field(default=7, gt=0)
+    # A bulk action's sender renews its lease with every page; a job whose sender stopped for
+    # this long is taken over by another process. Idle senders look for jobs this often.
+    bulk_lease_seconds: float = Field(default=30, gt=0)
+    bulk_poll_seconds: float = Field(default=2, gt=0)

@@ -13,12 +13,22 @@ from typing import Any
 import pytest
 
 from contact_svc.batch_handlers import apply_import_rows, apply_upserts
+from contact_svc.bulk_handlers import apply_bulk_changes, count_bulk_pages
+from contact_svc.bulk_jobs import BulkJob, BulkState
+from contact_svc.bulk_repository import MongoBulkJobStore
 from contact_svc.contact_handlers import upsert_contact
 from contact_svc.contact_repository import MongoContactRepository
 from contact_svc.domain import Contact, Suppression
 from contact_svc.settings import ContactSettings
 from contact_svc.suppression_repository import MongoSuppressionStore
-from contacts_shared.commands import ImportAction, ImportContact, RowOutcome, UpsertContact
+from contacts_shared.commands import (
+    BulkAction,
+    BulkOutcome,
+    ImportAction,
+    ImportContact,
+    RowOutcome,
+    UpsertContact,
+)
 from contacts_shared.journal import JOURNAL, EventJournal, JournaledWrite, JournalRound
 from contacts_shared.mongo import Collection, connect
 from contacts_shared.outbox import OUTBOX, QueuedDocuments
@@ -256,3 +266,52 @@ async def test_import_rows_report_exact_outcomes_and_a_redelivery_repeats_them(
         assert old.imported is not None and (old.imported.first_line, old.imported.line) == (3, 8)
         assert await stores.contacts.find("p1", "absent@x.io") == (None, 0)
     assert sorted(stores.queued) == ["p1:new@x.io", "p1:old@x.io"]  # written once each
+
+
+async def test_a_bulk_page_applied_again_repeats_its_outcomes_and_counts_once(
+    stores: Stores,
+) -> None:
+    await apply_upserts(
+        [upsert(key) for key in ("a@x.io", "b@x.io", "c@x.io")],
+        schemas=stores.schemas,
+        contacts=stores.contacts,
+    )
+    jobs = MongoBulkJobStore(stores.documents.database["bulk_jobs"])
+    job = BulkJob(
+        id="j1",
+        account_id="a1",
+        profile_id="p1",
+        action=BulkAction.CHANGE_STATUS,
+        created_at=datetime.now(UTC),
+        status=ContactStatus.UNSUBSCRIBED,
+        keys=("a@x.io", "b@x.io", "gone@x.io"),
+    )
+    page = job.pend(job.keys_after(10), datetime.now(UTC))
+    job.sent([0])  # all in partition 0, as sent
+    job.all_sent(datetime.now(UTC))
+    await jobs.add(job)
+    change = job.change(page, page.keys)
+    expected = {BulkOutcome.CHANGED: 2, BulkOutcome.NOT_FOUND: 1}
+
+    # Applied, then applied again before it was counted (a crash in between): the second run
+    # finds the contacts stamped, repeats the outcomes and writes nothing.
+    for _ in range(2):
+        [applied] = await apply_bulk_changes(
+            [change], partition=0, schemas=stores.schemas, contacts=stores.contacts, jobs=jobs
+        )
+        assert applied.outcomes == expected
+        a, _ = await stores.contacts.find("p1", "a@x.io")
+        assert a is not None and a.status is ContactStatus.UNSUBSCRIBED and a.version == 2
+    await count_bulk_pages([applied, applied], partition=0, jobs=jobs)
+    counted = await jobs.get("j1")
+    assert counted is not None and counted.counts == expected
+    assert counted.state is BulkState.COMPLETED
+    # Sent again by a resumed sender, after it was counted: skipped.
+    assert (
+        await apply_bulk_changes(
+            [change], partition=0, schemas=stores.schemas, contacts=stores.contacts, jobs=jobs
+        )
+        == []
+    )
+    c, _ = await stores.contacts.find("p1", "c@x.io")
+    assert c is not None and c.status is ContactStatus.ACTIVE and c.version == 1
