@@ -19,12 +19,13 @@ from typing import Annotated, Any
 import fastapi_standalone_docs
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from pydantic import StringConstraints
+from pydantic import BaseModel, StringConstraints
 from pymongo.errors import DuplicateKeyError, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -233,6 +234,41 @@ async def require_json(request: Request) -> None:
             415,
             "Unsupported Media Type",
             f"Send the body as application/json, not {media_type or 'no content type'}",
+        )
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    """The query parameters a route and its dependencies take, a query model's fields too."""
+    names: set[str] = set()
+    for param in dependant.query_params:
+        model = param.field_info.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            names |= {f.alias or name for name, f in model.model_fields.items()}
+        else:
+            names.add(param.alias)
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+async def refuse_unknown_query(request: Request) -> None:
+    """A query parameter the route does not take is refused with 422 naming it, not ignored:
+    a misspelt filter would otherwise answer as if no filter were given."""
+    dependant: Dependant | None = getattr(request.scope.get("route"), "dependant", None)
+    if dependant is None or not request.query_params:
+        return
+    unknown = sorted(set(request.query_params) - _query_names(dependant))
+    if unknown:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "extra_forbidden",
+                    "loc": ("query", name),
+                    "msg": "not a parameter of this request",
+                    "input": request.query_params[name],
+                }
+                for name in unknown
+            ]
         )
 
 
@@ -453,7 +489,9 @@ def create_service_app(
 
     serve_docs(app)
     for router in routers:
-        app.include_router(router, dependencies=[Depends(require_json)])
+        app.include_router(
+            router, dependencies=[Depends(require_json), Depends(refuse_unknown_query)]
+        )
     for router in upload_routers:
         app.include_router(router)
     return app

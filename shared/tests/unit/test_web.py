@@ -53,8 +53,8 @@ def _service_with_keys() -> FastAPI:
     router = APIRouter()
 
     @router.get("/v1/things")
-    async def things(account: AccountId) -> dict[str, str]:
-        return {"account": account}
+    async def things(account: AccountId, colour: str | None = None) -> dict[str, str]:
+        return {"account": account, "colour": colour or "any"}
 
     return create_service_app(
         ServiceSettings(api_keys={"key": "acct"}),
@@ -108,3 +108,16 @@ async def test_redoc_takes_its_logo_from_the_service_not_redoclys_cdn() -> None:
     assert logo.status_code == 200
     assert logo.headers["content-type"] == "image/svg+xml"
     assert logo.text.lstrip().startswith("<svg")
+
+
+async def test_a_query_parameter_the_route_does_not_take_is_refused_naming_it() -> None:
+    transport = httpx.ASGITransport(app=_service_with_keys())
+    headers = {"Authorization": "Bearer key"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc", headers=headers) as c:
+        taken = await c.get("/v1/things", params={"colour": "red"})
+        assert taken.json() == {"account": "acct", "colour": "red"}
+        refused = await c.get("/v1/things", params={"colour": "red", "color": "red", "sise": 2})
+        assert refused.status_code == 422
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert [e["field"] for e in refused.json()["errors"]] == ["color", "sise"]
+        assert (await c.get("/healthz", params={"probe": 1})).status_code == 200
