@@ -8,6 +8,7 @@ import csv
 import io
 import signal
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +41,7 @@ class Platform:
     profile_url: str
     contact_url: str
     segment_url: str
+    import_url: str
     segments_topic: str
     worker: Any
     profile_known_to_contacts: Any
@@ -47,7 +49,11 @@ class Platform:
     async def base_profile(self, name: str, fields: list[dict[str, str]]) -> dict[str, Any]:
         """A regular profile, once contact-svc knows it."""
         profile: dict[str, Any] = await self.profile_known_to_contacts(
-            self.api, self.profile_url, self.contact_url, {"name": name, "fields": fields}
+            self.api,
+            self.profile_url,
+            self.contact_url,
+            {"name": name, "fields": fields},
+            import_url=self.import_url,
         )
         return profile
 
@@ -80,7 +86,8 @@ async def platform(service_process: Any, platform_env: Any, profile_known_to_con
     contact_svc = service_process("contact_svc.app:create_app", envs["contact"])
     segment_api = service_process("segment_svc.app:create_app", envs["segment"])
     worker = service_process("segment_svc.worker", envs["segment"])
-    for process in (profile_svc, contact_svc, segment_api, worker):
+    import_svc = service_process("import_svc.app:create_app", envs["import"])
+    for process in (profile_svc, contact_svc, segment_api, worker, import_svc):
         process.start()
     async with httpx.AsyncClient(headers={"Authorization": "Bearer seg-key"}, timeout=30) as api:
         yield Platform(
@@ -88,6 +95,7 @@ async def platform(service_process: Any, platform_env: Any, profile_known_to_con
             profile_svc.url,
             contact_svc.url,
             segment_api.url,
+            import_svc.url,
             envs["segment"]["CONTACTS_TOPIC_SEGMENTS_EVENTS"],
             worker,
             profile_known_to_contacts,
@@ -348,3 +356,110 @@ async def test_a_killed_worker_resumes_without_losing_or_doubling_membership_eve
         if e.type != "contacts.segment.rebuilt"
     ]
     assert len(transitions) == len(set(transitions))
+
+
+async def test_a_page_of_profiles_counts_what_their_contacts_and_members_hold(
+    platform: Platform, send_webhook: Any
+) -> None:
+    """The console's List Profiles page: one page of profiles, then the statistics of its
+    regular profiles from contact-svc and of its virtual ones from segment-svc, one call each.
+    After an import, a webhook, a deletion and a bulk action, every count equals what the
+    profile's own statistics say and what listing its contacts or members finds."""
+    api = platform.api
+    base = await platform.base_profile("Counted", [{"name": "City", "type": "text"}])
+    other = await platform.base_profile("Counted too", [])
+    lima = await virtual_profile(
+        platform, base["id"], "Lima", {"all": [{"field": "City", "op": "equals", "value": "Lima"}]}
+    )
+    rows = "email,City\n" + "".join(
+        f"i{n}@x.com,{'Lima' if n % 2 else 'Quito'}\n" for n in range(8)
+    )
+    imported = await api.post(
+        f"{platform.import_url}/v1/imports",
+        data={"profile_id": base["id"], "action": "append"},
+        files={"file": ("counted.csv", (rows + "not-an-email,Lima\n").encode())},
+    )
+    assert imported.status_code == 202, imported.text
+    done = await eventually(
+        lambda: api.get(f"{platform.import_url}/v1/imports/{imported.json()['id']}"),
+        lambda r: r.json()["finished_at"] is not None,
+    )
+    assert done.json()["counts"]["created"] == 8, done.text
+    source = (
+        await api.post(
+            f"{platform.contact_url}/v1/webhook-sources",
+            json={"profile_id": base["id"], "mapping": {"email": "email", "city": "City"}},
+        )
+    ).json()
+    hooked = await send_webhook(
+        api,
+        f"{platform.contact_url}{source['endpoint']}",
+        source["secret"],
+        [{"email": "w1@x.com", "city": "Lima"}, {"email": "w2@x.com", "city": "Quito"}],
+    )
+    assert hooked.status_code == 202, hooked.text
+    await platform.contact(other["id"], "o@x.com")
+    contacts = f"{platform.contact_url}/v1/profiles/{base['id']}/contacts"
+    await eventually(lambda: api.get(f"{contacts}/w1@x.com"), lambda r: r.status_code == 200)
+    assert (await api.delete(f"{contacts}/i0@x.com")).status_code == 204
+    bulk = await api.post(
+        f"{contacts}:bulk",
+        json={
+            "action": "change_status",
+            "status": "bounced",
+            "reason": "hard bounce",
+            "keys": ["i1@x.com", "i2@x.com"],
+        },
+    )
+    assert bulk.status_code == 202, bulk.text
+    await eventually(
+        lambda: api.get(f"{platform.contact_url}{bulk.headers['location']}"),
+        lambda r: r.json()["state"] == "completed",
+    )
+
+    async def truth() -> dict[str, dict[str, int]]:
+        """Each profile's contacts (or members) by status, as listing them all finds."""
+        found: dict[str, dict[str, int]] = {}
+        for profile_id, url in (
+            (base["id"], contacts),
+            (other["id"], f"{platform.contact_url}/v1/profiles/{other['id']}/contacts"),
+            (lima, f"{platform.segment_url}/v1/profiles/{lima}/members"),
+        ):
+            items = (await api.get(url, params={"limit": 100})).json()["items"]
+            found[profile_id] = dict(Counter(item["status"] for item in items))
+        return found
+
+    async def page_counts() -> tuple[dict[str, dict[str, int]], dict[str, Any], dict[str, Any]]:
+        page = (await api.get(f"{platform.profile_url}/v1/profiles", params={"limit": 50})).json()
+        regular = [p["id"] for p in page["items"] if p["type"] == "regular"]
+        virtual = [p["id"] for p in page["items"] if p["type"] == "virtual"]
+        regular_stats, virtual_stats = await asyncio.gather(
+            api.get(f"{platform.contact_url}/v1/stats", params={"profile_id": regular}),
+            api.get(f"{platform.segment_url}/v1/stats", params={"profile_id": virtual}),
+        )
+        counted = regular_stats.json()["stats"] | virtual_stats.json()["stats"]
+        each = {
+            profile_id: (
+                await api.get(
+                    f"{platform.contact_url if profile_id in regular else platform.segment_url}"
+                    f"/v1/profiles/{profile_id}/stats"
+                )
+            ).json()
+            for profile_id in counted
+        }
+        by_status = {
+            profile_id: {status: n for status, n in stats["by_status"].items() if n}
+            for profile_id, stats in counted.items()
+        }
+        return by_status, counted, each
+
+    expected = {
+        base["id"]: {"active": 7, "bounced": 2},
+        other["id"]: {"active": 1},
+        lima: {"active": 4, "bounced": 1},  # i1 bounced stays a member
+    }
+    assert await eventually(truth, lambda found: found == expected) == expected
+    by_status, counted, each = await eventually(page_counts, lambda found: found[0] == expected)
+    assert by_status == expected
+    assert counted == each
+    assert counted[base["id"]]["total"] == 9 and counted[lima]["total"] == 5
