@@ -12,7 +12,7 @@ endif
 endif
 UV_HOME := $(CURDIR)/.local/uv
 UV := $(UV_HOME)/bin/uv
-PY_SOURCES := shared/src services/profile-svc/src services/contact-svc/src services/import-svc/src services/log-svc/src services/segment-svc/src deploy/local/src
+PY_SOURCES := shared/src services/profile-svc/src services/contact-svc/src services/import-svc/src services/log-svc/src services/segment-svc/src services/console/src deploy/local/src
 PYTEST := $(UV) run --frozen pytest
 
 .PHONY: help setup run stop status test lint fmt unit integration e2e bench bench-scale bench-import bench-import-memory bench-segments catalogue clean
@@ -38,7 +38,15 @@ $(CHROMIUM):
 	install="apt-get install -y -qq --no-install-recommends chromium"; \
 	$$install >/dev/null || { apt-get update -qq && $$install >/dev/null; }
 
-setup: $(UV) $(CHROMIUM)
+# axe-core for the browser tests' accessibility checks, pinned by tests/browser's lock file.
+AXE := .local/browser/node_modules/axe-core/axe.min.js
+$(AXE): tests/browser/package.json tests/browser/package-lock.json
+	mkdir -p .local/browser
+	cp tests/browser/package.json tests/browser/package-lock.json .local/browser/
+	npm ci --prefix .local/browser --ignore-scripts --no-audit --no-fund --silent
+	touch $@
+
+setup: $(UV) $(CHROMIUM) $(AXE)
 	$(UV) sync --frozen --quiet
 
 run: setup

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import httpx
 import pytest
+from playwright.async_api import Browser, async_playwright
 
 from contact_svc.webhooks import signature
 from contacts_devstack import documentdb, recovery
@@ -559,3 +560,26 @@ def private_cluster() -> Iterator[PrivateCluster]:
         yield made
     finally:
         made.close()
+
+
+def chromium_path() -> str:
+    """Debian's Chromium, which `make setup` installs."""
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    assert Path(path).exists(), "Debian's chromium is missing: `make setup` installs it"
+    return path
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Headless Chromium that resolves no host name but 127.0.0.1 and localhost: even a request
+    the pages' check would miss (one of Chromium's own) cannot leave the machine."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=chromium_path(),
+            headless=True,
+            args=["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"],
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()

@@ -4,16 +4,14 @@ every request that would leave 127.0.0.1 refused, render every operation of the 
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, Route, async_playwright
+from playwright.async_api import Browser, Page, Route
 
 pytestmark = pytest.mark.integration
 
@@ -28,29 +26,6 @@ SERVICES = {
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 RENDER_TIMEOUT_MS = 20_000
-
-
-def chromium_path() -> str:
-    """Debian's Chromium, which `make setup` installs."""
-    path = shutil.which("chromium") or "/usr/bin/chromium"
-    assert Path(path).exists(), "Debian's chromium is missing: `make setup` installs it"
-    return path
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    """Headless Chromium that resolves no host name but 127.0.0.1 and localhost: even a request
-    the pages' check would miss (one of Chromium's own) cannot leave the machine."""
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=chromium_path(),
-            headless=True,
-            args=["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"],
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 async def offline_page(browser: Browser, left_the_machine: list[str]) -> Page:

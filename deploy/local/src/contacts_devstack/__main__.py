@@ -30,6 +30,7 @@ SERVICES = [
     ("import-svc", "import_svc.app:create_app", "CONTACTS_IMPORT_SVC_PORT", 8103),
     ("segment-svc", "segment_svc.app:create_app", "CONTACTS_SEGMENT_SVC_PORT", 8104),
     ("log-svc", "log_svc.app:create_app", "CONTACTS_LOG_SVC_PORT", 8105),
+    ("console", "console.app:create_app", "CONTACTS_CONSOLE_PORT", 8100),
 ]
 # Stream workers (not HTTP APIs): (name, module, port setting, default port of its web server).
 WORKERS = [("segment-worker", "segment_svc.worker", "CONTACTS_SEGMENT_WORKER_PORT", 8114)]
@@ -43,6 +44,14 @@ def service_processes(cfg: StackConfig) -> list[Process]:
         "CONTACTS_API_KEYS": os.environ.get(
             "CONTACTS_API_KEYS", f"{LOCAL_API_KEY}={LOCAL_ACCOUNT}"
         ),
+        # Where the console finds each service's API (`CONTACTS_PROFILE_SVC_URL`, ...).
+        **{
+            f"CONTACTS_{name.upper().replace('-', '_')}_URL": (
+                f"http://{cfg.host}:{os.environ.get(port_var, default)}"
+            )
+            for name, _, port_var, default in SERVICES
+            if name != "console"
+        },
     }
     apis = [
         Process(
@@ -94,7 +103,10 @@ def up(cfg: StackConfig, with_services: bool) -> None:
     services = service_processes(cfg)
     start_processes(cfg, services)
     for proc in services:
-        what = "/docs" if proc.name in apis else "  (stream worker, liveness)"
+        if proc.name == "console":
+            what = "/  (the web console: sign in with the API key below)"
+        else:
+            what = "/docs" if proc.name in apis else "  (stream worker, liveness)"
         print(f"{proc.name:<15}http://{cfg.host}:{proc.port}{what}")
     if "CONTACTS_API_KEYS" not in os.environ:
         print(f"API key   {LOCAL_API_KEY}  (account {LOCAL_ACCOUNT})")

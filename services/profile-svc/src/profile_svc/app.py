@@ -25,7 +25,8 @@ def problem_of(exc: ProfileError) -> Problem:
     if isinstance(exc, ProfileNotFound):
         return Problem(404, "Not Found", str(exc))
     if isinstance(exc, ProfileConflict):
-        return Problem(409, "Conflict", str(exc))
+        named = [{"field": exc.field, "message": str(exc)}] if exc.field else []
+        return Problem(409, "Conflict", str(exc), named)
     raise TypeError(f"unmapped profile error {type(exc).__name__}")
 
 

@@ -50,7 +50,12 @@ class ProfileInvalid(ProfileError, ValuesInvalid):
 
 
 class ProfileConflict(ProfileError):
-    """A change that clashes with the profile's state or with other profiles."""
+    """A change that clashes with the profile's state or with other profiles; `field`: the
+    input it comes from, when one does (a taken name), for forms to show it there."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class ProfileNotFound(ProfileError):
@@ -182,7 +187,9 @@ class Profile:
             raise invalid(f"{where}.name", f"'{name}' is reserved for every contact's own data")
         clash = next((f for f in self.fields if name_key(f.name) == key_of_name), None)
         if clash is not None:
-            raise ProfileConflict(f"profile already has a field named '{clash.name}'")
+            raise ProfileConflict(
+                f"profile already has a field named '{clash.name}'", field=f"{where}.name"
+            )
         if len(self.fields) >= MAX_FIELDS:
             raise ProfileConflict(f"a profile has at most {MAX_FIELDS} fields")
         spec = FieldSpec(

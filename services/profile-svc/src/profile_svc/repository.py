@@ -175,7 +175,7 @@ class MongoProfileRepository:
         return outbox_entries(events, account_id=profile.account_id, settings=self._settings)
 
     def _name_taken(self, profile: Profile) -> ProfileConflict:
-        return ProfileConflict(f"a profile named '{profile.name}' already exists")
+        return ProfileConflict(f"a profile named '{profile.name}' already exists", field="name")
 
     async def add(self, profile: Profile) -> None:
         document = _profile_document(profile)

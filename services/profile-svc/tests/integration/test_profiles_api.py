@@ -64,7 +64,9 @@ async def test_mobile_only_profile_is_keyed_by_phone(api: httpx.AsyncClient) -> 
 
 async def test_names_are_unique_per_account_ignoring_case(api: httpx.AsyncClient) -> None:
     await create(api, name="Newsletter")
-    assert_problem(await api.post("/v1/profiles", json={"name": "NEWSLETTER"}), 409)
+    taken = await api.post("/v1/profiles", json={"name": "NEWSLETTER"})
+    assert_problem(taken, 409)
+    assert [e["field"] for e in taken.json()["errors"]] == ["name"]  # a form shows it there
     other = await api.post(
         "/v1/profiles", json={"name": "Newsletter"}, headers={"Authorization": "Bearer key-b"}
     )
@@ -109,7 +111,7 @@ async def test_fields_are_added_and_deleted_but_email_is_fixed(api: httpx.AsyncC
     added = await api.post(f"{path}/fields", json={"name": "Ciudad", "type": "text"})
     assert added.status_code == 201
     assert added.json()["version"] == 2
-    assert_problem(await api.post(f"{path}/fields", json={"name": "CIUDAD"}), 409)
+    assert_problem(await api.post(f"{path}/fields", json={"name": "CIUDAD"}), 409, "field.name")
     assert_problem(await api.post(f"{path}/fields", json={"name": "status"}), 422, "field.name")
     assert_problem(await api.delete(f"{path}/fields/email"), 409)
     removed = await api.delete(f"{path}/fields/ciudad")

@@ -1,0 +1,54 @@
+"""The console's words in English and Spanish, from one message catalogue (gettext `.po`,
+read with Babel), and numbers and dates in the chosen locale."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from babel.dates import format_datetime
+from babel.messages.pofile import read_po
+from babel.numbers import format_decimal
+
+LOCALE_DIR = Path(__file__).parent / "locale"
+
+Translate = Callable[..., str]
+
+
+@cache
+def catalogue(locale: str) -> dict[str, str]:
+    """The translations of `locale` by English message (English itself: none)."""
+    path = LOCALE_DIR / locale / "LC_MESSAGES" / "messages.po"
+    if not path.exists():
+        return {}
+    with path.open("rb") as po:
+        return {
+            str(message.id): str(message.string)
+            for message in read_po(po)
+            if message.id and message.string
+        }
+
+
+def translator(locale: str) -> Translate:
+    """`translate(message, **fields)`: the message in `locale`, its `{fields}` filled."""
+    messages = catalogue(locale)
+
+    def translate(message: str, **fields: Any) -> str:
+        text = messages.get(message, message)
+        return text.format(**fields) if fields else text
+
+    return translate
+
+
+def number(value: float, locale: str) -> str:
+    return format_decimal(value, locale=locale)
+
+
+def when(value: datetime | str | None, locale: str) -> str:
+    if value is None:
+        return ""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return format_datetime(moment, format="medium", locale=locale)
