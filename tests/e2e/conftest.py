@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import httpx
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 from contact_svc.webhooks import signature
 from contacts_devstack import documentdb, recovery
@@ -583,3 +583,75 @@ async def browser() -> AsyncIterator[Browser]:
             yield browser
         finally:
             await browser.close()
+
+
+AXE = REPO_ROOT / ".local" / "browser" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+@dataclass(frozen=True)
+class Console:
+    """The web console of a test's own platform, as a person uses it in the browser."""
+
+    url: str
+    screenshots: Path | None
+
+    async def sign_in(self, page: Page, key: str = "console-key") -> None:
+        await page.goto(f"{self.url}/profiles")
+        await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+        await page.get_by_label("API key").fill(key)
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page.get_by_role("heading", name="List Profiles")).to_be_visible()
+
+    async def go(self, page: Page, section: str) -> None:
+        """Open a section from the navigation."""
+        await page.get_by_role("navigation").get_by_role("link", name=section).click()
+        await expect(page.get_by_role("heading", name=section)).to_be_visible()
+
+    async def accessible(self, page: Page, name: str) -> None:
+        """No serious or critical axe-core violation on the page as it stands; with
+        `CONTACTS_SCREENSHOTS=<folder>`, a screenshot of it there as `<name>.png`."""
+        assert AXE.exists(), "axe-core is missing: `make setup` installs it"
+        await page.add_script_tag(path=str(AXE))
+        violations = await page.evaluate(
+            "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
+            ".filter(v => ['serious', 'critical'].includes(v.impact))"
+            ".map(v => `${v.id}: ${v.help} (${v.nodes.map(n => n.target).join(' ')})`)"
+        )
+        assert violations == [], f"{name}: {violations}"
+        if self.screenshots is not None:
+            self.screenshots.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(self.screenshots / f"{name}.png"))
+
+
+@pytest.fixture
+def console(service_process: ServiceFactory, platform_env: PlatformEnv, unique: str) -> Console:
+    """Every service (segment-svc's worker too) and the console, as processes of the test's
+    own; API keys `console-key` (account acct-<unique>) and `other-key` (another account)."""
+    envs = platform_env("console")
+    keys = {"CONTACTS_API_KEYS": f"console-key=acct-{unique},other-key=other-{unique}"}
+    started = {
+        name: service_process(factory, envs[tag] | keys)
+        for name, factory, tag in (
+            ("profile", "profile_svc.app:create_app", "profile"),
+            ("contact", "contact_svc.app:create_app", "contact"),
+            ("import", "import_svc.app:create_app", "import"),
+            ("segment", "segment_svc.app:create_app", "segment"),
+            ("segment-worker", "segment_svc.worker", "segment"),
+            ("log", "log_svc.app:create_app", "log"),
+        )
+    }
+    console = service_process(
+        "console.app:create_app",
+        {
+            "CONTACTS_ENVIRONMENT": "test",
+            "CONTACTS_PROFILE_SVC_URL": started["profile"].url,
+            "CONTACTS_CONTACT_SVC_URL": started["contact"].url,
+            "CONTACTS_IMPORT_SVC_URL": started["import"].url,
+            "CONTACTS_SEGMENT_SVC_URL": started["segment"].url,
+            "CONTACTS_LOG_SVC_URL": started["log"].url,
+        },
+    )
+    for process in [*started.values(), console]:
+        process.start()
+    shots = os.environ.get("CONTACTS_SCREENSHOTS")
+    return Console(console.url, Path(shots) if shots else None)

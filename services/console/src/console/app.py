@@ -13,9 +13,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from console.backends import PROFILES, Backends, Refused, ServiceDown, SignedOut
+from console.contact_pages import router as contact_router
+from console.import_pages import router as import_router
+from console.log_pages import router as log_router
 from console.profile_pages import router as profile_router
 from console.sessions import COOKIE, LOCALES, Session, SessionSeal
 from console.settings import ConsoleSettings
+from console.virtual_pages import router as virtual_router
 from console.web import (
     SECTIONS,
     CsrfChecked,
@@ -68,7 +72,8 @@ def create_app(
         settings.console_session_key, max_age_seconds=int(settings.console_session_hours * 3600)
     )
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
-    app.include_router(profile_router)
+    for router in (profile_router, virtual_router, contact_router, import_router, log_router):
+        app.include_router(router)
 
     @app.exception_handler(SignInNeeded)
     async def needs_sign_in(request: Request, exc: SignInNeeded) -> Response:

@@ -20,16 +20,17 @@ Translate = Callable[..., str]
 
 @cache
 def catalogue(locale: str) -> dict[str, str]:
-    """The translations of `locale` by English message (English itself: none)."""
-    path = LOCALE_DIR / locale / "LC_MESSAGES" / "messages.po"
-    if not path.exists():
-        return {}
-    with path.open("rb") as po:
-        return {
-            str(message.id): str(message.string)
-            for message in read_po(po)
-            if message.id and message.string
-        }
+    """The translations of `locale` by English message (English itself: none), from every
+    `.po` file of the locale (one per part of the console, merged)."""
+    translations: dict[str, str] = {}
+    for path in sorted((LOCALE_DIR / locale / "LC_MESSAGES").glob("*.po")):
+        with path.open("rb") as po:
+            translations |= {
+                str(message.id): str(message.string)
+                for message in read_po(po)
+                if message.id and message.string
+            }
+    return translations
 
 
 def translator(locale: str) -> Translate:

@@ -1,0 +1,7 @@
+"""New Contact, List Contacts and a contact's page."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
