@@ -6,17 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import partial
 from itertools import groupby
 
 from contact_svc.batch_handlers import ImportOutcomes, apply_import_rows, apply_upserts
-from contact_svc.bulk_handlers import (
-    BulkJobStore,
-    PageApplied,
-    apply_bulk_changes,
-    count_bulk_pages,
-)
+from contact_svc.bulk_handlers import BulkJobStore, apply_bulk_changes, count_bulk_pages
 from contact_svc.contact_repository import ContactRepository
 from contact_svc.deletion_handlers import apply_deletes, delete_profile_contacts, purge_for_import
 from contact_svc.stats import EventAt, PartitionCounts, to_count
@@ -85,14 +80,13 @@ async def apply_contact_commands(
     from Kafka are still in the outbox, and the relay's scan publishes them."""
     commands = [command for record in records for command in commands_in(record.value or b"")]
     partition = records[0].partition
-    queued, journaled = QueuedDocuments(), JournalRound()
-    queueing = contacts.queueing_to(queued, journaled)
+    written = _Round(contacts)
     outcomes: ImportOutcomes = {}
     purged: list[ImportPurged] = []
-    pages: list[PageApplied] = []
     # Runs of one kind in arrival order, so each contact's commands apply in order.
     for _, run in groupby(commands, key=type):
         batch = list(run)
+        queueing = written.contacts
         upserts = [c for c in batch if isinstance(c, UpsertContact)]
         imports = [c for c in batch if isinstance(c, ImportContact)]
         if upserts:
@@ -111,15 +105,20 @@ async def apply_contact_commands(
         for purge in (c for c in batch if isinstance(c, PurgeForImport)):
             deleted = await purge_for_import(purge, schemas=schemas, contacts=queueing)
             purged.append(ImportPurged(import_id=purge.import_id, deleted=deleted))
-        pages += await apply_bulk_changes(
-            [c for c in batch if isinstance(c, BulkChange)],
-            partition=partition,
-            schemas=schemas,
-            contacts=queueing,
-            jobs=bulk_jobs,
-        )
-    await relay.publish_now(queued, journaled)
-    await count_bulk_pages(pages, partition=partition, jobs=bulk_jobs)
+        # A poll may hold many bulk pages (each up to a page's keys): applied a bounded share
+        # at a time, its events published and its pages counted before the next, so neither
+        # memory nor what a crash sends again grows with the selection.
+        for share in _bulk_shares([c for c in batch if isinstance(c, BulkChange)]):
+            pages = await apply_bulk_changes(
+                share,
+                partition=partition,
+                schemas=schemas,
+                contacts=written.contacts,
+                jobs=bulk_jobs,
+            )
+            written = await written.published(relay)
+            await count_bulk_pages(pages, partition=partition, jobs=bulk_jobs)
+    await written.published(relay)
     results: list[ImportRowsApplied | ImportPurged] = [
         ImportRowsApplied(import_id=import_id, partition=partition, rows=rows)
         for import_id, rows in outcomes.items()
@@ -128,6 +127,38 @@ async def apply_contact_commands(
         OutgoingMessage(results_topic, result.import_id, result.model_dump_json().encode())
         for result in results + purged
     )
+
+
+class _Round:
+    """The writes of a command batch whose events are not yet published."""
+
+    def __init__(self, contacts: ContactRepository) -> None:
+        self._contacts = contacts
+        self._queued, self._journaled = QueuedDocuments(), JournalRound()
+        self.contacts = contacts.queueing_to(self._queued, self._journaled)
+
+    async def published(self, relay: OutboxRelay) -> _Round:
+        """Publish the round's events (ADR 8); a new round for what follows."""
+        await relay.publish_now(self._queued, self._journaled)
+        return _Round(self._contacts)
+
+
+# Keys of bulk pages applied between two publications of their events.
+BULK_SHARE_KEYS = 2000
+
+
+def _bulk_shares(changes: Sequence[BulkChange]) -> Iterator[list[BulkChange]]:
+    """Consecutive runs of `changes` holding about BULK_SHARE_KEYS keys each."""
+    share: list[BulkChange] = []
+    keys = 0
+    for change in changes:
+        share.append(change)
+        keys += len(change.keys)
+        if keys >= BULK_SHARE_KEYS:
+            yield share
+            share, keys = [], 0
+    if share:
+        yield share
 
 
 # Brings under the suppression list what a batch of contact events shows escaped it.
