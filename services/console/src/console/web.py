@@ -35,6 +35,20 @@ SECTIONS = [
 ]
 
 
+def section_of(path: str) -> str | None:
+    """The section a page belongs to: the one at that address, else the one whose pages live
+    under it (`/contacts/...` is List Contacts', `/imports/...` Import Contacts')."""
+    exact = {address: key for key, _, address in SECTIONS}
+    if path in exact:
+        return exact[path]
+    roots = {address.removesuffix("/new"): key for key, _, address in reversed(SECTIONS)}
+    roots |= {address: key for key, _, address in SECTIONS if address in roots}
+    for root, key in roots.items():
+        if path.startswith(root + "/"):
+            return key
+    return None
+
+
 class SignInNeeded(Exception):
     """The request needs a signed-in session: it goes to sign in, then back."""
 
@@ -120,6 +134,7 @@ class Page:
                 "when": lambda value: i18n.when(value, locale),
                 "session": self.session,
                 "sections": SECTIONS,
+                "current_section": section_of(self.request.url.path),
                 "type_labels": TYPE_LABELS,
                 "field_types": FIELD_TYPES,
                 **context,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from console.web import section_of
 
 FakeServices = Any  # conftest.FakeServices
 
@@ -199,3 +200,16 @@ async def test_the_seven_sections_are_in_the_seeds_order(
     positions = [page.text.index(f">{title}</a>") for title in order]
     assert positions == sorted(positions)
     assert 'aria-current="page">List Profiles' in page.text
+
+
+def test_a_page_belongs_to_the_section_it_lives_under() -> None:
+    assert {
+        path: section_of(path)
+        for path in ("/profiles/new", "/profiles/p1", "/contacts/p1/ana@x.io", "/imports/i1")
+    } == {
+        "/profiles/new": "new-profile",
+        "/profiles/p1": "profiles",
+        "/contacts/p1/ana@x.io": "contacts",
+        "/imports/i1": "import",
+    }
+    assert section_of("/sign-in") is None
