@@ -594,6 +594,9 @@ class Console:
 
     url: str
     screenshots: Path | None
+    # Each service's API by name (`profile`, `contact`, `import`, `segment`, `log`), for a
+    # test to set things up or check them the way another program would.
+    services: dict[str, str]
 
     async def sign_in(self, page: Page, key: str = "console-key") -> None:
         await page.goto(f"{self.url}/profiles")
@@ -654,4 +657,5 @@ def console(service_process: ServiceFactory, platform_env: PlatformEnv, unique: 
     for process in [*started.values(), console]:
         process.start()
     shots = os.environ.get("CONTACTS_SCREENSHOTS")
-    return Console(console.url, Path(shots) if shots else None)
+    apis = {name: process.url for name, process in started.items() if name != "segment-worker"}
+    return Console(console.url, Path(shots) if shots else None, apis)

@@ -4,8 +4,10 @@ apart: a refusal (4xx, its problem body), a key no longer accepted, a service do
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -84,14 +86,28 @@ class Api:
 
     async def call(self, service: str, method: str, path: str, **request: Any) -> httpx.Response:
         """The answer to a call, if the service took it (2xx); else what went wrong, raised."""
+        return await self._send(service, method, path, stream=False, **request)
+
+    async def stream(self, service: str, path: str, **params: Any) -> httpx.Response:
+        """A GET whose body is still to be read (`aiter_bytes`, then `aclose`), checked as
+        `call` checks an answer before any of the body is read."""
+        return await self._send(service, "GET", path, stream=True, params=params)
+
+    async def _send(
+        self, service: str, method: str, path: str, *, stream: bool, **request: Any
+    ) -> httpx.Response:
         client = self.backends.clients[service]
         headers = {"Authorization": f"Bearer {self.api_key}", **request.pop("headers", {})}
+        built = client.build_request(method, path, headers=headers, **request)
         try:
-            response = await client.request(method, path, headers=headers, **request)
+            response = await client.send(built, stream=stream)
         except httpx.TimeoutException as exc:
             raise ServiceDown(service, slow=True) from exc
         except httpx.TransportError as exc:
             raise ServiceDown(service, slow=False) from exc
+        if response.status_code >= 400:
+            await response.aread()
+            await response.aclose()
         if response.status_code == 401:
             raise SignedOut()
         if response.status_code >= 500:
@@ -105,3 +121,24 @@ class Api:
 
     async def post(self, service: str, path: str, body: Any) -> Any:
         return (await self.call(service, "POST", path, json=body)).json()
+
+
+T = TypeVar("T")
+
+
+async def or_outage(call: Awaitable[T]) -> T | ServiceDown:
+    """The call's answer, or its service down: the page says so in the part it feeds."""
+    try:
+        return await call
+    except ServiceDown as down:
+        return down
+
+
+async def side_by_side(*calls: Awaitable[Any]) -> list[Any]:
+    """Each call's answer, made side by side, or the outage or refusal it met (a page shows
+    those where the answer would be); a signed-out key or anything else is raised."""
+    answers = await asyncio.gather(*calls, return_exceptions=True)
+    for answer in answers:
+        if isinstance(answer, BaseException) and not isinstance(answer, ServiceDown | Refused):
+            raise answer
+    return answers

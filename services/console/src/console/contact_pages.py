@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from console.backends import CONTACTS, LOGS, PROFILES, SEGMENTS, Api, Refused, ServiceDown
+from console.i18n import N_
 from console.web import CsrfChecked, Page, PageFor, SignedIn
 
 router = APIRouter()
@@ -22,12 +23,6 @@ TRAIL_PAGE = 20
 PICKER_LIMIT = 200
 # The profile's fields (past its email or phone) shown as columns of the contact list.
 LISTED_FIELDS = 3
-
-
-def N_(message: str) -> str:
-    """Marks a message for the catalogue (gettext's `N_`, found by test_catalogue); the template
-    translates it where it is shown."""
-    return message
 
 
 # Statuses as written mid-sentence ("to unsubscribed"); capitalised where they stand alone.

@@ -3,17 +3,19 @@ state-changing requests, the templates with the person's language, and the seven
 
 from __future__ import annotations
 
+import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import Depends, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 from fastapi.templating import Jinja2Templates
 
 from console import i18n
-from console.backends import Api, Backends
+from console.backends import Api, Backends, Refused
 from console.sessions import COOKIE, Session, SessionSeal
 from console.settings import ConsoleSettings
 
@@ -157,3 +159,40 @@ def sign_in_redirect(request: Request) -> Response:
     if request.headers.get("hx-request"):
         return Response(status_code=204, headers={"HX-Redirect": target})
     return RedirectResponse(target, status_code=303)
+
+
+# A profile id is passed on in the services' paths: only what is safe in one path segment.
+PROFILE_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
+
+
+def profile_id_of(profile_id: str) -> str:
+    """A profile id as the services make them; anything else is no profile, not a path to pass
+    on to them."""
+    if not PROFILE_ID.match(profile_id):
+        raise Refused(404, f"profile {profile_id[:40]} does not exist")
+    return profile_id
+
+
+ProfileId = Annotated[str, Depends(profile_id_of)]
+
+
+async def stream_through(
+    api: Api, service: str, path: str, filename: str, **params: str
+) -> StreamingResponse:
+    """A service's CSV download passed on as it comes, chunk by chunk (never whole in memory).
+    The service's answer is checked before the download starts, so a refusal or an outage is
+    still a page; an outage in the middle can only cut the file short."""
+    response = await api.stream(service, path, **params)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in response.aiter_bytes():
+                yield chunk
+        finally:
+            await response.aclose()
+
+    return StreamingResponse(
+        chunks(),
+        media_type=response.headers.get("content-type", "text/csv; charset=utf-8"),
+        headers={"content-disposition": f"attachment; filename*=UTF-8''{quote(filename)}"},
+    )

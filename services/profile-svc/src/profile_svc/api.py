@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contacts_shared.rules import OPS_BY_KIND, RuleGroup, RuleOperator, ValueShape
 from contacts_shared.schema import FieldSpec, FieldType, ProfileType
-from contacts_shared.web import AccountId, current_account
+from contacts_shared.web import MAX_BATCH_PROFILES, AccountId, current_account
 from profile_svc import handlers
 from profile_svc.domain import MAX_FIELDS, Profile, ProfileOrder
 from profile_svc.repository import ProfileFilter, ProfileRepository
@@ -76,7 +76,14 @@ class ProfileListQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: ProfileType | None = None
+    type: list[ProfileType] = Field(
+        default_factory=list, max_length=3, description="any of these types (repeat it)"
+    )
+    id: list[Annotated[str, Field(pattern=PROFILE_ID)]] = Field(
+        default_factory=list,
+        max_length=MAX_BATCH_PROFILES,
+        description="only these profiles (repeat it): a page of rows naming profiles, in one call",
+    )
     name: str | None = Field(default=None, max_length=200, description="name prefix")
     base_profile_id: str | None = Field(
         default=None, pattern=PROFILE_ID, description="the virtual profiles based on this one"
@@ -139,11 +146,15 @@ async def create_profile(
 async def list_profiles(
     account_id: AccountId, request: Request, query: Annotated[ProfileListQuery, Query()]
 ) -> ProfilePage:
-    """List the account's profiles sorted, filtered by type, name prefix or base profile."""
+    """List the account's profiles sorted, filtered by types, name prefix, base profile or
+    ids."""
     page = await handlers.list_profiles(
         account_id=account_id,
         filters=ProfileFilter(
-            type=query.type, name_prefix=query.name, base_profile_id=query.base_profile_id
+            types=tuple(query.type),
+            name_prefix=query.name,
+            base_profile_id=query.base_profile_id,
+            ids=tuple(query.id),
         ),
         order=query.sort,
         cursor=query.cursor,

@@ -35,11 +35,12 @@ from profile_svc.domain import PagePosition, Profile, ProfileConflict, ProfileOr
 
 @dataclass(frozen=True)
 class ProfileFilter:
-    """Which of an account's profiles a list holds; None: any."""
+    """Which of an account's profiles a list holds; None or empty: any."""
 
-    type: ProfileType | None = None
+    types: tuple[ProfileType, ...] = ()
     name_prefix: str | None = None
     base_profile_id: str | None = None
+    ids: tuple[str, ...] = ()
 
 
 class ProfileRepository(Protocol):
@@ -106,8 +107,10 @@ def _profile_from(document: Document) -> Profile:
 
 def _filter_query(account_id: str, filters: ProfileFilter) -> Document:
     query: Document = {"account_id": account_id, TOMBSTONE: {"$ne": True}}
-    if filters.type is not None:
-        query["type"] = filters.type.value
+    if filters.types:
+        query["type"] = {"$in": [t.value for t in filters.types]}
+    if filters.ids:
+        query["_id"] = {"$in": list(filters.ids)}
     if filters.name_prefix:
         query["name_key"] = {"$regex": "^" + re.escape(name_key(filters.name_prefix))}
     if filters.base_profile_id is not None:

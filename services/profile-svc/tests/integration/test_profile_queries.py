@@ -92,9 +92,10 @@ async def test_every_list_query_is_served_by_an_index(
         await repository.find_page(ACCOUNT, ProfileFilter(), order=order, after=after, limit=2)
     assert await repository.count(ACCOUNT, ProfileFilter()) == 4
     served_by = {
-        "by_type": ProfileFilter(type=ProfileType.VIRTUAL),
+        "by_type": ProfileFilter(types=(ProfileType.VIRTUAL,)),
         "by_base": ProfileFilter(base_profile_id=base.id),
         "by_name": ProfileFilter(name_prefix="p"),
+        "_id_": ProfileFilter(ids=(base.id,)),
     }
     filtered = len(commands.sent)
     for filters in served_by.values():

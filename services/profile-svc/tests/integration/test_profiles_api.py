@@ -322,12 +322,23 @@ async def test_base_profile_filter_lists_the_virtual_profiles_standing_on_it(
     assert ([item["name"] for item in on_other["items"]], on_other["total"]) == (["W"], 1)
     assert (await api.get("/v1/profiles")).json()["total"] == 6
     assert (await api.get("/v1/profiles", params={"type": "regular"})).json()["total"] == 2
+    sms = await create(api, name="SMS", type="mobile_only")
+    holding = await api.get("/v1/profiles", params={"type": ["regular", "mobile_only"]})
+    assert {item["name"] for item in holding.json()["items"]} == {"Base", "Other", "SMS"}
+    # A page of rows naming profiles reads their names in one call; others' ids find nothing.
+    named = await api.get("/v1/profiles", params={"id": [sms["id"], base["id"]], "sort": "name"})
+    assert [item["name"] for item in named.json()["items"]] == ["Base", "SMS"]
     theirs = await api.get(
         "/v1/profiles",
         params={"base_profile_id": base["id"]},
         headers={"Authorization": "Bearer key-b"},
     )
     assert (theirs.json()["items"], theirs.json()["total"]) == ([], 0)
+    not_theirs = await api.get(
+        "/v1/profiles", params={"id": base["id"]}, headers={"Authorization": "Bearer key-b"}
+    )
+    assert not_theirs.json()["items"] == []
+    assert (await api.get("/v1/profiles", params={"id": "not-an-id"})).status_code == 422
 
 
 @pytest.mark.parametrize(
@@ -423,6 +434,7 @@ async def test_openapi_shows_operators_sorts_and_filters(api: httpx.AsyncClient)
     listing = spec["paths"]["/v1/profiles"]["get"]["parameters"]
     assert {p["name"] for p in listing} == {
         "type",
+        "id",
         "name",
         "base_profile_id",
         "sort",
