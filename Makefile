@@ -15,13 +15,13 @@ UV := $(UV_HOME)/bin/uv
 PY_SOURCES := shared/src services/profile-svc/src services/contact-svc/src services/import-svc/src services/log-svc/src services/segment-svc/src services/console/src deploy/local/src
 PYTEST := $(UV) run --frozen pytest
 
-.PHONY: help setup run stop status test lint fmt unit integration e2e bench bench-scale bench-import bench-import-memory bench-segments catalogue clean
+.PHONY: help setup run stop status test lint fmt unit integration e2e bench bench-scale bench-import bench-import-memory bench-segments bench-profile-list catalogue screenshots clean
 
 help:
 	@echo "make run    start Kafka, the local MongoDB server and every service (installs on first use)"
 	@echo "make stop   stop what 'make run' started"
 	@echo "make test   lint, then unit, integration and end-to-end tests on the real stack"
-	@echo "make lint | fmt | unit | integration | e2e | bench | bench-scale | bench-import | bench-import-memory | bench-segments | catalogue | status"
+	@echo "make lint | fmt | unit | integration | e2e | bench | bench-scale | bench-import | bench-import-memory | bench-segments | bench-profile-list | catalogue | screenshots | status"
 
 # uv itself, pinned, in a private virtualenv so the machine's Python stays untouched.
 $(UV):
@@ -108,8 +108,19 @@ SEGMENT_MEMBERS ?= 1000000
 bench-segments: setup
 	$(UV) run --frozen python bench/segments.py --members $(SEGMENT_MEMBERS)
 
+# A console's page of 50 profiles with their counts (list, then both batch statistics), on an
+# account of 64 profiles, one of LIST_CONTACTS contacts (LIST_CONTACTS=100000 for a quicker look).
+LIST_CONTACTS ?= 1000000
+bench-profile-list: setup
+	$(UV) run --frozen python bench/profile_list.py --contacts-count $(LIST_CONTACTS)
+
 catalogue: setup
 	$(UV) run --frozen python -m contacts_shared.catalogue > docs/events.md
+
+# The console's pages at 1280x800, as its browser tests walk them, into docs/screenshots/.
+screenshots: setup
+	rm -rf docs/screenshots
+	CONTACTS_SCREENSHOTS=$(CURDIR)/docs/screenshots $(PYTEST) -q tests/e2e/test_console.py tests/e2e/test_console_contacts.py tests/e2e/test_console_imports.py tests/e2e/test_console_virtual.py
 
 clean: stop
 	rm -rf .local

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -23,6 +23,16 @@ def percentile(values: list[float], fraction: float) -> float:
 def p50_p99(latencies_ms: list[float]) -> str:
     p50, p99 = statistics.median(latencies_ms), percentile(latencies_ms, 0.99)
     return f"p50 {p50:9.2f} ms   p99 {p99:9.2f} ms"
+
+
+async def timed(call: Callable[[], Awaitable[object]], repeat: int) -> list[float]:
+    """Milliseconds each of `repeat` calls took, one after the other."""
+    latencies = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        await call()
+        latencies.append((time.perf_counter() - started) * 1000)
+    return latencies
 
 
 async def bulk_upsert_rate(

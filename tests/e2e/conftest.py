@@ -610,6 +610,15 @@ class Console:
         await page.get_by_role("navigation").get_by_role("link", name=section).click()
         await expect(page.get_by_role("heading", name=section)).to_be_visible()
 
+    async def reload_until(self, page: Page, text: str, within: float = 30.0) -> None:
+        """Reloads the page until it shows `text`: what a service learns from another's events,
+        or counts from them, a moment after the write."""
+        deadline = time.monotonic() + within
+        while await page.get_by_text(text).count() == 0:
+            assert time.monotonic() < deadline, f"never shown: {text}"
+            await page.wait_for_timeout(250)
+            await page.reload()
+
     async def accessible(self, page: Page, name: str) -> None:
         """No serious or critical axe-core violation on the page as it stands; with
         `CONTACTS_SCREENSHOTS=<folder>`, a screenshot of it there as `<name>.png`."""

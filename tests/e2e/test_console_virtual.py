@@ -60,15 +60,6 @@ async def rebuilt(page: Page, select: Locator, value: str | None = None, **by: s
     await page.evaluate("() => window.nextBuilder")
 
 
-async def reload_until(page: Page, text: str) -> None:
-    """Reloads the page until it shows `text`."""
-    deadline = time.monotonic() + KNOWN_WITHIN
-    while await page.get_by_text(text).count() == 0:
-        assert time.monotonic() < deadline, f"never shown: {text}"
-        await page.wait_for_timeout(250)
-        await page.reload()
-
-
 async def regular_profile_with_contacts(api: httpx.AsyncClient, urls: dict[str, str]) -> str:
     """A regular profile with a text and a number field and four contacts, made through
     profile-svc and contact-svc, once segment-svc counts its contacts too; its id."""
@@ -145,7 +136,7 @@ async def test_a_marketer_segments_a_profile_and_manages_it(browser: Browser, co
 
         await page.get_by_role("button", name="Save").click()
         await expect(page.get_by_role("heading", name="Santiago 30+")).to_be_visible()
-        await reload_until(page, "bea@example.cl")
+        await console.reload_until(page, "bea@example.cl")
         members = page.get_by_role("table")
         await expect(members.get_by_role("row", name="ana@example.cl")).to_be_visible()
         await expect(members.get_by_role("row", name="dan@example.cl")).to_have_count(0)
@@ -155,7 +146,7 @@ async def test_a_marketer_segments_a_profile_and_manages_it(browser: Browser, co
         contact = f"{urls['contact']}/v1/profiles/{profile_id}/contacts/dan@example.cl"
         edited = await api.patch(contact, json={"fields": {"Edad": 35}})
         assert edited.status_code == 200, edited.text
-        await reload_until(page, "dan@example.cl")
+        await console.reload_until(page, "dan@example.cl")
         await expect(page.get_by_text("3 members")).to_be_visible()
 
         await page.get_by_label("Search by the start of the email or phone").fill("DA")
@@ -176,7 +167,7 @@ async def test_a_marketer_segments_a_profile_and_manages_it(browser: Browser, co
         await console.go(page, "List Profiles")
         await page.get_by_role("link", name="Statistics of Clientes tienda").click()
         await expect(page.get_by_role("heading", name="Clientes tienda")).to_be_visible()
-        await reload_until(page, "4 contacts")
+        await console.reload_until(page, "4 contacts")
         await expect(page.get_by_role("img", name="Contacts by status")).to_be_visible()
         await console.accessible(page, "profile-statistics")
         async with page.expect_download() as download_info:
