@@ -23,12 +23,17 @@ from contacts_shared.events import (
 # entries are one `_id` range.
 SEPARATOR = "\x1f"
 PAST_SEPARATOR = chr(ord(SEPARATOR) + 1)
+CONTACT_EVENTS = (ContactCreated, ContactUpdated, ContactStatusChanged, ContactImported)
+# What an entry's `_id` holds, so its stored document does not repeat it.
+DERIVED = frozenset({"contact_id", "version"})
 
 
 def audit_entry(event: DomainEvent, at: datetime) -> dict[str, Any] | None:
     """The trail's entry for a contact event (None for other events, and for an erasure: the
     contact id holds the person's email); `_id` is the contact and its version, so an event
-    delivered twice writes the same entry."""
+    delivered twice writes the same entry. A creation's changed fields are its values' keys,
+    so it does not name them again (`served_entry` does); attributes without a value are left
+    out."""
     if isinstance(event, ContactDeleted):
         if event.erased:
             return None
@@ -39,20 +44,19 @@ def audit_entry(event: DomainEvent, at: datetime) -> dict[str, Any] | None:
             "source": event.source,
             "status": event.status.value,
         }
-    elif isinstance(
-        event, ContactCreated | ContactUpdated | ContactStatusChanged | ContactImported
-    ):
+    elif isinstance(event, CONTACT_EVENTS):
         contact = event.contact
         contact_id, version = contact.id, contact.version
         entry = {
             "account_id": contact.account_id,
             "source": contact.source,
             "status": contact.status.value,
-            # All values, not only the changed ones: the next version's old values.
-            "values": contact.model_dump(mode="json")["fields"],
+            # All values, not only the changed ones: the next version's old values. The fields
+            # alone are dumped (as JSON, so dates are strings), not the whole snapshot.
+            "values": contact.model_dump(mode="json", include={"fields"})["fields"],
         }
         if isinstance(event, ContactCreated):
-            entry |= {"change": "created", "fields": sorted(contact.fields)}
+            entry["change"] = "created"
         elif isinstance(event, ContactUpdated):
             entry |= {"change": "updated", "fields": list(event.changed)}
         elif isinstance(event, ContactStatusChanged):
@@ -60,17 +64,19 @@ def audit_entry(event: DomainEvent, at: datetime) -> dict[str, Any] | None:
                 "change": "status_changed",
                 "fields": ["status"],
                 "previous_status": event.previous_status.value,
-                "status_reason": contact.status_reason,
             }
+            if contact.status_reason is not None:
+                entry["status_reason"] = contact.status_reason
         else:
-            entry |= {
-                "change": "created" if event.created else "updated",
-                "fields": list(event.changed),
-                "import_id": event.import_id,
-                "line": event.line,
-                "previous_status": event.previous_status.value if event.previous_status else None,
-                "status_reason": contact.status_reason if event.previous_status else None,
-            }
+            entry |= {"import_id": event.import_id, "line": event.line}
+            if event.created:
+                entry["change"] = "created"
+            else:
+                entry |= {"change": "updated", "fields": list(event.changed)}
+            if event.previous_status is not None:
+                entry["previous_status"] = event.previous_status.value
+                if contact.status_reason is not None:
+                    entry["status_reason"] = contact.status_reason
     else:
         return None
     return {
@@ -80,6 +86,18 @@ def audit_entry(event: DomainEvent, at: datetime) -> dict[str, Any] | None:
         "at": at,
         **entry,
     }
+
+
+def stored_document(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The entry as stored: without its contact id and version, which its `_id` holds."""
+    return {k: v for k, v in entry.items() if k not in DERIVED}
+
+
+def stored_entry(document: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored entry (`stored_document`) with its contact id and version again."""
+    entry_id: str = document["_id"]
+    contact_id, _, version = entry_id.rpartition(SEPARATOR)
+    return {**document, "contact_id": contact_id, "version": int(version)}
 
 
 def trail_range(
@@ -105,15 +123,19 @@ def served_entry(
     told apart (`status`, `previous_status`, `status_reason`), not as a field."""
     after: Mapping[str, Any] = entry.get("values") or {}
     before: Mapping[str, Any] = {}
-    if previous is not None and entry.get("change") != "created":
+    created = entry.get("change") == "created"
+    if previous is not None and not created:
         before = previous.get("values") or {}
+    # A creation changed every field it has, so it is stored without naming them (entries
+    # stored before that name them).
+    fields = entry.get("fields") or (sorted(after) if created else [])
     status_told = entry.get("previous_status") is not None
     changes = [
         {"field": names.get(key, key), "old": before.get(key), "new": after.get(key)}
-        for key in entry.get("fields", ())
+        for key in fields
         if not (key == "status" and status_told)
     ]
-    return {**entry, "changes": changes}
+    return {**entry, "fields": fields, "changes": changes}
 
 
 @dataclass(frozen=True)
@@ -138,8 +160,9 @@ def trail_changes(events: Iterable[tuple[DomainEvent, datetime]]) -> TrailChange
         if isinstance(event, ContactDeleted) and event.erased:
             # The newest erasure wins: a copy of an older one, published again late, follows it.
             erased[event.contact_id] = max(event.version, erased.get(event.contact_id, 0))
-    kept = [e for e in entries if e["version"] > erased.get(e["contact_id"], 0)]
-    return TrailChanges(kept, erased)
+    if erased:
+        entries = [e for e in entries if e["version"] > erased.get(e["contact_id"], 0)]
+    return TrailChanges(entries, erased)
 
 
 def erased_range(contact_id: str, version: int) -> dict[str, str]:

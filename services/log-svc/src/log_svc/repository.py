@@ -20,7 +20,7 @@ from contacts_shared.mongo import (
     replace_if_newer,
     update_each,
 )
-from log_svc.audit import erased_range, trail_range
+from log_svc.audit import erased_range, stored_document, stored_entry, trail_range
 
 
 class ImportLog:
@@ -115,16 +115,19 @@ class RefusedRows:
 
 
 class AuditTrail:
-    """One entry per contact version (`audit.audit_entry`)."""
+    """One entry per contact version (`audit.audit_entry`), stored without what its `_id`
+    holds (`audit.stored_document`); the `_id` index is its only index."""
 
     def __init__(self, collection: Collection) -> None:
         self._collection = collection
 
     async def record(self, entries: Sequence[Document]) -> None:
-        """Write the entries; one written again (a redelivery, an event published twice) is
-        there already, the same, and stays. Inserts: an upsert of a new document costs several
-        times an insert on this server."""
-        await bulk_write_tolerating_duplicates(self._collection, [InsertOne(e) for e in entries])
+        """Write the entries, in one unordered bulk write; one written again (a redelivery, an
+        event published twice) is there already, the same, and stays. Inserts: an upsert of a
+        new document costs several times an insert on this server."""
+        await bulk_write_tolerating_duplicates(
+            self._collection, [InsertOne(stored_document(e)) for e in entries]
+        )
 
     async def erase(self, erased: Mapping[str, int]) -> None:
         """Delete each contact's entries up to its version (`contact id -> version`), in one
@@ -138,7 +141,7 @@ class AuditTrail:
     async def of_contact(self, contact_id: str, after_version: int, limit: int) -> list[Document]:
         """The contact's entries after `after_version`, oldest first."""
         cursor = self._collection.find({"_id": trail_range(contact_id, after_version)})
-        return [d async for d in cursor.sort("_id", ASCENDING).limit(limit)]
+        return [stored_entry(d) async for d in cursor.sort("_id", ASCENDING).limit(limit)]
 
     async def newest_of_contact(
         self, contact_id: str, before_version: int | None, limit: int
@@ -146,4 +149,4 @@ class AuditTrail:
         """The contact's entries before `before_version` (all if None), newest first."""
         ids = trail_range(contact_id, before_version=before_version)
         cursor = self._collection.find({"_id": ids}).sort("_id", DESCENDING)
-        return [d async for d in cursor.limit(limit)]
+        return [stored_entry(d) async for d in cursor.limit(limit)]

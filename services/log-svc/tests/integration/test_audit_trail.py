@@ -19,7 +19,7 @@ from contacts_shared.events import (
     to_envelope,
 )
 from contacts_shared.kafka import Record
-from contacts_shared.mongo import connect
+from contacts_shared.mongo import Collection, connect
 from contacts_shared.schema import ContactSnapshot, ContactStatus
 from log_svc.consumers import record_contact_events
 from log_svc.repository import AuditTrail
@@ -32,10 +32,15 @@ def entry(version: int, change: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def trail(infrastructure: Any, unique: str) -> AsyncIterator[AuditTrail]:
+async def collection(infrastructure: Any, unique: str) -> AsyncIterator[Collection]:
     client = connect(infrastructure.mongodb_url, app_name="test")
-    yield AuditTrail(client[f"audit_{unique}"]["audit_trail"])
+    yield client[f"audit_{unique}"]["audit_trail"]
     await client.close()
+
+
+@pytest.fixture
+def trail(collection: Collection) -> AuditTrail:
+    return AuditTrail(collection)
 
 
 async def test_entries_told_twice_are_kept_once(trail: AuditTrail) -> None:
@@ -123,3 +128,22 @@ async def test_an_erased_contact_keeps_no_entry_up_to_its_erasure(trail: AuditTr
     # Another contact whose key starts the same keeps its trail.
     other = await trail.of_contact("p1:a@x.io.b", after_version=0, limit=10)
     assert [e["version"] for e in other] == [1]
+
+
+async def test_an_entry_is_one_small_document_under_the_id_index_alone(
+    trail: AuditTrail, collection: Collection
+) -> None:
+    await record_contact_events(records(created("a@x.io"), updated("a@x.io", 2)), trail=trail)
+    # Stored without the contact id and version its `_id` holds; a creation without the field
+    # names its values tell.
+    documents = [d async for d in collection.find().sort("_id", 1)]
+    assert [sorted(d) for d in documents] == [
+        ["_id", "account_id", "at", "change", "source", "status", "values"],
+        ["_id", "account_id", "at", "change", "fields", "source", "status", "values"],
+    ]
+    listed = await trail.of_contact("p1:a@x.io", after_version=0, limit=10)
+    assert [(e["contact_id"], e["version"], e["values"]) for e in listed] == [
+        ("p1:a@x.io", 1, {"email": "a@x.io"}),
+        ("p1:a@x.io", 2, {"email": "a@x.io"}),
+    ]
+    assert [index["name"] async for index in await collection.list_indexes()] == ["_id_"]

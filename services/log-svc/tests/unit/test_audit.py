@@ -19,6 +19,8 @@ from log_svc.audit import (
     audit_entry,
     erased_range,
     served_entries,
+    stored_document,
+    stored_entry,
     trail_changes,
     trail_range,
 )
@@ -224,3 +226,45 @@ def test_the_first_entry_of_a_page_takes_its_old_values_from_the_entry_before() 
     (created,) = served_entries([again], second, {})
     assert all(change["old"] is None for change in created["changes"])
     assert served_entries([], first, {}) == []
+
+
+def test_an_entry_is_stored_without_what_its_id_and_values_tell() -> None:
+    born = date(1990, 2, 3)
+    created = audit_entry(
+        ContactCreated(contact=snapshot(1, "active", "webhook:s1", nacimiento=born)), AT
+    )
+    assert created is not None
+    document = stored_document(created)
+    # The values once, as JSON, and not the rest of the snapshot; no contact id or version (the
+    # `_id` holds them), no field names (the values' keys), no attribute without a value.
+    assert document == {
+        "_id": "p1:ana@x.cl\x1f000000000001",
+        "at": AT,
+        "account_id": "a1",
+        "change": "created",
+        "source": "webhook:s1",
+        "status": "active",
+        "values": {"email": "ana@x.cl", "nombre": "Ana", "nacimiento": "1990-02-03"},
+    }
+    assert stored_entry(document) == created
+    updated = audit_entry(
+        ContactUpdated(contact=snapshot(2, nombre="Bea"), changed=("nombre",)), AT
+    )
+    assert updated is not None
+    assert sorted(stored_document(updated)) == [
+        "_id",
+        "account_id",
+        "at",
+        "change",
+        "fields",
+        "source",
+        "status",
+        "values",
+    ]
+    # Served, a creation names its fields; one stored naming them (before) is served the same.
+    (served_now,) = served_entries([stored_entry(document)], None, {})
+    (served_before,) = served_entries(
+        [{**created, "fields": ["email", "nacimiento", "nombre"]}], None, {}
+    )
+    assert served_now == served_before
+    assert served_now["fields"] == ["email", "nacimiento", "nombre"]
