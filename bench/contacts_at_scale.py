@@ -6,109 +6,48 @@ small), with topics and consumer groups of its own. Loads `--contacts-count` con
 (1,000,000 by default) straight into that database in contact-svc's document format, with the
 statistics shares their events would have produced; then times, through contact-svc's HTTP API
 (in-process ASGI, no network), a listing page by key, a search by key prefix, a status filter,
-a field-equals search, a field-prefix search (case- and accent-insensitive), the filtered counts
-and the statistics, and the same queries sent straight to MongoDB in the same process (the
-baseline of the ratio: the repository's reads without HTTP, or for the field prefix one `find`
-or `count` on the terms index).
+a field-equals search, a field-prefix search (case- and accent-insensitive), pages sorted by a
+field's value (alone and filtered), the filtered counts (exact or estimated, and exact on
+request) and the statistics, and the same reads sent straight to MongoDB in the same process
+(the baseline of the ratio: the repository's reads without HTTP). Then prints what each count
+answered.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import statistics
-import time
 import uuid
-import zlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from figures import p50_p99
+from figures import p50_p99, timed
 from pymongo import AsyncMongoClient
-from pymongo.asynchronous.database import AsyncDatabase
+from synthetic_contacts import RARE_CITY, load, synthetic
 
 from contact_svc.app import create_app
-from contact_svc.contact_documents import SEARCH_TERMS, contact_document, folded_term_prefix
-from contact_svc.domain import Contact, ContactOrder, PagePosition, page_cursor
-from contact_svc.listing_repository import TERMS_INDEX
+from contact_svc.contact_documents import sort_key
+from contact_svc.domain import ContactOrder, PagePosition, page_cursor
+from contact_svc.listing_handlers import EXACT_IN_SAMPLE, field_cursor
+from contact_svc.listing_repository import FieldOrder, SortedPosition
 from contact_svc.settings import ContactSettings
-from contact_svc.stats import ADDED_WINDOW_DAYS, PartitionCounts
-from contact_svc.stats_repository import MongoStatsStore
-from contacts_shared.mongo import Document
 from contacts_shared.schema import ContactStatus
 
-CITIES = ["Santiago", "Lima", "Quito", "Bogotá", "Montevideo", "Asunción", "La Paz", "Caracas"]
-# Roughly what a marketing list looks like.
-STATUS_MIX = (
-    [ContactStatus.ACTIVE] * 90
-    + [ContactStatus.UNSUBSCRIBED] * 5
-    + [ContactStatus.BOUNCED] * 3
-    + [ContactStatus.COMPLAINED, ContactStatus.BLOCKED]
-)
-RARE_CITY = "Cusco"  # 1 contact in 100
-PARTITIONS = 6
 NO_FILTER: dict[str, Any] = {
     "status": None,
     "key_prefix": None,
     "field_equals": None,
     "after": None,
 }
-
-
-def synthetic(profile: dict[str, Any], index: int, now: datetime) -> Contact:
-    created = now - timedelta(minutes=index % (60 * 24 * 60))  # spread over 60 days
-    key = f"c{index:07d}@bench.example"
-    city = RARE_CITY if index % 100 == 7 else CITIES[index % len(CITIES)]
-    return Contact(
-        account_id=profile["account_id"],
-        profile_id=profile["id"],
-        key=key,
-        fields={"email": key, "nombre": f"N{index}", "ciudad": city},
-        status=STATUS_MIX[index % len(STATUS_MIX)],
-        status_source="bench",
-        status_changed_at=created,
-        source="bench",
-        created_at=created,
-        updated_at=created,
-    )
-
-
-async def load(
-    database: AsyncDatabase[dict[str, Any]], profile: dict[str, Any], count: int
-) -> None:
-    contacts = database["contacts"]
-    shares = [PartitionCounts(profile["id"], p, offset=0) for p in range(PARTITIONS)]
-    now = datetime.now(UTC).replace(microsecond=0)
-    started = time.perf_counter()
-    for first in range(0, count, 5000):
-        batch = [synthetic(profile, i, now) for i in range(first, min(count, first + 5000))]
-        await contacts.insert_many([contact_document(c) for c in batch], ordered=False)
-        for contact in batch:  # the counts ContactCreated events would have folded in
-            share = shares[zlib.crc32(contact.id.encode()) % PARTITIONS]
-            status = contact.status.value
-            share.by_status[status] = share.by_status.get(status, 0) + 1
-            day = contact.created_at.date().isoformat()
-            if contact.created_at > now - timedelta(days=ADDED_WINDOW_DAYS):
-                share.added_by_day[day] = share.added_by_day.get(day, 0) + 1
-            share.last_change_at = now
-    stats = MongoStatsStore(
-        database["profile_stats"], database["stats_marks"], partitions=PARTITIONS
-    )
-    for share in shares:
-        await stats.store(share, expected_offset=-1)
-    print(f"loaded {count} contacts in {time.perf_counter() - started:.1f} s")
-
-
-async def timed(call: Callable[[], Awaitable[object]], repeat: int) -> list[float]:
-    latencies = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        await call()
-        latencies.append((time.perf_counter() - started) * 1000)
-    return latencies
+NO_COUNT_FILTER: dict[str, Any] = {
+    "status": None,
+    "key_prefix": None,
+    "field_equals": None,
+    "source": None,
+}
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -166,8 +105,14 @@ async def main(args: argparse.Namespace) -> None:
             )
             older = PagePosition(newest[-1].key, newest[-1].created_at)
             older_cursor = page_cursor(ContactOrder.NEWEST, newest[-1])
-            middle_cursor = page_cursor(
-                ContactOrder.KEY, synthetic(profile, args.contacts_count // 2, datetime.now(UTC))
+            halfway = synthetic(profile, args.contacts_count // 2, datetime.now(UTC))
+            middle_cursor = page_cursor(ContactOrder.KEY, halfway)
+            by_name, by_city = FieldOrder("nombre"), FieldOrder("ciudad")
+            name_middle = SortedPosition(
+                sort_key(profile["id"], halfway.fields["nombre"], halfway.key), halfway.key
+            )
+            city_middle = SortedPosition(
+                sort_key(profile["id"], halfway.fields["ciudad"], halfway.key), halfway.key
             )
 
             def through_api(path: str, **params: str) -> Callable[[], Awaitable[object]]:
@@ -182,21 +127,26 @@ async def main(args: argparse.Namespace) -> None:
                     profile["id"], **{**NO_FILTER, "limit": 51, **query}
                 )
 
-            def by_prefix(folded_prefix: str, **query: Any) -> Document:
-                """The field-prefix filter as sent straight to MongoDB."""
-                term = folded_term_prefix(profile["id"], "ciudad", folded_prefix)
-                return {"deleted": False, **query, SEARCH_TERMS: {"$regex": "^" + re.escape(term)}}
+            def counted(**query: Any) -> Callable[[], Awaitable[object]]:
+                """What `:count` reads, without HTTP: the sample's matches, then every match
+                if they are few."""
+                filters = {**NO_COUNT_FILTER, **query}
 
-            def mongo_find(query: Document) -> Callable[[], Awaitable[object]]:
-                return lambda: (
-                    contacts.find(query).sort("_id").hint(TERMS_INDEX).limit(51).to_list()
-                )
+                async def call() -> None:
+                    sampled = await repository.count_matching(
+                        profile["id"], in_sample=True, **filters
+                    )
+                    if sampled <= EXACT_IN_SAMPLE:
+                        await repository.count_matching(profile["id"], **filters)
 
-            def mongo_count(query: Document) -> Callable[[], Awaitable[object]]:
-                return lambda: contacts.count_documents(query, hint=TERMS_INDEX)
+                return call
 
-            contacts = database["contacts"]
+            def exactly(**query: Any) -> Callable[[], Awaitable[object]]:
+                filters = {**NO_COUNT_FILTER, **query}
+                return lambda: repository.count_matching(profile["id"], **filters)
+
             bounced = {"status": "bounced"}
+            cus, bogota = ("ciudad", "cus"), ("ciudad", "bogota")
             stats = app.state.stats
             queries = [
                 ("first page by key", through_api("/contacts"), straight()),
@@ -248,32 +198,105 @@ async def main(args: argparse.Namespace) -> None:
                 (
                     "field prefix (1%)",
                     through_api("/contacts", field="Ciudad", value_prefix="CUS"),
-                    mongo_find(by_prefix("cus")),
+                    straight(value_prefix=cus),
                 ),
                 (
                     "field prefix (12%)",
                     through_api("/contacts", field="Ciudad", value_prefix="bogota"),
-                    mongo_find(by_prefix("bogota")),
+                    straight(value_prefix=bogota),
                 ),
                 (
-                    "prefix + bounced (0.5%)",
-                    through_api("/contacts", field="Ciudad", value_prefix="asun", status="bounced"),
-                    mongo_find(by_prefix("asun", **bounced)),
+                    "prefix + bounced (0.4%)",
+                    through_api("/contacts", field="Ciudad", value_prefix="asun", **bounced),
+                    straight(value_prefix=("ciudad", "asun"), status=ContactStatus.BOUNCED),
+                ),
+                (
+                    "by name, first page",
+                    through_api("/contacts", sort="Nombre"),
+                    straight(by_field=by_name),
+                ),
+                (
+                    "by name, middle page",
+                    through_api("/contacts", sort="Nombre", cursor=field_cursor(by_name, halfway)),
+                    straight(by_field=by_name, after=name_middle),
+                ),
+                (
+                    "by -name, first page",
+                    through_api("/contacts", sort="-Nombre"),
+                    straight(by_field=FieldOrder("nombre", descending=True)),
+                ),
+                (
+                    "by city (ties), middle",
+                    through_api("/contacts", sort="Ciudad", cursor=field_cursor(by_city, halfway)),
+                    straight(by_field=by_city, after=city_middle),
+                ),
+                (
+                    "by name + bounced (3%)",
+                    through_api("/contacts", sort="Nombre", **bounced),
+                    straight(by_field=by_name, status=ContactStatus.BOUNCED),
+                ),
+                (
+                    "by name + city (1%)",
+                    through_api("/contacts", sort="Nombre", field="Ciudad", value=RARE_CITY),
+                    straight(by_field=by_name, field_equals=("ciudad", RARE_CITY)),
+                ),
+                (
+                    "by name + prefix (0.4%)",
+                    through_api(
+                        "/contacts", sort="Nombre", field="Ciudad", value_prefix="asun", **bounced
+                    ),
+                    straight(
+                        by_field=by_name,
+                        value_prefix=("ciudad", "asun"),
+                        status=ContactStatus.BOUNCED,
+                    ),
+                ),
+                (
+                    "by city + key prefix",
+                    through_api("/contacts", sort="Ciudad", key_prefix="c09"),
+                    straight(by_field=by_city, key_prefix="c09"),
                 ),
                 (
                     "count prefix (1%)",
                     through_api("/contacts:count", field="Ciudad", value_prefix="cus"),
-                    mongo_count(by_prefix("cus")),
+                    counted(value_prefix=cus),
                 ),
                 (
                     "count prefix (12%)",
                     through_api("/contacts:count", field="Ciudad", value_prefix="Bogotá"),
-                    mongo_count(by_prefix("bogota")),
+                    counted(value_prefix=bogota),
                 ),
                 (
                     "count prefix + bounced",
                     through_api("/contacts:count", field="Ciudad", value_prefix="asun", **bounced),
-                    mongo_count(by_prefix("asun", **bounced)),
+                    counted(value_prefix=("ciudad", "asun"), status=ContactStatus.BOUNCED),
+                ),
+                (
+                    "count field = (12%)",
+                    through_api("/contacts:count", field="Ciudad", value="Quito"),
+                    counted(field_equals=("ciudad", "Quito")),
+                ),
+                (
+                    "count active + = (11%)",
+                    through_api("/contacts:count", field="Ciudad", value="Quito", status="active"),
+                    counted(field_equals=("ciudad", "Quito"), status=ContactStatus.ACTIVE),
+                ),
+                (
+                    "count key prefix (10%)",
+                    through_api("/contacts:count", key_prefix="c09"),
+                    counted(key_prefix="c09"),
+                ),
+                (
+                    "exact count prefix 1%",
+                    through_api("/contacts:count", field="Ciudad", value_prefix="cus", exact="1"),
+                    exactly(value_prefix=cus),
+                ),
+                (
+                    "exact count prefix 12%",
+                    through_api(
+                        "/contacts:count", field="Ciudad", value_prefix="bogota", exact="1"
+                    ),
+                    exactly(value_prefix=bogota),
                 ),
                 ("stats", through_api("/stats"), lambda: stats.of_profile(profile["id"])),
                 ("count", through_api("/contacts:count"), lambda: stats.of_profile(profile["id"])),
@@ -290,6 +313,20 @@ async def main(args: argparse.Namespace) -> None:
                 raw_ms = await timed(raw_call, args.repeat)
                 ratio = statistics.median(api_ms) / statistics.median(raw_ms)
                 print(f"{name:<22} API {p50_p99(api_ms)}   raw {p50_p99(raw_ms)}   x{ratio:.2f}")
+            answers = [
+                {"field": "Ciudad", "value_prefix": "cus"},
+                {"field": "Ciudad", "value_prefix": "bogota"},
+                {"field": "Ciudad", "value_prefix": "asun", **bounced},
+                {"field": "Ciudad", "value": "Quito"},
+                {"field": "Ciudad", "value": "Quito", "status": "active"},
+                {"key_prefix": "c09"},
+            ]
+            for params in answers:
+                answer = (await contacts_api.get(f"{base}/contacts:count", params=params)).json()
+                exact = await contacts_api.get(
+                    f"{base}/contacts:count", params={**params, "exact": "true"}
+                )
+                print(f"count {params}: {answer}, exactly {exact.json()['count']}")
         finally:
             await client.drop_database(settings.mongodb_database)
     # Once this contact-svc has stopped, so that only the running one reacts to the deletion.

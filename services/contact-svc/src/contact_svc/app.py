@@ -58,7 +58,9 @@ def problem_of(exc: Exception) -> Problem:
         return Problem(exc.status, "Unusable webhook request", str(exc))
     if isinstance(exc, ContactNotFound | ProfileUnknown | WebhookSourceNotFound | BulkJobNotFound):
         return Problem(404, "Not Found", str(exc))
-    if isinstance(exc, ContactExists | ProfileNotWritable | SecretChanged):
+    if isinstance(exc, ContactExists):
+        return Problem(409, "Conflict", str(exc), [{"field": exc.field, "message": str(exc)}])
+    if isinstance(exc, ProfileNotWritable | SecretChanged):
         return Problem(409, "Conflict", str(exc))
     raise TypeError(f"unmapped contact error {type(exc).__name__}")
 

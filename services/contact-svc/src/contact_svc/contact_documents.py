@@ -3,7 +3,9 @@ and back."""
 
 from __future__ import annotations
 
+import struct
 import unicodedata
+import zlib
 from dataclasses import asdict
 from datetime import UTC, datetime
 
@@ -22,18 +24,26 @@ BULK = "bulk"
 # Strings the listing indexes serve, each beginning with the profile id so one index range is
 # one profile's share (DocumentDB keeps each field of a compound index as a separate term, so
 # `profile_id` in a filter would read the whole profile). ADR 9.
-# The contact's status, its last change's source and every field value, as exact terms; and
-# every string value folded (`folded`), for prefix searches.
+# The contact's status, its last change's source and every field value, as exact terms; and the
+# sample term on one contact in SAMPLE_RATE.
 SEARCH_TERMS = "search_terms"
 CREATED_ORDER = "created_order"  # profile, creation time and key: creation order, one range
+# Each field value's sort key (`sort_key`) under the field's key: one string per path, so a
+# range of one field's keys is read as a range (a range on the multikey terms is not: DocumentDB
+# answers it as "one term above, any term below", reading the whole index).
+SORT_KEYS = "sort_keys"
 SEPARATOR = "\x1f"
 PAST_SEPARATOR = chr(ord(SEPARATOR) + 1)
 # Longer values are not indexed (index keys are bounded); equality on them still works, by
 # reading the profile in key order.
 MAX_TERM_VALUE = 256
-# Folded values are indexed up to this many characters: a longer value is found by prefixes of
-# up to this length (a prefix search asks for no more).
+# Text sorts, and is searched by prefix, by its folded form up to this many characters: longer
+# values are found by prefixes of up to this length (a prefix search asks for no more), and
+# sort among themselves by key after it.
 FOLDED_TERM_LENGTH = 64
+# One contact in SAMPLE_RATE (by a hash of its key) carries its profile's sample term: about
+# 3,900 contacts of a million, read to estimate counts and to size the ranges of sorted pages.
+SAMPLE_RATE = 256
 
 
 def status_term(profile_id: str, status: ContactStatus) -> str:
@@ -73,16 +83,65 @@ def folded(text: str) -> str:
 
 
 def folded_term_prefix(profile_id: str, field_key: str, prefix: str = "") -> str:
-    """What the folded terms of the field's values starting with `prefix` (folded) start with."""
+    """What the folded terms of contacts written before sort keys start with (`drop_field`
+    still removes them)."""
     return SEPARATOR.join(("fold", profile_id, field_key, prefix))
 
 
-def folded_term(profile_id: str, field_key: str, value: object) -> str | None:
-    """The folded term of a string value, its first `FOLDED_TERM_LENGTH` characters (None: the
-    value is not a string: numbers, booleans and lists have no prefix search)."""
-    if not isinstance(value, str):
-        return None
-    return folded_term_prefix(profile_id, field_key, folded(value)[:FOLDED_TERM_LENGTH])
+def sample_term(profile_id: str) -> str:
+    """The term of the profile's sample (`SAMPLE_RATE`)."""
+    return SEPARATOR.join(("sample", profile_id))
+
+
+def in_sample(key: str) -> bool:
+    """Whether the contact with this key is in its profile's sample: a stable 1 in SAMPLE_RATE,
+    spread evenly over any range of values or keys."""
+    return zlib.crc32(key.encode()) % SAMPLE_RATE == 0
+
+
+def sortable_text(text: str) -> str:
+    """Text as it sorts and as a prefix search compares it: folded (`folded`), its first
+    FOLDED_TERM_LENGTH characters, control characters as spaces (they would sort below the
+    separator that ends the value in a sort key)."""
+    return "".join(" " if c < " " else c for c in folded(text)[:FOLDED_TERM_LENGTH])
+
+
+TEXT_TAG = "2"
+
+
+def sort_value(value: object) -> str | None:
+    """A stored value as a string that sorts as values of its type do: numbers by magnitude
+    (as 64-bit floats), text by `sortable_text` (ISO dates are text: they sort as dates), false
+    before true; numbers before text before booleans, should a field hold several types. None:
+    no order (a list, an object, null)."""
+    if isinstance(value, bool):
+        return "3" + ("1" if value else "0")
+    if isinstance(value, int | float):
+        bits: int = struct.unpack(">Q", struct.pack(">d", float(value)))[0]
+        # IEEE 754 bits sort as unsigned integers once a negative's are all flipped (larger
+        # magnitude, lower) and a positive's sign bit is set (above every negative).
+        bits = bits ^ 0xFFFF_FFFF_FFFF_FFFF if bits >> 63 else bits | 1 << 63
+        return f"1{bits:016x}"
+    if isinstance(value, str):
+        return TEXT_TAG + sortable_text(value)
+    return None
+
+
+def sort_key(profile_id: str, value: object, key: str) -> str | None:
+    """Sorts as (profile, value, key): a page by a field's value ends at one (None: the value
+    has no order, `sort_value`)."""
+    ordered = sort_value(value)
+    return None if ordered is None else SEPARATOR.join((profile_id, ordered, key))
+
+
+def sort_range(profile_id: str) -> Document:
+    """The range of the profile's sort keys (of any one field)."""
+    return {"$gt": profile_id + SEPARATOR, "$lt": profile_id + PAST_SEPARATOR}
+
+
+def text_prefix_range(profile_id: str, prefix: str) -> Document:
+    """The range of the sort keys of text values that start with `prefix` (`sortable_text`)."""
+    return prefix_range(SEPARATOR.join((profile_id, TEXT_TAG + prefix)))
 
 
 def created_order(profile_id: str, created_at: datetime, key: str = "") -> str:
@@ -92,15 +151,21 @@ def created_order(profile_id: str, created_at: datetime, key: str = "") -> str:
 
 
 def search_terms(contact: Contact) -> list[str]:
-    profile_id, fields = contact.profile_id, contact.fields.items()
-    terms = (field_term(profile_id, k, v) for k, v in fields)
-    folded_terms = (folded_term(profile_id, k, v) for k, v in fields)
+    profile_id = contact.profile_id
+    terms = (field_term(profile_id, k, v) for k, v in contact.fields.items())
+    sample = [sample_term(profile_id)] if in_sample(contact.key) else []
     return [
         status_term(profile_id, contact.status),
         source_term(profile_id, contact.source),
         *(t for t in terms if t),
-        *(t for t in folded_terms if t),
+        *sample,
     ]
+
+
+def sort_keys(contact: Contact) -> dict[str, str]:
+    """Each field value's `sort_key`, by field key."""
+    keys = ((k, sort_key(contact.profile_id, v, contact.key)) for k, v in contact.fields.items())
+    return {k: sorted_by for k, sorted_by in keys if sorted_by is not None}
 
 
 def contact_document(contact: Contact) -> Document:
@@ -123,6 +188,7 @@ def contact_document(contact: Contact) -> Document:
         IMPORTED: asdict(contact.imported) if contact.imported else None,
         BULK: asdict(contact.bulk) if contact.bulk else None,
         SEARCH_TERMS: search_terms(contact),
+        SORT_KEYS: sort_keys(contact),
         CREATED_ORDER: created_order(contact.profile_id, contact.created_at, contact.key),
     }
 

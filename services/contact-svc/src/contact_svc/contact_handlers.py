@@ -167,7 +167,7 @@ async def create_contact(
     async def change() -> Contact:
         live, stored_version = await contacts.find(profile_id, key)
         if live is not None:
-            raise ContactExists(key)
+            raise ContactExists(key, schema.identity.name)
         return await _add_new(
             schema,
             key,

@@ -42,8 +42,11 @@ class ContactError(Exception):
 
 
 class ContactExists(ContactError):
-    def __init__(self, key: str) -> None:
+    """`field`: the identity field's name, the input a form shows the refusal at."""
+
+    def __init__(self, key: str, field: str) -> None:
         super().__init__(f"contact {key} already exists in this profile")
+        self.field = field
 
 
 class ContactNotFound(ContactError):

@@ -1,19 +1,27 @@
-"""Use cases that read a profile's contacts page by page: the listing with its filters, and
-the CSV export."""
+"""Use cases that read a profile's contacts page by page: the listing with its filters and
+orders, its count, and the CSV export."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
+import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from contact_svc.contact_documents import FOLDED_TERM_LENGTH, folded
+from contact_svc.contact_documents import (
+    FOLDED_TERM_LENGTH,
+    SAMPLE_RATE,
+    folded,
+    sort_key,
+    sortable_text,
+)
 from contact_svc.contact_handlers import writable_schema
-from contact_svc.domain import Contact, ContactOrder, PagePosition, parse_cursor
-from contact_svc.listing_repository import ContactPages
+from contact_svc.domain import Contact, ContactOrder, PagePosition, page_cursor, parse_cursor
+from contact_svc.listing_repository import ContactPages, FieldOrder, SortedPosition
 from contact_svc.stats import summarize
 from contact_svc.stats_repository import StatsStore
 from contacts_shared.mongo import bson_now
@@ -51,34 +59,107 @@ class Selection:
     value_prefix: tuple[str, str] | None
 
 
+@dataclass(frozen=True)
+class ContactListing:
+    """A page of contacts, and the cursor of the next (None: the last page)."""
+
+    schema: ProfileSchema
+    contacts: list[Contact]
+    next_cursor: str | None
+
+
 async def list_contacts(
     *,
     account_id: str,
     profile_id: str,
     selected: ContactFilter,
     cursor: str | None,
-    order: ContactOrder,
+    sort: str,
     limit: int,
     region: str,
     schemas: SchemaStore,
     contacts: ContactPages,
-) -> tuple[ProfileSchema, list[Contact]]:
-    """A page of the contacts `selected`, in `order`."""
+) -> ContactListing:
+    """A page of the contacts `selected`, in the order `sort` names (`listing_order`)."""
     schema = await writable_schema(schemas, account_id, profile_id)
     selection = _selection(schema, selected, region)
-    page = await contacts.find_page(
-        profile_id,
-        status=selected.status,
-        key_prefix=selection.key_prefix,
-        field_equals=selection.field_equals,
-        value_prefix=selection.value_prefix,
-        source=selected.source,
-        after=parse_cursor(order, cursor) if cursor else None,
-        order=order,
-        limit=limit,
-        since=schema.created_at,
-    )
-    return schema, page
+    order = listing_order(schema, sort)
+    filters: dict[str, Any] = {
+        "status": selected.status,
+        "key_prefix": selection.key_prefix,
+        "field_equals": selection.field_equals,
+        "value_prefix": selection.value_prefix,
+        "source": selected.source,
+        "limit": limit + 1,
+    }
+    if isinstance(order, FieldOrder):
+        after = parse_field_cursor(order, cursor) if cursor else None
+        found = await contacts.find_page(profile_id, after=after, by_field=order, **filters)
+    else:
+        found = await contacts.find_page(
+            profile_id,
+            after=parse_cursor(order, cursor) if cursor else None,
+            order=order,
+            since=schema.created_at,
+            **filters,
+        )
+    page = found[:limit]
+    next_cursor = None
+    if len(found) > limit:
+        last = page[-1]
+        next_cursor = (
+            field_cursor(order, last) if isinstance(order, FieldOrder) else page_cursor(order, last)
+        )
+    return ContactListing(schema, page, next_cursor)
+
+
+def listing_order(schema: ProfileSchema, sort: str) -> ContactOrder | FieldOrder:
+    """The order `sort` names: `key`, `created_at`, `-created_at`, else a field's name (`-`
+    first: descending); 422 naming a field the profile lacks."""
+    try:
+        return ContactOrder(sort)
+    except ValueError:
+        pass
+    descending = sort.startswith("-")
+    name = sort[1:] if descending else sort
+    spec = schema.field_named(name)
+    if spec is None:
+        raise ValuesInvalid(
+            [
+                FieldProblem(
+                    "sort",
+                    f"no field '{name}' in this profile: sort by key, created_at, -created_at "
+                    "or a field's name (- first for descending)",
+                )
+            ]
+        )
+    return FieldOrder(spec.key, descending)
+
+
+FIELD_CURSOR = "field"
+
+
+def field_cursor(order: FieldOrder, contact: Contact) -> str:
+    """An opaque token for the page after `contact` by a field's value."""
+    position = sort_key(contact.profile_id, contact.fields.get(order.field_key), contact.key)
+    raw = [FIELD_CURSOR, order.field_key, order.descending, position, contact.key]
+    return base64.urlsafe_b64encode(json.dumps(raw).encode()).decode().rstrip("=")
+
+
+def parse_field_cursor(order: FieldOrder, token: str) -> SortedPosition:
+    """The position a cursor token names; ValuesInvalid if it is not one of this order's."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        kind, field_key, descending, position, key = json.loads(raw)
+        if (kind, field_key, descending) != (FIELD_CURSOR, order.field_key, order.descending):
+            raise ValueError(kind)
+        if not isinstance(key, str) or not isinstance(position, str | None):
+            raise TypeError(key)
+        return SortedPosition(position, key)
+    except (ValueError, TypeError) as exc:
+        raise ValuesInvalid(
+            [FieldProblem("cursor", "not a cursor of this listing (use next_cursor as given)")]
+        ) from exc
 
 
 async def selected_keys(
@@ -121,18 +202,73 @@ async def count_contacts(
     filter counted from the contacts' indexes (every match is read)."""
     schema = await writable_schema(schemas, account_id, profile_id)
     selection = _selection(schema, selected, region)
-    status, source = selected.status, selected.source
-    if selection == Selection(None, None, None) and source is None:
-        counted = summarize(await stats.of_profile(profile_id), today=bson_now().date())
-        return counted.total if status is None else counted.by_status.get(status.value, 0)
-    return await contacts.count_matching(
-        profile_id,
-        status=status,
-        key_prefix=selection.key_prefix,
-        field_equals=selection.field_equals,
-        value_prefix=selection.value_prefix,
-        source=source,
-    )
+    if selection == Selection(None, None, None) and selected.source is None:
+        return await _from_statistics(profile_id, selected.status, stats)
+    return await contacts.count_matching(profile_id, **_counted(selected, selection))
+
+
+@dataclass(frozen=True)
+class Counted:
+    """A count: `exact`, or estimated from the profile's sample (`estimated`)."""
+
+    count: int
+    exact: bool
+
+
+# A filter the profile's sample matches at most this many times (about 5,000 matches in all,
+# counted in tens of milliseconds) is counted exactly; above, estimated.
+EXACT_IN_SAMPLE = 20
+
+
+async def count_listed(
+    *,
+    account_id: str,
+    profile_id: str,
+    selected: ContactFilter,
+    exact: bool,
+    region: str,
+    schemas: SchemaStore,
+    contacts: ContactPages,
+    stats: StatsStore,
+) -> Counted:
+    """`count_contacts` at about the same cost however many match: none or a status alone
+    from the statistics; a filter the profile's sample matches at most EXACT_IN_SAMPLE times
+    counted exactly, more estimated from the sample. `exact`: count exactly however many (every
+    match is read)."""
+    schema = await writable_schema(schemas, account_id, profile_id)
+    selection = _selection(schema, selected, region)
+    if selection == Selection(None, None, None) and selected.source is None:
+        return Counted(await _from_statistics(profile_id, selected.status, stats), exact=True)
+    filters = _counted(selected, selection)
+    if not exact:
+        in_sample = await contacts.count_matching(profile_id, in_sample=True, **filters)
+        if in_sample > EXACT_IN_SAMPLE:
+            return Counted(estimated(in_sample), exact=False)
+    return Counted(await contacts.count_matching(profile_id, **filters), exact=True)
+
+
+def estimated(in_sample: int) -> int:
+    """How many contacts `in_sample` matches of the profile's sample stand for, to two
+    significant digits: the sample's error is about one in the square root of its count (22%
+    at 20, 7% at 200)."""
+    scaled = in_sample * SAMPLE_RATE
+    return round(scaled, 2 - len(str(scaled)))
+
+
+async def _from_statistics(profile_id: str, status: ContactStatus | None, stats: StatsStore) -> int:
+    counted = summarize(await stats.of_profile(profile_id), today=bson_now().date())
+    return counted.total if status is None else counted.by_status.get(status.value, 0)
+
+
+def _counted(selected: ContactFilter, selection: Selection) -> dict[str, Any]:
+    """The filters of `count_matching`."""
+    return {
+        "status": selected.status,
+        "key_prefix": selection.key_prefix,
+        "field_equals": selection.field_equals,
+        "value_prefix": selection.value_prefix,
+        "source": selected.source,
+    }
 
 
 def _selection(schema: ProfileSchema, selected: ContactFilter, region: str) -> Selection:
@@ -165,8 +301,8 @@ def _selection(schema: ProfileSchema, selected: ContactFilter, region: str) -> S
 
 
 def _folded_prefix(field_type: FieldType, prefix: str) -> str:
-    """The prefix as the folded terms hold values (`folded`); refused for numbers, dates and
-    booleans, and past the length of a folded term (it could not tell longer values apart)."""
+    """The prefix as sort keys hold text (`sortable_text`); refused for numbers, dates and
+    booleans, and past the length of text kept there (it could not tell longer values apart)."""
     if field_type not in PREFIX_TYPES:
         raise ValuesInvalid(
             [FieldProblem("value_prefix", f"{field_type.value} fields have no prefix search")]
@@ -178,7 +314,7 @@ def _folded_prefix(field_type: FieldType, prefix: str) -> str:
         raise ValuesInvalid(
             [FieldProblem("value_prefix", f"at most {FOLDED_TERM_LENGTH} characters once folded")]
         )
-    return wanted
+    return sortable_text(wanted)
 
 
 EXPORT_PAGE = 1000

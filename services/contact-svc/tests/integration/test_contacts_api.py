@@ -15,6 +15,7 @@ import pytest
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
+from contact_svc.contact_documents import in_sample
 from contact_svc.contact_repository import MongoContactRepository
 from contact_svc.domain import Contact
 from contact_svc.settings import ContactSettings
@@ -90,10 +91,11 @@ async def test_contacts_are_created_read_patched_replaced_and_deleted(
         "Fecha de Nacimiento": "1985-03-05",
     }
     assert created.headers["location"] == f"{base}/ana@example.com"
-    problem(
-        await contacts.post(base, json={"fields": {"email": "ana@example.com", "Nombre": "Ana"}}),
-        409,
+    again = await contacts.post(
+        base, json={"fields": {"email": "ana@example.com", "Nombre": "Ana"}}
     )
+    problem(again, 409)
+    assert [e["field"] for e in again.json()["errors"]] == ["email"]  # a form shows it there
 
     patched = await contacts.patch(f"{base}/ANA@example.com", json={"fields": {"Ciudad": "Lima"}})
     assert patched.status_code == 200 and patched.json()["version"] == 2
@@ -705,3 +707,90 @@ async def test_openapi_shows_the_value_prefix_parameter(services: Services) -> N
     for path in ("/v1/profiles/{profile_id}/contacts", "/v1/profiles/{profile_id}/contacts:count"):
         parameters = {p["name"]: p for p in paths[path]["get"]["parameters"]}
         assert "accents" in parameters["value_prefix"]["description"]
+
+
+async def walk(contacts: httpx.AsyncClient, base: str, **params: str) -> list[str]:
+    """The keys of every page of the listing, two contacts a page, following the cursors."""
+    walked: list[str] = []
+    cursor = None
+    while True:
+        paged = {**params, "limit": "2", **({"cursor": cursor} if cursor else {})}
+        page = (await contacts.get(base, params=paged)).json()
+        walked += [item["key"] for item in page["items"]]
+        if not (cursor := page["next_cursor"]):
+            return walked
+
+
+async def test_contacts_sort_by_a_field_named_as_the_api_names_it(
+    services: Services, known_profile: Any
+) -> None:
+    _, contacts = services
+    profile = await known_profile(name="Sorted", fields=FIELDS)
+    base = f"/v1/profiles/{profile['id']}/contacts"
+    people = [  # key, Ciudad, Edad, Fecha de Nacimiento
+        ("a", "Ñuñoa", 9, "1990-05-01"),
+        ("b", "lima", 10, None),
+        ("c", "Arica", None, "2001-01-31"),
+        ("d", "Valparaíso", 10.0, "1985-12-24"),
+        ("e", None, -3.5, "1990-05-02"),
+        ("f", "LIMA", 100, "1979-07-07"),
+    ]
+    batch = []
+    for key, city, age, born in people:
+        values = {"Ciudad": city, "Edad": age, "Fecha de Nacimiento": born}
+        given = {name: value for name, value in values.items() if value is not None}
+        batch.append({"email": f"{key}@example.com", "Nombre": key.upper(), **given})
+    assert (await contacts.post(f"{base}:batch", json={"contacts": batch})).is_success
+    await contacts.patch(f"{base}/d@example.com", json={"status": "bounced"})
+    await contacts.patch(f"{base}/f@example.com", json={"status": "bounced"})
+
+    cases: list[tuple[dict[str, str], str]] = [
+        ({"sort": "Edad"}, "eabdfc"),  # numbers as numbers (10 after 9), ties (10, 10.0) by key
+        ({"sort": "-Edad"}, "fdbaec"),  # reversed; those without an age still last
+        ({"sort": "ciudad"}, "cbfade"),  # case and accents ignored: arica, lima, lima, ...
+        ({"sort": "-Fecha de Nacimiento"}, "ceadfb"),
+        ({"sort": "Edad", "status": "bounced"}, "df"),
+        ({"sort": "-Ciudad", "field": "Ciudad", "value_prefix": "li"}, "fb"),
+        ({"sort": "Edad", "key_prefix": "C"}, "c"),
+    ]
+    for params, order in cases:
+        assert await walk(contacts, base, **params) == [f"{k}@example.com" for k in order], params
+
+    unknown = problem(await contacts.get(base, params={"sort": "-Edades"}), 422)
+    assert unknown["errors"][0]["field"] == "sort" and "Edades" in unknown["errors"][0]["message"]
+    by_age = (await contacts.get(base, params={"sort": "Edad", "limit": 1})).json()
+    other = await contacts.get(base, params={"sort": "-Edad", "cursor": by_age["next_cursor"]})
+    assert problem(other, 422)["errors"][0]["field"] == "cursor"
+    by_key = await contacts.get(base, params={"sort": "key", "cursor": by_age["next_cursor"]})
+    assert problem(by_key, 422)["errors"][0]["field"] == "cursor"
+
+    paths = (await contacts.get("/openapi.json")).json()["paths"]
+    parameters = {
+        p["name"]: p for p in paths["/v1/profiles/{profile_id}/contacts"]["get"]["parameters"]
+    }
+    assert "a field's name" in parameters["sort"]["description"]
+
+
+async def test_a_count_of_many_matches_is_estimated_unless_asked_exactly(
+    services: Services, known_profile: Any
+) -> None:
+    """Contacts whose keys are all in the profile's sample: 30 of them count as 30 * 256."""
+    _, contacts = services
+    profile = await known_profile(name="Sampled", fields=FIELDS)
+    base = f"/v1/profiles/{profile['id']}/contacts"
+    keys = [f"s{n}@example.com" for n in range(20000) if in_sample(f"s{n}@example.com")][:30]
+    assert len(keys) == 30
+    batch = [{"email": key, "Nombre": "S", "Ciudad": "Lima"} for key in keys]
+    assert (await contacts.post(f"{base}:batch", json={"contacts": batch})).is_success
+
+    by_city = {"field": "Ciudad", "value": "Lima"}
+    estimated = (await contacts.get(f"{base}:count", params=by_city)).json()
+    assert estimated == {"count": 7700, "exact": False, "status": None}  # 30 * 256 = 7,680
+    exact = await contacts.get(f"{base}:count", params={**by_city, "exact": "true"})
+    assert exact.json() == {"count": 30, "exact": True, "status": None}
+    few = (await contacts.get(f"{base}:count", params={"key_prefix": "s1"})).json()
+    assert few == {
+        "count": len([k for k in keys if k.startswith("s1")]),
+        "exact": True,
+        "status": None,
+    }

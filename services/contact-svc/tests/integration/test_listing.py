@@ -1,20 +1,28 @@
 """Contact pages on the real server: every order and filter, walked page by page with cursors,
 gives exactly what sorting and filtering all contacts in Python gives (ADR 9's read paths:
-`_id` ranges, the probe that sends rare filters to the terms index, creation-time windows)."""
+`_id` ranges, the probe that sends rare filters to their index, creation-time windows, ranges
+of a field's sort keys sized by the profile's sample, few matches sorted here)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
 
-from contact_svc.contact_documents import FOLDED_TERM_LENGTH, folded
+from contact_svc.contact_documents import FOLDED_TERM_LENGTH, folded, in_sample, sort_key
 from contact_svc.contact_repository import MongoContactRepository
 from contact_svc.domain import Contact, ContactOrder, PagePosition
-from contact_svc.listing_repository import TERMS_INDEX, MongoContactPages
+from contact_svc.listing_repository import (
+    SORT_INDEX,
+    TERMS_INDEX,
+    FieldOrder,
+    MongoContactPages,
+    SortedPosition,
+)
 from contact_svc.settings import ContactSettings
 from contact_svc.suppression_repository import MongoSuppressionStore
 from contacts_shared.journal import EventJournal
@@ -42,10 +50,26 @@ def town(index: int) -> str:
     return "Ñuñoa" if index % 2 else "Nunoa Alto"
 
 
+def sample_key(index: int) -> str:
+    """Every third contact's key is one of the profile's sample (one in 256 otherwise), so
+    that sorted pages of 160 contacts have many sample keys to size their ranges with."""
+    key, suffix = f"user{index:03d}@example.com", 0
+    while index % 3 == 0 and not in_sample(key):
+        suffix += 1
+        key = f"user{index:03d}.{suffix}@example.com"
+    return key
+
+
+def points(index: int) -> int | float:
+    """Negatives, ties, halves and whole floats equal to ints (2.0 and 2 are one value)."""
+    whole = (index * 37) % 23 - 11
+    return whole / 2 if index % 4 == 0 else whole
+
+
 def sample_contact(index: int) -> Contact:
     created = NOW - AGES[index % len(AGES)] + timedelta(milliseconds=index % 7)
     status = ContactStatus.BOUNCED if index % 40 == 3 else ContactStatus.ACTIVE
-    key = f"user{index:03d}@example.com"
+    key = sample_key(index)
     # One import rare, a webhook common, the API for the rest.
     source = "import:i1" if index % 45 == 2 else "webhook:w1" if index % 3 == 1 else "api"
     return Contact(
@@ -57,6 +81,13 @@ def sample_contact(index: int) -> Contact:
             "city": "Rare" if index % 37 == 5 else "Lima",
             "score": index % 3,
             "town": town(index),
+            # Some contacts without them: they come after those with a value.
+            **({"points": points(index)} if index % 5 != 1 else {}),
+            **(
+                {"joined": str(date(2020, 1, 1) + timedelta(days=index * 53 % 900))}
+                if index % 7 != 3
+                else {}
+            ),
         },
         status=status,
         status_source="test",
@@ -216,6 +247,64 @@ async def test_every_page_walk_matches_sorting_everything(
     assert expected, "each case lists something"
 
 
+def in_field_order(order: FieldOrder, contacts: list[Contact]) -> list[str]:
+    """The keys of `contacts` by the field's value as people expect it, computed here without
+    sort keys: numbers as numbers, text ignoring case and accents (its first 64 characters),
+    ties by key, all reversed for descending; those without a value after, by key."""
+
+    def value(contact: Contact) -> tuple[float, str]:
+        given = contact.fields[order.field_key]
+        if isinstance(given, str):
+            return (math.inf, folded(given)[:FOLDED_TERM_LENGTH])
+        return (float(given), "")
+
+    valued = [c for c in contacts if order.field_key in c.fields]
+    valued.sort(key=lambda c: (value(c), c.key), reverse=order.descending)
+    lacking = sorted(c.key for c in contacts if order.field_key not in c.fields)
+    return [c.key for c in valued] + lacking
+
+
+FIELD_ORDERS = {
+    "points": FieldOrder("points"),
+    "-points": FieldOrder("points", descending=True),
+    "town": FieldOrder("town"),
+    "-joined": FieldOrder("joined", descending=True),
+}
+
+
+@pytest.mark.parametrize("sort", list(FIELD_ORDERS))
+@pytest.mark.parametrize("filter_name", list(FILTERS))
+@pytest.mark.parametrize("limit", [4, 50])
+async def test_every_page_walk_by_a_field_matches_sorting_everything(
+    repository: MongoContactRepository, sort: str, filter_name: str, limit: int
+) -> None:
+    arguments, matches = FILTERS[filter_name]
+    order = FIELD_ORDERS[sort]
+    expected = in_field_order(order, [c for c in CONTACTS if not c.deleted and matches(c)])
+    walked: list[str] = []
+    after: SortedPosition | None = None
+    while True:
+        page = await repository.find_page(
+            PROFILE,
+            status=arguments.get("status"),
+            key_prefix=arguments.get("key_prefix"),
+            field_equals=arguments.get("field_equals"),
+            source=arguments.get("source"),
+            value_prefix=arguments.get("value_prefix"),
+            after=after,
+            limit=limit,
+            by_field=order,
+        )
+        assert len(page) <= limit
+        walked += [contact.key for contact in page]
+        if len(page) < limit:
+            break
+        last = page[-1]
+        position = sort_key(PROFILE, last.fields.get(order.field_key), last.key)
+        after = SortedPosition(position, last.key)
+    assert walked == expected
+
+
 @pytest.mark.parametrize("filter_name", list(FILTERS))
 async def test_counts_match_the_listing_and_read_an_index(
     repository: MongoContactRepository,
@@ -229,14 +318,19 @@ async def test_counts_match_the_listing_and_read_an_index(
     filters = {name: arguments.get(name) for name in names}
     pages = MongoContactPages(database["contacts"])
     counted = await pages.count_matching(PROFILE, **filters)
-    assert counted == len([c for c in CONTACTS if not c.deleted and matches(c)])
+    matching = [c for c in CONTACTS if not c.deleted and matches(c)]
+    assert counted == len(matching)
     listed = await repository.find_page(PROFILE, after=None, limit=500, **filters)
     assert counted == len(listed)
+    # The sample's share of the matches: what an estimated count scales up.
+    sampled = await pages.count_matching(PROFILE, in_sample=True, **filters)
+    assert sampled == len([c for c in matching if in_sample(c.key)])
     for command in queries.sent:
         used = await indexes_read(database, command)
-        # A value prefix is a range of the terms index, unless a key prefix reads `_id`.
+        # A value prefix is a range of sort keys (with exact terms, the server may intersect
+        # both indexes' matches), unless a key prefix reads `_id`; the sample is a term.
         if "value_prefix" in arguments and "key_prefix" not in arguments:
-            assert used == {TERMS_INDEX}, command
+            assert used <= {SORT_INDEX, TERMS_INDEX}, command
 
 
 @pytest.mark.parametrize("prefix", ["vina", "nunoa"])
@@ -296,6 +390,42 @@ async def test_source_pages_read_indexes(
         assert await indexes_read(database, command), command
 
 
+@pytest.mark.parametrize("sort", list(FIELD_ORDERS))
+@pytest.mark.parametrize("filter_name", ["none", "rare status", "common value", "value prefix"])
+async def test_pages_by_a_field_read_indexes(
+    repository: MongoContactRepository,
+    watched: tuple[Any, Any],
+    indexes_read: Any,
+    sort: str,
+    filter_name: str,
+) -> None:
+    arguments, matches = FILTERS[filter_name]
+    database, queries = watched
+    pages = MongoContactPages(database["contacts"], probe_size=10)
+    order = FIELD_ORDERS[sort]
+    after: SortedPosition | None = None
+    walked: list[str] = []
+    while page := await pages.find_page(
+        PROFILE,
+        status=arguments.get("status"),
+        key_prefix=None,
+        field_equals=arguments.get("field_equals"),
+        value_prefix=arguments.get("value_prefix"),
+        after=after,
+        limit=9,
+        by_field=order,
+    ):
+        walked += [c.key for c in page]
+        last = page[-1]
+        after = SortedPosition(
+            sort_key(PROFILE, last.fields.get(order.field_key), last.key), last.key
+        )
+    assert walked == in_field_order(order, [c for c in CONTACTS if not c.deleted and matches(c)])
+    assert queries.sent
+    for command in queries.sent:
+        assert await indexes_read(database, command), command
+
+
 async def test_a_removed_field_leaves_values_and_terms(
     repository: MongoContactRepository,
 ) -> None:
@@ -327,3 +457,15 @@ async def test_a_removed_field_leaves_values_and_terms(
     )
     assert page and all("city" not in contact.fields for contact in page)
     assert any("score" in contact.fields for contact in page)
+    # Sorted by the removed field (a field of that name added again), no contact has a value:
+    # all come in key order, whatever sort keys the removal left.
+    by_city = await repository.find_page(
+        PROFILE,
+        status=None,
+        key_prefix=None,
+        field_equals=None,
+        after=None,
+        limit=500,
+        by_field=FieldOrder("city"),
+    )
+    assert [c.key for c in by_city] == [c.key for c in page]
