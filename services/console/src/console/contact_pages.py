@@ -320,11 +320,21 @@ async def _contacts_page(api: Api, listing: Listing) -> dict[str, Any] | None:
     return found
 
 
-async def _count(api: Api, listing: Listing) -> int | None:
+@dataclass(frozen=True)
+class Total:
+    """How many contacts a listing holds; not `exact`: contact-svc's estimate from the
+    profile's sample (a filter matching more than a few thousand)."""
+
+    count: int
+    exact: bool
+
+
+async def _total(api: Api, listing: Listing) -> Total | None:
     if not listing.profile_id:
         return None
     path = _at("v1", "profiles", listing.profile_id, "contacts:count")
-    return int((await api.get(CONTACTS, path, **listing.filters()))["count"])
+    counted = await api.get(CONTACTS, path, **listing.filters())
+    return Total(int(counted["count"]), bool(counted.get("exact", True)))
 
 
 @router.get("/contacts", response_class=HTMLResponse)
@@ -336,7 +346,7 @@ async def list_contacts(request: Request, page: PageFor, api: SignedIn) -> HTMLR
         _pickable_profiles(api),
         _profile(api, listing.profile_id),
         _contacts_page(api, listing),
-        _count(api, listing),
+        _total(api, listing),
     )
     shown = _editable(chosen.value) if chosen.ok and chosen.value else []
     return page.render(
@@ -422,7 +432,8 @@ async def bulk_action(request: Request, page: PageFor, api: SignedIn) -> Respons
     count: int | None = len(choice.keys)
     if choice.every_match and down is None:
         try:
-            count = await _count(api, choice.listing)
+            total = await _total(api, choice.listing)
+            count = total.count if total else None
         except ServiceDown as exc:
             count, down = None, exc
         except Refused as refused:

@@ -18,7 +18,7 @@ from contact_svc.bulk_jobs import BULK_PAGE, BulkJob, PendingPage, by_partition
 from contact_svc.contact_handlers import writable_schema
 from contact_svc.contact_repository import ContactRepository, Saving
 from contact_svc.domain import apply_bulk_change
-from contact_svc.listing_handlers import ContactFilter, count_contacts, selected_keys
+from contact_svc.listing_handlers import ContactFilter, count_listed, selected_keys
 from contact_svc.listing_repository import ContactPages
 from contact_svc.stats_repository import StatsStore
 from contacts_shared.commands import BulkAction, BulkChange, BulkOutcome, contact_partition_key
@@ -87,16 +87,19 @@ async def accept_bulk_action(
             problems.extend(FieldProblem(f"keys[{index}]", p.message) for p in exc.problems)
     if problems:
         raise ValuesInvalid(problems)
-    if selected is not None:
-        total = await count_contacts(
-            account_id=account_id,
-            profile_id=profile_id,
-            selected=selected,
-            region=region,
-            schemas=schemas,
-            contacts=contacts,
-            stats=stats,
-        )
+    if selected is not None:  # an estimate past a few thousand: the request stays quick
+        total = (
+            await count_listed(
+                account_id=account_id,
+                profile_id=profile_id,
+                selected=selected,
+                exact=False,
+                region=region,
+                schemas=schemas,
+                contacts=contacts,
+                stats=stats,
+            )
+        ).count
     job = BulkJob(
         id=uuid.uuid4().hex,
         account_id=account_id,

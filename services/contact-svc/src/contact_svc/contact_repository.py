@@ -14,6 +14,7 @@ from pymongo.errors import DuplicateKeyError
 from contact_svc.contact_documents import (
     DELETED,
     SEARCH_TERMS,
+    SORT_KEYS,
     contact_document,
     contact_of,
     field_term_prefix,
@@ -302,7 +303,7 @@ class MongoContactRepository:
         await self._collection.update_many(
             {"_id": profile_range(profile_id)},
             {
-                "$unset": {f"fields.{field_key}": ""},
+                "$unset": {f"fields.{field_key}": "", f"{SORT_KEYS}.{field_key}": ""},
                 "$pull": {SEARCH_TERMS: {"$regex": pattern}},
             },
         )

@@ -187,26 +187,6 @@ async def selected_keys(
     return [contact.key for contact in page]
 
 
-async def count_contacts(
-    *,
-    account_id: str,
-    profile_id: str,
-    selected: ContactFilter,
-    region: str,
-    schemas: SchemaStore,
-    contacts: ContactPages,
-    stats: StatsStore,
-) -> int:
-    """How many contacts `list_contacts` lists with the same filters: none or a status alone
-    from the statistics (the same cost at any size, a moment behind the writes), any other
-    filter counted from the contacts' indexes (every match is read)."""
-    schema = await writable_schema(schemas, account_id, profile_id)
-    selection = _selection(schema, selected, region)
-    if selection == Selection(None, None, None) and selected.source is None:
-        return await _from_statistics(profile_id, selected.status, stats)
-    return await contacts.count_matching(profile_id, **_counted(selected, selection))
-
-
 @dataclass(frozen=True)
 class Counted:
     """A count: `exact`, or estimated from the profile's sample (`estimated`)."""
@@ -231,8 +211,9 @@ async def count_listed(
     contacts: ContactPages,
     stats: StatsStore,
 ) -> Counted:
-    """`count_contacts` at about the same cost however many match: none or a status alone
-    from the statistics; a filter the profile's sample matches at most EXACT_IN_SAMPLE times
+    """How many contacts `list_contacts` lists with the same filters, at about the same cost
+    however many match: none or a status alone from the statistics (a moment behind the
+    writes); a filter the profile's sample matches at most EXACT_IN_SAMPLE times
     counted exactly, more estimated from the sample. `exact`: count exactly however many (every
     match is read)."""
     schema = await writable_schema(schemas, account_id, profile_id)
