@@ -25,6 +25,11 @@ def _by_partition(stored: Mapping[str, int]) -> dict[int, int]:
     return {int(partition): page for partition, page in stored.items()}
 
 
+def _filter(stored: Document) -> ContactFilter:
+    status = stored.get("status")
+    return ContactFilter(**{**stored, "status": ContactStatus(status) if status else None})
+
+
 def _job(document: Document) -> BulkJob:
     lease = document.get("lease") or {}
     pending = document.get("pending")
@@ -39,7 +44,7 @@ def _job(document: Document) -> BulkJob:
         status=ContactStatus(document["status"]) if document.get("status") else None,
         reason=document.get("reason"),
         keys=tuple(document["keys"]) if document.get("keys") is not None else None,
-        filter=ContactFilter(**selection) if selection is not None else None,
+        filter=_filter(selection) if selection is not None else None,
         state=BulkState(document["state"]),
         started_at=document.get("started_at"),
         finished_at=document.get("finished_at"),

@@ -19,6 +19,7 @@ from contact_svc.bulk_repository import MongoBulkJobStore
 from contact_svc.contact_handlers import upsert_contact
 from contact_svc.contact_repository import MongoContactRepository
 from contact_svc.domain import Contact, Suppression
+from contact_svc.listing_handlers import ContactFilter
 from contact_svc.settings import ContactSettings
 from contact_svc.suppression_repository import MongoSuppressionStore
 from contacts_shared.commands import (
@@ -315,3 +316,18 @@ async def test_a_bulk_page_applied_again_repeats_its_outcomes_and_counts_once(
     )
     c, _ = await stores.contacts.find("p1", "c@x.io")
     assert c is not None and c.status is ContactStatus.ACTIVE and c.version == 1
+
+
+async def test_a_job_reads_back_as_it_was_stored(stores: Stores) -> None:
+    jobs = MongoBulkJobStore(stores.documents.database["bulk_jobs"])
+    job = BulkJob(
+        id="j2",
+        account_id="a1",
+        profile_id="p1",
+        action=BulkAction.DELETE,
+        created_at=datetime.now(UTC).replace(microsecond=0),
+        filter=ContactFilter(status=ContactStatus.BOUNCED, field="Ciudad", value_prefix="vi"),
+        total=7,
+    )
+    await jobs.add(job)
+    assert await jobs.get("j2") == job
