@@ -195,7 +195,9 @@ async def test_an_unknown_old_profile_is_answered_at_once(services: Services) ->
         started = time.perf_counter()
         problem(await contacts.post(path, json=body), 404)
         took.append(time.perf_counter() - started)
-    assert max(took) < 0.1, took
+    # The wait for a profile on its way is 3 s (`profile_wait_seconds`): well under it, the
+    # answer did not wait, however loaded the machine running the tests.
+    assert max(took) < 1.0, took
 
 
 async def test_mobile_only_contacts_are_keyed_by_e164(
