@@ -84,14 +84,7 @@ async def list_contacts(
     schema = await writable_schema(schemas, account_id, profile_id)
     selection = _selection(schema, selected, region)
     order = listing_order(schema, sort)
-    filters: dict[str, Any] = {
-        "status": selected.status,
-        "key_prefix": selection.key_prefix,
-        "field_equals": selection.field_equals,
-        "value_prefix": selection.value_prefix,
-        "source": selected.source,
-        "limit": limit + 1,
-    }
+    filters = {**_stored_filters(selected, selection), "limit": limit + 1}
     if isinstance(order, FieldOrder):
         after = parse_field_cursor(order, cursor) if cursor else None
         found = await contacts.find_page(profile_id, after=after, by_field=order, **filters)
@@ -176,13 +169,9 @@ async def selected_keys(
     selection = _selection(schema, selected, region)
     page = await contacts.find_page(
         schema.profile_id,
-        status=selected.status,
-        key_prefix=selection.key_prefix,
-        field_equals=selection.field_equals,
-        value_prefix=selection.value_prefix,
-        source=selected.source,
         after=PagePosition(after_key) if after_key is not None else None,
         limit=limit,
+        **_stored_filters(selected, selection),
     )
     return [contact.key for contact in page]
 
@@ -220,7 +209,7 @@ async def count_listed(
     selection = _selection(schema, selected, region)
     if selection == Selection(None, None, None) and selected.source is None:
         return Counted(await _from_statistics(profile_id, selected.status, stats), exact=True)
-    filters = _counted(selected, selection)
+    filters = _stored_filters(selected, selection)
     if not exact:
         in_sample = await contacts.count_matching(profile_id, in_sample=True, **filters)
         if in_sample > EXACT_IN_SAMPLE:
@@ -241,8 +230,8 @@ async def _from_statistics(profile_id: str, status: ContactStatus | None, stats:
     return counted.total if status is None else counted.by_status.get(status.value, 0)
 
 
-def _counted(selected: ContactFilter, selection: Selection) -> dict[str, Any]:
-    """The filters of `count_matching`."""
+def _stored_filters(selected: ContactFilter, selection: Selection) -> dict[str, Any]:
+    """The filters as `find_page` and `count_matching` take them."""
     return {
         "status": selected.status,
         "key_prefix": selection.key_prefix,
