@@ -1,7 +1,7 @@
 """The console's Virtual Profile section and the actions on one profile in Debian's headless
 Chromium, against the real services on the real stack: a marketer builds a virtual profile of
 two rules over a regular profile (made, with its contacts, through the APIs), sees the
-preview's count, saves it and sees its members; a contact edited through the API enters them;
+preview's count, saves it and sees its members; a contact edited on its page enters them;
 the members are searched and exported. Then the regular profile's statistics, its edit, its
 export, and its delete, refused while the virtual profile stands on it. axe-core checks every
 page.
@@ -142,10 +142,15 @@ async def test_a_marketer_segments_a_profile_and_manages_it(browser: Browser, co
         await expect(members.get_by_role("row", name="dan@example.cl")).to_have_count(0)
         await console.accessible(page, "virtual-members")
 
-        # dan turns 35: he enters the members a moment later.
-        contact = f"{urls['contact']}/v1/profiles/{profile_id}/contacts/dan@example.cl"
-        edited = await api.patch(contact, json={"fields": {"Edad": 35}})
-        assert edited.status_code == 200, edited.text
+        # dan turns 35, edited on his page: he enters the members a moment later.
+        members_url = page.url
+        await page.goto(f"{console.url}/contacts/{profile_id}/dan@example.cl")
+        await expect(page.get_by_text("In no virtual profile.")).to_be_visible()
+        await page.get_by_label("Edad").fill("35")
+        await page.get_by_role("button", name="Save", exact=True).click()
+        await expect(page.get_by_text("Fields saved.")).to_be_visible()
+        await console.reload_until(page, "Santiago 30+ · since")
+        await page.goto(members_url)
         await console.reload_until(page, "dan@example.cl")
         await expect(page.get_by_text("3 members")).to_be_visible()
 

@@ -3,14 +3,16 @@ public APIs. Run with `uvicorn --factory console.app:create_app` (port 8100 in `
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import FastAPI, Form, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from console.backends import PROFILES, Backends, Refused, ServiceDown, SignedOut
 from console.contact_pages import router as contact_router
@@ -21,13 +23,11 @@ from console.sessions import COOKIE, LOCALES, Session, SessionSeal
 from console.settings import ConsoleSettings
 from console.virtual_pages import router as virtual_router
 from console.web import (
-    SECTIONS,
     CsrfChecked,
     CsrfRefused,
     CurrentSession,
     Page,
     PageFor,
-    SignedIn,
     SignInNeeded,
     keep_session,
     session_of,
@@ -41,13 +41,6 @@ def _safe_next(target: str | None) -> str:
     if target and target.startswith("/") and not target.startswith("//"):
         return target
     return "/profiles"
-
-
-def _coming(title: str) -> Callable[..., Awaitable[HTMLResponse]]:
-    async def coming(page: PageFor, api: SignedIn) -> HTMLResponse:
-        return page.render("coming.html", title=title)
-
-    return coming
 
 
 def create_app(
@@ -100,9 +93,33 @@ def create_app(
             "unavailable.html", status_code=503, down=exc
         )
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """An address that is no page, a method it does not take, a body that cannot be
+        read: said in a page of the console, never as JSON."""
+        page = Page(request, session_of(request))
+        response = page.render("error.html", status_code=exc.status_code, status=exc.status_code)
+        response.headers.update(exc.headers or {})
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def unusable_input(request: Request, exc: RequestValidationError) -> Response:
+        """A value in the address or form that no page of the console makes (a link edited
+        by hand): a page naming it."""
+        named = sorted({str(error["loc"][-1]) for error in exc.errors() if error.get("loc")})
+        page = Page(request, session_of(request))
+        return page.render("error.html", status_code=422, status=422, named=named)
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> dict[str, str]:
+        """Ready as soon as it serves: the console holds no state, and each page says in
+        itself which service is away while the rest of it works (so a service down must not
+        take the whole console out of its load balancer)."""
+        return {"status": "ready"}
 
     @app.get("/", include_in_schema=False)
     async def home() -> Response:
@@ -144,12 +161,5 @@ def create_app(
         chosen = locale if locale in LOCALES else "en"
         response = RedirectResponse(_safe_next(back), status_code=303)
         return keep_session(response, request, session.speaking(chosen))
-
-    # Sections whose pages come next (issue 22): named in the navigation, said to be coming.
-    for section, title, path in SECTIONS:
-        if not any(getattr(route, "path", None) == path for route in app.routes):
-            app.add_api_route(
-                path, _coming(title), methods=["GET"], response_class=HTMLResponse, name=section
-            )
 
     return app

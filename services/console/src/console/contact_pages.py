@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any
@@ -33,12 +34,14 @@ STATUSES = (
     N_("complained"),
     N_("blocked"),
 )
-# The orders contact-svc's listing offers (`sort=`).
+# The orders contact-svc's listing offers (`sort=`) besides a field's, `<name>` or `-<name>`
+# (a name it does not know it refuses, naming `sort`).
 SORTS = {
     "key": N_("Email or phone"),
     "created_at": N_("Oldest first"),
     "-created_at": N_("Newest first"),
 }
+_FIELD_ORDER = re.compile(r"-?[^-].{0,99}")
 CHANGE_LABELS = {
     "created": N_("Created"),
     "updated": N_("Updated"),
@@ -304,7 +307,7 @@ def _listing_of(values: Mapping[str, Any], prefix: str = "") -> Listing:
         key_prefix=found["key_prefix"],
         field=found["field"],
         value_prefix=found["value_prefix"],
-        sort=sort if sort in SORTS else "key",
+        sort=sort if sort in SORTS or _FIELD_ORDER.fullmatch(sort) else "key",
         cursor=str(values.get("cursor", "")),
     )
 
@@ -361,6 +364,7 @@ async def list_contacts(request: Request, page: PageFor, api: SignedIn) -> HTMLR
         search_errors=listed.refused.errors if listed.refused else {},
         statuses=STATUSES,
         sorts=SORTS,
+        sortable=shown,
         bulk_actions=BULK_ACTIONS,
         contact_url=_contact_url,
     )

@@ -4,12 +4,12 @@ read with Babel), and numbers and dates in the chosen locale."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from babel.dates import format_datetime
+from babel.dates import format_date, format_datetime
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
 
@@ -59,3 +59,9 @@ def when(value: datetime | str | None, locale: str) -> str:
         return ""
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
     return format_datetime(moment, format="medium", locale=locale)
+
+
+def day(value: date | str, locale: str) -> str:
+    return format_date(
+        date.fromisoformat(value) if isinstance(value, str) else value, locale=locale
+    )

@@ -134,6 +134,7 @@ class Page:
                 "locale": locale,
                 "number": lambda value: i18n.number(value, locale),
                 "when": lambda value: i18n.when(value, locale),
+                "day_label": lambda value: i18n.day(value, locale),
                 "session": self.session,
                 "sections": SECTIONS,
                 "current_section": section_of(self.request.url.path),

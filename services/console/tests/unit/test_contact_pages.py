@@ -4,6 +4,7 @@ the HTTP boundary."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import httpx
@@ -205,9 +206,8 @@ async def test_the_list_asks_one_page_and_its_total_with_the_same_filters(
     assert "1,234 contacts" in page and "All 1,234 matching" in page
     assert '<a href="/contacts/p1/ana@example.cl">ana@example.cl</a>' in page
     # The first three fields past the key as columns.
-    assert (
-        '<th scope="col">Nacimiento</th><th scope="col">Edad</th><th scope="col">Socio</th>' in page
-    )
+    headings = re.findall(r'<th scope="col" ?><a href="[^"]*">([^<]+)</a></th>', page)
+    assert headings == ["Email or phone", "Nacimiento", "Edad", "Socio"]
     assert "<td></td><td>41</td><td>Yes</td>" in page
     # Sorting, paging and the bulk form keep the filters.
     assert 'aria-sort="descending"' in page
@@ -216,8 +216,42 @@ async def test_the_list_asks_one_page_and_its_total_with_the_same_filters(
     assert f'href="/contacts?{kept}&amp;cursor=c2&amp;sort=-created_at">Next page' in page
     assert '<input type="hidden" name="filter_value_prefix" value="vi">' in page
     # Only text, email and phone fields are searched by prefix.
-    assert '<option value="Ciudad" selected>Ciudad</option>' in page
-    assert '<option value="Edad"' not in page
+    searched = page.split('<select id="field"', 1)[1].split("</select>", 1)[0]
+    assert '<option value="Ciudad" selected>Ciudad</option>' in searched
+    assert '<option value="Edad"' not in searched
+
+
+async def test_the_list_is_ordered_by_a_field_from_its_heading_or_the_order_picker(
+    console: httpx.AsyncClient, services: FakeServices, signed_in: Any
+) -> None:
+    await signed_in()
+    with_profiles(services)
+    page_of = {"items": [contact("ana@example.cl", Edad=41)], "next_cursor": "c2"}
+    services.on(CONTACTS, "GET", "/v1/profiles/p1/contacts", httpx.Response(200, json=page_of))
+    services.on(
+        CONTACTS, "GET", "/v1/profiles/p1/contacts:count", httpx.Response(200, json={"count": 1})
+    )
+    services.calls.clear()
+    page = (await console.get("/contacts?profile_id=p1&sort=-Edad")).text
+    assert asked(services, CONTACTS, "/v1/profiles/p1/contacts") == [
+        {"limit": "50", "sort": "-Edad"}
+    ]
+    heading = (
+        '<th scope="col" aria-sort="descending"><a href="/contacts?profile_id=p1&amp;sort=Edad">'
+    )
+    assert heading + 'Edad</a> <span aria-hidden="true">↓</span></th>' in page
+    assert '<a href="/contacts?profile_id=p1&amp;sort=Nacimiento">Nacimiento</a>' in page
+    assert '<option value="-Edad" selected>Edad, descending</option>' in page
+    assert 'href="/contacts?profile_id=p1&amp;cursor=c2&amp;sort=-Edad">Next page' in page
+
+    refusal = {
+        "detail": "no field 'Talla' in this profile",
+        "errors": [{"field": "sort", "message": "no field 'Talla'"}],
+    }
+    services.on(CONTACTS, "GET", "/v1/profiles/p1/contacts", httpx.Response(422, json=refusal))
+    refused = await console.get("/contacts?profile_id=p1&sort=Talla")
+    assert refused.status_code == 200
+    assert "no field &#39;Talla&#39; in this profile" in refused.text
 
 
 async def test_a_service_down_spoils_only_its_part_of_the_list(

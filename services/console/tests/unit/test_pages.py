@@ -213,3 +213,30 @@ def test_a_page_belongs_to_the_section_it_lives_under() -> None:
         "/imports/i1": "import",
     }
     assert section_of("/sign-in") is None
+
+
+async def test_an_address_that_is_no_page_or_a_value_no_page_makes_is_said_in_a_page(
+    console: httpx.AsyncClient, signed_in: Any
+) -> None:
+    await signed_in()
+    missing = await console.get("/nowhere")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("text/html")
+    assert "There is no page at this address." in missing.text
+    assert 'aria-current="page"' not in missing.text  # no section claims it
+    edited = await console.get("/logs/imports/i1/refused", params={"after_line": "many"})
+    assert edited.status_code == 422
+    assert "It has a value no page of the console makes: after_line." in edited.text
+    wrong_method = await console.delete("/profiles")
+    assert wrong_method.status_code == 405
+    assert "GET" in wrong_method.headers["allow"]
+    assert "The console could not read this request." in wrong_method.text
+
+
+async def test_the_console_is_ready_while_a_service_is_down(
+    console: httpx.AsyncClient, services: FakeServices
+) -> None:
+    services.on(8101, "GET", "/v1/profiles", httpx.ConnectError("refused"))
+    ready = await console.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready"}

@@ -461,6 +461,9 @@ async def test_a_profiles_statistics_show_its_statuses_and_additions_as_charts(
         "by_status": {"active": 1200, "unsubscribed": 3, "bounced": 2, "complained": 0},
         "added_last_7_days": 40,
         "added_last_30_days": 300,
+        "added_by_day": [
+            {"day": f"2026-11-{day:02d}", "count": 80 if day == 20 else 0} for day in range(1, 31)
+        ],
         "last_change_at": "2026-11-20T10:00:00+00:00",
     }
     services.on(CONTACTS, "GET", "/v1/profiles/p1/stats", httpx.Response(200, json=stats))
@@ -470,6 +473,13 @@ async def test_a_profiles_statistics_show_its_statuses_and_additions_as_charts(
     assert 'href="/contacts?profile_id=p1&amp;status=bounced">2</a>' in page.text
     assert "1,205 contacts" in page.text and "Nov 20, 2026" in page.text
     assert 'width="200.0"' in page.text  # the largest bar, full width
+    # A column a day: the busiest one full height, the others flat; each day in the table.
+    assert page.text.count('width="16"') == 30
+    assert 'y="30.0" width="16" height="110.0"' in page.text
+    assert page.text.count('height="0.0"') == 29
+    assert "40 in the last 7 days, 300 in the last 30 days." in page.text
+    assert "Most in a day: 80" in page.text
+    assert '<th scope="row">Nov 20, 2026</th><td class="num">80</td>' in page.text
 
     services.on(PROFILES, "GET", "/v1/profiles/v1", httpx.Response(200, json=VIRTUAL))
     members = {"total": 7, "by_status": {"active": 7}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
@@ -373,11 +373,19 @@ async def delete_contact(
     )
 
 
+class DayCountOut(BaseModel):
+    day: date
+    count: int
+
+
 class StatsOut(BaseModel):
     total: int
     by_status: dict[str, int]
     added_last_7_days: int
     added_last_30_days: int
+    added_by_day: list[DayCountOut] = Field(
+        description="contacts added each UTC day of the last 30, oldest first, zeros included"
+    )
     last_change_at: datetime | None
 
 
@@ -387,8 +395,9 @@ stats_router = APIRouter(tags=["contacts"])
 @stats_router.get("/v1/profiles/{profile_id}/stats")
 async def profile_stats(profile_id: str, account_id: AccountId, request: Request) -> StatsOut:
     """Contacts of the profile: total, per status, added in the last 7 and 30 days (UTC days,
-    today included), and the time of the last change. Counted from the contact events as they
-    are published, so a change shows here a moment after its write is answered."""
+    today included) and on each of those 30 days, and the time of the last change. Counted
+    from the contact events as they are published, so a change shows here a moment after its
+    write is answered."""
     return StatsOut(**asdict(await stats_of(profile_id, account_id, request)))
 
 

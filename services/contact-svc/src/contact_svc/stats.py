@@ -143,16 +143,30 @@ class ProfileStats:
     by_status: dict[str, int]
     added_last_7_days: int
     added_last_30_days: int
+    # Contacts added each day of the last 30 (UTC), oldest first, days with none included.
+    added_by_day: list[DayCount]
     last_change_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DayCount:
+    day: date
+    count: int
 
 
 def summarize(parts: list[PartitionCounts], *, today: date) -> ProfileStats:
     """The profile's statistics from its partitions' shares. "Added in the last N days" counts
     contacts created from N-1 days before `today` (UTC) on and still in the profile."""
 
+    days = [today - timedelta(days=back) for back in range(ADDED_WINDOW_DAYS - 1, -1, -1)]
+    added = {_day(day): 0 for day in days}
+    for part in parts:
+        for day, n in part.added_by_day.items():
+            if day in added:
+                added[day] += n
+
     def added_since(days: int) -> int:
-        first = _day(today - timedelta(days=days - 1))
-        return sum(n for p in parts for d, n in p.added_by_day.items() if d >= first)
+        return sum(list(added.values())[-days:])
 
     by_status = {
         status.value: sum(p.by_status.get(status.value, 0) for p in parts)
@@ -164,5 +178,6 @@ def summarize(parts: list[PartitionCounts], *, today: date) -> ProfileStats:
         by_status=by_status,
         added_last_7_days=added_since(7),
         added_last_30_days=added_since(ADDED_WINDOW_DAYS),
+        added_by_day=[DayCount(day, added[_day(day)]) for day in days],
         last_change_at=max(changes, default=None),
     )

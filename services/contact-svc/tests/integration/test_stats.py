@@ -52,6 +52,9 @@ async def test_stats_follow_creations_status_changes_updates_and_deletions(
     assert await eventually(counted), stats
     assert stats["total"] == 3
     assert stats["added_last_7_days"] == stats["added_last_30_days"] == 3
+    today = datetime.now(UTC).date().isoformat()
+    assert stats["added_by_day"][-1] == {"day": today, "count": 3}
+    assert len(stats["added_by_day"]) == 30
     assert datetime.fromisoformat(stats["last_change_at"]) <= datetime.now(UTC)
     assert (await contacts.get(f"{base}:count")).json() == {
         "count": 3,
@@ -265,7 +268,10 @@ async def test_a_page_of_profiles_gets_the_statistics_each_profile_gets_alone(
         theirs = await contacts.get(
             "/v1/stats", params={"profile_id": [first["id"], foreign["id"]]}, headers=other
         )
-        return bool(theirs.json()["stats"] == {foreign["id"]: {**EMPTY, "by_status": ZEROS}})
+        found = theirs.json()["stats"]
+        days = found.get(foreign["id"], {}).pop("added_by_day", [])
+        empty = {**EMPTY, "by_status": ZEROS}
+        return bool(found == {foreign["id"]: empty} and {d["count"] for d in days} == {0})
 
     assert await eventually(theirs_only)
     hundred = [first["id"]] + [f"id{n}" for n in range(99)]

@@ -121,6 +121,15 @@ def test_added_counts_follow_utc_days_and_forget_what_left_the_window() -> None:
     stats = summarize([counts], today=NOW.date())
     assert stats.total == 4
     assert (stats.added_last_7_days, stats.added_last_30_days) == (1, 3)
+    # Day by day: 30 days, oldest first, the empty ones too.
+    assert [d.day for d in stats.added_by_day] == [
+        NOW.date() - timedelta(days=back) for back in range(29, -1, -1)
+    ]
+    assert {d.day: d.count for d in stats.added_by_day if d.count} == {
+        NOW.date() - timedelta(days=29): 1,
+        NOW.date() - timedelta(days=7): 1,
+        NOW.date(): 1,
+    }
     # A week later, the same counts seen from then.
     later = summarize([counts], today=NOW.date() + timedelta(days=7))
     assert (later.added_last_7_days, later.added_last_30_days) == (0, 2)
