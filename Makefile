@@ -38,6 +38,16 @@ $(CHROMIUM):
 	install="apt-get install -y -qq --no-install-recommends chromium"; \
 	$$install >/dev/null || { apt-get update -qq && $$install >/dev/null; }
 
+# Debian's promtool (package prometheus) for the test of the alert rules in deploy/monitoring:
+# installed once, as chromium is; when it is there, nothing runs.
+PROMTOOL := /usr/bin/promtool
+$(PROMTOOL):
+	@[ "$$(id -u)" = 0 ] || { echo "as root: apt-get install --no-install-recommends prometheus" >&2; exit 1; }
+	@echo "installing Debian's prometheus for promtool"
+	@export DEBIAN_FRONTEND=noninteractive; \
+	install="apt-get install -y -qq --no-install-recommends prometheus"; \
+	$$install >/dev/null || { apt-get update -qq && $$install >/dev/null; }
+
 # axe-core for the browser tests' accessibility checks, pinned by tests/browser's lock file.
 AXE := .local/browser/node_modules/axe-core/axe.min.js
 $(AXE): tests/browser/package.json tests/browser/package-lock.json
@@ -46,7 +56,7 @@ $(AXE): tests/browser/package.json tests/browser/package-lock.json
 	npm ci --prefix .local/browser --ignore-scripts --no-audit --no-fund --silent
 	touch $@
 
-setup: $(UV) $(CHROMIUM) $(AXE)
+setup: $(UV) $(CHROMIUM) $(PROMTOOL) $(AXE)
 	$(UV) sync --frozen --quiet
 
 run: setup

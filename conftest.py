@@ -22,6 +22,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from cloudevents.core.bindings.common import CONTENT_TYPE_HEADER
 from cloudevents.core.bindings.kafka import KafkaMessage, from_structured
 from cloudevents.core.formats.json import JSONFormat
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pymongo import MongoClient
 from pymongo.monitoring import (
     CommandFailedEvent,
@@ -30,6 +33,7 @@ from pymongo.monitoring import (
     CommandSucceededEvent,
 )
 
+from contacts_shared import tracing
 from contacts_shared.events import EventEnvelope
 from contacts_shared.kafka import Record
 
@@ -154,6 +158,37 @@ def read_envelopes(infrastructure: Infrastructure) -> EnvelopeReader:
         )
 
     return read
+
+
+RecordReader = Callable[..., Awaitable[list[Record]]]
+
+
+@pytest.fixture
+def read_records(infrastructure: Infrastructure) -> RecordReader:
+    """Reads a topic's records as sent (headers too) from the beginning until `until(records)`
+    holds or `timeout` passes."""
+
+    async def read(
+        topic: str, *, until: Callable[[list[Record]], bool], timeout: float = 30.0
+    ) -> list[Record]:
+        return await _read_topic(
+            infrastructure.kafka_bootstrap_servers, topic, lambda record: record, until, timeout
+        )
+
+    return read
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Tracing on in this process for the test (`contacts_shared.tracing`), every span ended
+    kept in memory; off again after."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use(provider)
+    yield exporter
+    tracing.use(None)
+    provider.shutdown()
 
 
 @dataclass(frozen=True)

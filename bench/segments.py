@@ -32,7 +32,9 @@ from aiokafka import AIOKafkaConsumer
 from figures import bulk_upsert_rate, latest_consumer, p50_p99
 from pymongo import AsyncMongoClient, InsertOne
 
+from contacts_shared.sampling import sample_bucket
 from contacts_shared.settings import ServiceSettings
+from segment_svc.membership import SAMPLE, sample_term
 
 CONTACTS_UPDATED = "contacts.contact.updated"
 ENTERED = "contacts.segment.contact_entered"
@@ -194,6 +196,8 @@ async def projected_contacts(
                 "created_at": now,
                 "updated_at": now,
                 "segments": {},
+                # As the worker writes it: a rebuild would otherwise write the document to add it.
+                SAMPLE: sample_term(profile_id, sample_bucket(f"m{i:07d}@bench.example")),
                 "rev": 1,
                 "outbox": [],
             }

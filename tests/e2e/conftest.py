@@ -55,7 +55,8 @@ class ServiceProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
+    def start(self, within: float = 30.0) -> None:
+        """Start the process and wait until it answers, failing after `within` seconds."""
         env = dict(self.env)
         if self.factory in WORKER_PORT_SETTINGS:
             command = [sys.executable, "-m", self.factory]
@@ -78,7 +79,7 @@ class ServiceProcess:
             self.process = subprocess.Popen(
                 command, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log_path.read_text()[-3000:]
             try:

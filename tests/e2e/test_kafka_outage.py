@@ -1,7 +1,8 @@
 """contact-svc while Kafka is away, under a webhook load (issue 19): the broker is killed with
 SIGKILL and started again on its own data, and meanwhile every webhook is answered 202 or 503
 (problem+json, Retry-After) within the request deadline, never 500, never left hanging; readiness
-goes 503 and back by itself; 202s resume with no service restarted; every record of a delivery
+stays 200, as reads keep being served (issue 23: Kafka is not in an API's readiness once its
+topics were verified at start); 202s resume with no service restarted; every record of a delivery
 answered 202 is stored exactly once. The broker is a private one of the test's own, started with
 devstack's functions on free ports under the test's tmp dir: the shared broker is never touched."""
 
@@ -190,6 +191,9 @@ async def test_kafka_killed_under_load_answers_503_in_time_and_loses_nothing(
                 private_kafka.kill()
                 killed = time.monotonic()
                 await asyncio.sleep(OUTAGE_SECONDS)  # the outage itself, deliveries going on
+                read_during_outage = await api.get(
+                    f"{contact_svc.url}/v1/profiles/{profile['id']}/contacts"
+                )
                 private_kafka.launch()
                 relaunched = time.monotonic()
                 await private_kafka.listening()
@@ -204,16 +208,12 @@ async def test_kafka_killed_under_load_answers_503_in_time_and_loses_nothing(
                 await load.stop()
         stopped = time.monotonic()
 
-        # Readiness went 503 while the broker was away (naming Kafka) and is back by itself.
-        away = [(r.at, r.body) for r in readiness if killed <= r.at <= relaunched]
-        not_ready = [(at, body) for at, body in away if "Not Ready" in body]
-        assert not_ready, f"contact-svc stayed ready while Kafka was down: {away[-3:]}"
-        assert any("kafka" in body for _, body in not_ready), not_ready[-1]
-        deadline = time.monotonic() + 60
-        while (ready := await api.get(f"{contact_svc.url}/readyz")).status_code != 200:
-            assert time.monotonic() < deadline, f"never ready again: {ready.text}"
-            await asyncio.sleep(0.5)
-        ready_again = time.monotonic()
+        # Readiness stayed 200 while the broker was away: the pod serves reads meanwhile.
+        away = [(r.at, r.status, r.body) for r in readiness if killed <= r.at <= relaunched]
+        assert away, "readiness never asked while Kafka was down"
+        not_ready = [each for each in away if each[1] != 200]
+        assert not not_ready, f"contact-svc not ready while Kafka was down: {not_ready[:3]}"
+        assert read_during_outage.status_code == 200, read_during_outage.text
 
         # Every delivery answered, in time, 202 or a 503 problem with Retry-After.
         by_status: dict[int | None, int] = {}
@@ -225,10 +225,10 @@ async def test_kafka_killed_under_load_answers_503_in_time_and_loses_nothing(
         )
         summary = (
             f"{len(answers)} deliveries by status {by_status}; slowest answer {slowest:.2f}s; "
-            f"outage: killed {killed - began:.1f}s into the load, not ready after "
-            f"{not_ready[0][0] - killed:.1f}s, relaunched after {relaunched - killed:.1f}s, "
+            f"outage: killed {killed - began:.1f}s into the load, "
+            f"relaunched after {relaunched - killed:.1f}s, "
             f"listening after {listening - killed:.1f}s, first 202 again after "
-            f"{accepted_again - killed:.1f}s, ready again after {ready_again - killed:.1f}s; "
+            f"{accepted_again - killed:.1f}s; "
             f"load stopped after {stopped - began:.1f}s"
         )
         print(summary)

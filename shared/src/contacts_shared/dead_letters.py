@@ -48,10 +48,10 @@ from contacts_shared.kafka import (
     Record,
     ensure_topics,
 )
+from contacts_shared.topics import MARKS_SUFFIX
 
 # The headers GuardedHandler._dead_letter adds; every header so prefixed is the dead letter's.
 REPLAYED_FROM_HEADER = "dlq-replayed-from"
-MARKS_SUFFIX = ".replayed"
 
 # Counted in the process that replays, beside contacts_dead_lettered_records_total.
 REPLAYED = Counter(

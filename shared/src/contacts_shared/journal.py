@@ -27,7 +27,9 @@ from datetime import timedelta
 from pydantic_core import to_json
 from pymongo import DeleteMany
 
+from contacts_shared import tracing
 from contacts_shared.kafka import EventPublisher, OutgoingMessage, event_message
+from contacts_shared.metrics import Backlog
 from contacts_shared.mongo import Collection, Document, bson_now, find_by_ids, prefix_range
 
 # On a document: the token of the journal that holds its last journaled write's events.
@@ -37,6 +39,8 @@ JOURNAL = "journal"
 HEADER = "h:"
 PART = "p:"
 PART_BYTES = 1_000_000
+# On a header: how many events the journal holds.
+EVENTS = "events"
 SWEEP_BATCH = 20
 
 
@@ -45,22 +49,26 @@ def _part_prefix(token: str) -> str:
 
 
 def entry_message(entry: Document) -> OutgoingMessage:
-    """An outbox entry (outbox.py) as the message that publishes it."""
+    """An outbox entry (outbox.py) as the message that publishes it, with the trace context
+    it was written in, if any."""
     envelope = entry["envelope"]
     # Commands share outboxes (`command_entry`) and go without the event header. An event is
     # told by its `specversion`, which every CloudEvent has and no command does, so entries
     # an older release queued are told apart as well.
     if "specversion" in envelope:
-        return event_message(entry["topic"], entry["key"], to_json(envelope))
-    return OutgoingMessage(entry["topic"], entry["key"], to_json(envelope))
+        message = event_message(entry["topic"], entry["key"], to_json(envelope))
+    else:
+        message = OutgoingMessage(entry["topic"], entry["key"], to_json(envelope))
+    trace = tracing.stored_headers(entry)
+    return message.with_headers(message.headers + trace) if trace else message
 
 
 def _kept(message: OutgoingMessage) -> Document:
     """A message as a journal keeps it, with its headers if it has any (an event's content
-    type: the sweep publishes it as the writer would have)."""
+    type, the writer's trace context: the sweep publishes it as the writer would have)."""
     kept: Document = {"topic": message.topic, "key": message.key, "value": message.value}
-    if message.headers:
-        kept["headers"] = [list(header) for header in message.headers]
+    if headers := tracing.with_current_context(message.headers):
+        kept["headers"] = [list(header) for header in headers]
     return kept
 
 
@@ -140,9 +148,23 @@ class EventJournal:
             for n, chunk in enumerate(chunks)
             if chunk
         ]
-        header = {"_id": HEADER + token, "token": token, "created_at": bson_now()}
-        await self._journal.insert_many([header, *parts], ordered=True)
+        # The header counts the events, so the backlog gauge reads headers alone (`backlog`).
+        events = sum(len(write.messages) for write in writes)
+        header = {"_id": HEADER + token, "token": token, "created_at": bson_now(), EVENTS: events}
+        with tracing.writing(self._journal, "insertMany", 1 + len(parts)):
+            await self._journal.insert_many([header, *parts], ordered=True)
         return token
+
+    async def backlog(self) -> Backlog:
+        """The events live journals hold (their writers' rounds in flight, and what dead
+        writers left) and when the oldest was journaled: the headers alone, read from the
+        `_id` index."""
+        cursor = self._journal.find({"_id": prefix_range(HEADER)}, {"created_at": 1, EVENTS: 1})
+        # A header an older release wrote has no count: one event at least.
+        return sum(
+            [Backlog(header.get(EVENTS, 1), header["created_at"]) async for header in cursor],
+            Backlog(),
+        )
 
     async def live_tokens(self) -> list[str]:
         """Tokens of the journals not yet removed: a journaled write must not replace them."""

@@ -14,11 +14,14 @@ from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import IllegalStateError, KafkaTimeoutError
 from prometheus_client import Counter
 
+from contacts_shared import tracing
 from contacts_shared.faults import OUTAGES, is_outage, next_outage_pause
+from contacts_shared.metrics import PartitionLags, partition_lags
 from contacts_shared.settings import ServiceSettings
+from contacts_shared.topics.gate import TopicGate, TopicsNotReady
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,9 @@ DEAD_LETTERED = Counter(
 )
 
 TOPIC_ALREADY_EXISTS = 36
+# The longest a consumer loop waits for its positions to show its lag (they are known at once
+# but right after a rebalance).
+LAG_POSITION_SECONDS = 1.0
 
 # What a parked record carries besides its own headers (read back by `dead_letters`).
 DLQ_HEADER_PREFIX = "dlq-"
@@ -48,6 +54,11 @@ class OutgoingMessage:
     # The key's partition (`partition_of`) when the sender knows it already; else the producer
     # hashes the key again.
     partition: int | None = None
+
+    def with_headers(self, headers: tuple[tuple[str, bytes], ...]) -> OutgoingMessage:
+        """The same message with these headers (made directly: `dataclasses.replace` takes
+        several times as long, and every record of a traced publish goes through here)."""
+        return OutgoingMessage(self.topic, self.key, self.value, headers, self.partition)
 
 
 # The Kafka protocol binding of CloudEvents, structured mode: a record whose value is a whole
@@ -140,13 +151,17 @@ class EventPublisher:
         topics: Iterable[str],
         partitions: int,
         call_timeout: float = 8.0,
+        gate: TopicGate | None = None,
     ) -> None:
         """`call_timeout`: the longest a start or a publish may wait for the broker before it
-        fails with KafkaTimeoutError (an outage: consumers wait, requests answer 503)."""
+        fails with KafkaTimeoutError (an outage: consumers wait, requests answer 503).
+        `gate`: verifies the topics before the first connection (`TopicGate.of_service`);
+        without one, `topics` are created with `partitions` each (tests, tools)."""
         self._bootstrap_servers = bootstrap_servers
         self._client_id = client_id
-        self._topics = tuple(topics)
-        self._partitions = partitions
+        # The topics of this process's publisher and consumers.
+        self.topics = gate or TopicGate.creating(bootstrap_servers, partitions)
+        self.topics.need(topics)
         self._call_timeout = call_timeout
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
@@ -160,13 +175,19 @@ class EventPublisher:
             topics=topics,
             partitions=settings.topic_partitions,
             call_timeout=settings.kafka_call_timeout_seconds,
+            gate=TopicGate.of_service(settings),
         )
+
+    @property
+    def client_id(self) -> str:
+        """Who publishes: the service's name, for a publisher `of_service`."""
+        return self._client_id
 
     async def producer(self) -> AIOKafkaProducer:
         """The started producer; raises KafkaError while the broker cannot be reached."""
         async with self._lock, self._deadline("start"):
             if self._producer is None:
-                await ensure_topics(self._bootstrap_servers, self._topics, self._partitions)
+                await self.topics.ensure()
                 producer = AIOKafkaProducer(
                     bootstrap_servers=self._bootstrap_servers,
                     client_id=self._client_id,
@@ -201,18 +222,20 @@ class EventPublisher:
         cannot reorder or duplicate within a partition.
         """
         producer = await self.producer()
-        async with self._deadline("publish"):
-            pending = [
-                await producer.send(
-                    m.topic,
-                    m.value,
-                    key=m.key.encode(),
-                    partition=m.partition,
-                    headers=list(m.headers) or None,
-                )
-                for m in messages
-            ]
-            await asyncio.gather(*pending)
+        # Each message carries the context of a publish span (tracing.publishing).
+        with tracing.publishing(list(messages)) as traced:
+            async with self._deadline("publish"):
+                pending = [
+                    await producer.send(
+                        m.topic,
+                        m.value,
+                        key=m.key.encode(),
+                        partition=m.partition,
+                        headers=list(m.headers) or None,
+                    )
+                    for m in traced
+                ]
+                await asyncio.gather(*pending)
 
     async def partitions_of(self, topic: str) -> int:
         """How many partitions `topic` has (a sender numbering its records per partition)."""
@@ -239,14 +262,22 @@ RecordHandler = Callable[[Record], Awaitable[None]]
 BatchHandler = Callable[[Sequence[Record]], Awaitable[None]]
 
 
+class OneAtATime:
+    """A batch handler that hands each record to `handler` in turn, each in a consumer span
+    of its own (a batch's span would join only the first record's trace)."""
+
+    def __init__(self, handler: RecordHandler) -> None:
+        self._handler = handler
+
+    async def __call__(self, records: Sequence[Record]) -> None:
+        for record in records:
+            with tracing.consuming([record]):
+                await self._handler(record)
+
+
 def one_at_a_time(handler: RecordHandler) -> BatchHandler:
     """A batch handler that hands each record to `handler` in turn."""
-
-    async def handle(records: Sequence[Record]) -> None:
-        for record in records:
-            await handler(record)
-
-    return handle
+    return OneAtATime(handler)
 
 
 class GuardedHandler:
@@ -278,10 +309,13 @@ class GuardedHandler:
         self.stopping = asyncio.Event()
 
     async def handle(self, records: Sequence[Record]) -> None:
-        if await self._attempt(records) is not None:
-            for record in records:
-                if (error := await self._attempt([record])) is not None:
-                    await self._dead_letter(record, error)
+        # A consumer span over the batch, unless the handler makes one per record.
+        per_record = isinstance(self._handler, OneAtATime)
+        with tracing.consuming(() if per_record else records):
+            if await self._attempt(records) is not None:
+                for record in records:
+                    if (error := await self._attempt([record])) is not None:
+                        await self._dead_letter(record, error)
 
     async def _attempt(self, records: Sequence[Record]) -> Exception | None:
         """Handle the records, retrying with backoff; the last error if every attempt failed.
@@ -350,6 +384,7 @@ class GuardedHandler:
         key = record.key.decode() if record.key is not None else ""
         await self._publisher.publish([OutgoingMessage(topic, key, record.value or b"", headers)])
         DEAD_LETTERED.labels(topic=record.topic).inc()
+        tracing.failed(exc)
 
 
 class ConsumerRunner:
@@ -367,7 +402,9 @@ class ConsumerRunner:
         max_attempts: int = 3,
         retry_backoff_seconds: float = 0.2,
         batch_size: int = 500,
+        group: str | None = None,
     ) -> None:
+        """`group`: the consumer's group, to show its partitions' lag (`contacts_consumer_lag`)."""
         self._consumer = consumer
         self._guard = GuardedHandler(
             publisher,
@@ -377,22 +414,51 @@ class ConsumerRunner:
             retry_backoff_seconds=retry_backoff_seconds,
         )
         self._batch_size = batch_size
+        self._lags = PartitionLags(group) if group is not None else None
 
     def stop(self) -> None:
         """Finish the batch in hand, commit, and return from `run`."""
         self._guard.stopping.set()
 
     async def run(self) -> None:
-        while not self._guard.stopping.is_set():
-            batches = await self._consumer.getmany(timeout_ms=500, max_records=self._batch_size)
-            if not batches:
-                continue
-            # Partitions are independent (one aggregate's records share one): their batches are
-            # handled side by side, so one's round trips overlap another's.
-            await asyncio.gather(*(self._guard.handle(records) for records in batches.values()))
-            await self._consumer.commit(
-                {partition: records[-1].offset + 1 for partition, records in batches.items()}
-            )
+        try:
+            while not self._guard.stopping.is_set():
+                await self._poll()
+                await self._show_lag()
+        finally:
+            if self._lags is not None:
+                self._lags.clear()  # the partitions are released, another process shows them
+
+    async def _poll(self) -> None:
+        batches = await self._consumer.getmany(timeout_ms=500, max_records=self._batch_size)
+        if not batches:
+            return
+        # Partitions are independent (one aggregate's records share one): their batches are
+        # handled side by side, so one's round trips overlap another's.
+        await asyncio.gather(*(self._guard.handle(records) for records in batches.values()))
+        await self._consumer.commit(
+            {partition: records[-1].offset + 1 for partition, records in batches.items()}
+        )
+
+    async def _show_lag(self) -> None:
+        """Show each owned partition's lag: its log end as the last fetch response told it (no
+        request of its own) less the consumer's position, which is past every record handled
+        and committed."""
+        if self._lags is None:
+            return
+        consumer = self._consumer
+        owned = consumer.assignment()
+        highwaters = {tp: consumer.highwater(tp) for tp in owned}
+        positions = {}
+        try:
+            # Known at once for a partition fetched from (it has a highwater); bounded anyway.
+            async with asyncio.timeout(LAG_POSITION_SECONDS):
+                for tp, highwater in highwaters.items():
+                    if highwater is not None:
+                        positions[tp] = await consumer.position(tp)
+        except (TimeoutError, IllegalStateError):
+            return  # a rebalance meanwhile: the next poll shows the new assignment
+        self._lags.update(owned, partition_lags(owned, highwaters.get, positions))
 
 
 class SupervisedConsumer:
@@ -407,7 +473,6 @@ class SupervisedConsumer:
         topics: Iterable[str],
         publisher: EventPublisher,
         handler: BatchHandler,
-        partitions: int,
         dead_letter_suffix: str = ".dlq",
         batch_size: int = 500,
         fetch_min_bytes: int = 1,
@@ -418,9 +483,13 @@ class SupervisedConsumer:
         self._batch_size = batch_size
         self._fetch = {"fetch_min_bytes": fetch_min_bytes, "fetch_max_wait_ms": fetch_wait_ms}
         self._bootstrap_servers = bootstrap_servers
-        self._partitions = partitions
         self._group_id = group_id
         self._topics = tuple(topics)
+        # The dead-letter topics too: a broker that does not create topics on first use
+        # would otherwise fail the very write that parks a bad record.
+        publisher.topics.need(
+            [*self._topics, *(topic + dead_letter_suffix for topic in self._topics)]
+        )
         self._publisher = publisher
         self._handler = handler
         self._dead_letter_suffix = dead_letter_suffix
@@ -440,12 +509,7 @@ class SupervisedConsumer:
                 **self._fetch,
             )
             try:
-                # The dead-letter topics too: a broker that does not create topics on first
-                # use would otherwise fail the very write that parks a bad record.
-                dead_letters = [topic + self._dead_letter_suffix for topic in self._topics]
-                await ensure_topics(
-                    self._bootstrap_servers, [*self._topics, *dead_letters], self._partitions
-                )
+                await self._publisher.topics.ensure()
                 await consumer.start()
                 self._runner = ConsumerRunner(
                     consumer,
@@ -453,6 +517,7 @@ class SupervisedConsumer:
                     self._handler,
                     dead_letter_suffix=self._dead_letter_suffix,
                     batch_size=self._batch_size,
+                    group=self._group_id,
                 )
                 if self._stopping.is_set():
                     return
@@ -462,10 +527,11 @@ class SupervisedConsumer:
             except Exception as exc:  # noqa: BLE001 - broker away: reconnect with backoff
                 if is_outage(exc):
                     OUTAGES.waiting(self._part)
-                log.warning(
-                    "consumer failed, reconnecting",
-                    extra={"group": self._group_id, "error": repr(exc)},
-                )
+                if not isinstance(exc, TopicsNotReady):  # the gate said why, once
+                    log.warning(
+                        "consumer failed, reconnecting",
+                        extra={"group": self._group_id, "error": repr(exc)},
+                    )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
             finally:
@@ -503,7 +569,6 @@ def service_consumer(
         topics=[topic],
         publisher=publisher,
         handler=handler,
-        partitions=settings.topic_partitions,
         dead_letter_suffix=settings.dead_letter_suffix,
         batch_size=settings.consumer_batch_records,
         **fetch,

@@ -17,6 +17,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
+from contacts_shared import tracing
 from contacts_shared.settings import ServiceSettings
 
 T = TypeVar("T")
@@ -126,15 +127,17 @@ async def bulk_write_tolerating_duplicates(
     document is there already (or newer than the condition allowed). Other errors raise."""
     if not operations:
         return BulkOutcome(0, [])
-    try:
-        result = await collection.bulk_write(list(operations), ordered=False)
-    except BulkWriteError as exc:
-        errors = exc.details["writeErrors"]
-        if any(error["code"] != DUPLICATE_KEY for error in errors):
-            raise
-        details = exc.details
-        applied = details["nInserted"] + details["nMatched"] + details["nUpserted"]
-        return BulkOutcome(applied, [error["index"] for error in errors])
+    # The span fails only with what raises: duplicates are an answer.
+    with tracing.writing(collection, "bulkWrite", len(operations)):
+        try:
+            result = await collection.bulk_write(list(operations), ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details["writeErrors"]
+            if any(error["code"] != DUPLICATE_KEY for error in errors):
+                raise
+            details = exc.details
+            applied = details["nInserted"] + details["nMatched"] + details["nUpserted"]
+            return BulkOutcome(applied, [error["index"] for error in errors])
     return BulkOutcome(result.inserted_count + result.matched_count + result.upserted_count, [])
 
 
@@ -165,9 +168,10 @@ async def update_each(
 ) -> None:
     """Apply each update to the document with that `_id`: one unordered bulk write."""
     if updates:
-        await collection.bulk_write(
-            [UpdateOne({"_id": i}, u, upsert=upsert) for i, u in updates], ordered=False
-        )
+        with tracing.writing(collection, "bulkWrite", len(updates)):
+            await collection.bulk_write(
+                [UpdateOne({"_id": i}, u, upsert=upsert) for i, u in updates], ordered=False
+            )
 
 
 async def put_each(
@@ -203,16 +207,17 @@ async def update_each_if(
     if not updates:
         return set()
     token = uuid.uuid4().hex
-    result = await collection.bulk_write(
-        [
-            UpdateOne(
-                {"_id": document_id, **conditions},
-                {**update, "$set": {**update.get("$set", {}), WRITE_TOKEN: token}},
-            )
-            for document_id, conditions, update in updates
-        ],
-        ordered=False,
-    )
+    with tracing.writing(collection, "bulkWrite", len(updates)):
+        result = await collection.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": document_id, **conditions},
+                    {**update, "$set": {**update.get("$set", {}), WRITE_TOKEN: token}},
+                )
+                for document_id, conditions, update in updates
+            ],
+            ordered=False,
+        )
     ids = [document_id for document_id, _, _ in updates]
     if result.matched_count == len(ids):
         return set(ids)

@@ -10,14 +10,17 @@ consumers de-duplicate by event id (or by aggregate version).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 from pydantic import BaseModel
 from pymongo import ASCENDING, IndexModel
 
+from contacts_shared import tracing
 from contacts_shared.events import DomainEvent, to_envelope
 from contacts_shared.faults import (
     FIRST_OUTAGE_PAUSE_SECONDS,
@@ -27,8 +30,10 @@ from contacts_shared.faults import (
 )
 from contacts_shared.journal import JOURNAL, EventJournal, JournalRound, entry_message
 from contacts_shared.kafka import EventPublisher
+from contacts_shared.metrics import BACKLOG_SECONDS, Backlog, measure_backlog
 from contacts_shared.mongo import Collection, Document, find_by_ids, update_each
 from contacts_shared.settings import ServiceSettings
+from contacts_shared.topics.gate import TopicsNotReady
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +47,11 @@ TOMBSTONE = "tombstone"
 def outbox_entries(
     events: Sequence[DomainEvent], *, account_id: str, settings: ServiceSettings
 ) -> list[Document]:
-    """Outbox entries for `events`, each with its envelope, topic and key."""
+    """Outbox entries for `events`, each with its envelope, topic and key, and the trace
+    context it was written in (`tracing.current_context`: the relay's publish span is its
+    child)."""
     entries = []
+    trace = tracing.current_context()
     for event in events:
         envelope = to_envelope(event, account_id=account_id, source=settings.event_source)
         entries.append(
@@ -52,6 +60,7 @@ def outbox_entries(
                 "topic": getattr(settings, event.topic),
                 "key": envelope.subject,
                 "envelope": envelope.model_dump(mode="json"),
+                **trace,
             }
         )
     return entries
@@ -65,6 +74,7 @@ def command_entry(command: BaseModel, *, topic: str, key: str) -> Document:
         "topic": topic,
         "key": key,
         "envelope": command.model_dump(mode="json"),
+        **tracing.current_context(),
     }
 
 
@@ -90,6 +100,26 @@ def outbox_update(entries: list[Document]) -> dict[str, Any]:
 
 
 RELAY_FIELDS = {OUTBOX: 1, TOMBSTONE: 1, JOURNAL: 1}
+# The most documents with entries pending that one count of the backlog reads: beyond, the
+# gauge shows a lower bound (a relay that far behind has been alerting for a while).
+BACKLOG_DOCUMENTS = 10_000
+
+
+async def outbox_backlog(collection: Collection, *, limit: int = BACKLOG_DOCUMENTS) -> Backlog:
+    """The entries the outboxes of `collection` hold, and the time of the oldest event among
+    them: the documents with entries pending alone, found by `OUTBOX_INDEX`, each read for its
+    entries' times (a command has none)."""
+    backlog = Backlog()
+    cursor = collection.find(PENDING_FILTER, {f"{OUTBOX}.envelope.time": 1}, limit=limit)
+    async for document in cursor:
+        entries = document.get(OUTBOX) or []
+        times = [
+            datetime.fromisoformat(time)
+            for entry in entries
+            if isinstance(time := entry.get("envelope", {}).get("time"), str)
+        ]
+        backlog += Backlog(len(entries), min(times) if times else None)
+    return backlog
 
 
 # Serves the relay's scan for documents with entries left to publish; every collection with an
@@ -116,8 +146,10 @@ class OutboxRelay:
         batch_size: int,
         scan_seconds: float,
         journal: EventJournal | None = None,
+        backlog_seconds: float = BACKLOG_SECONDS,
     ) -> None:
         self._collection = collection
+        self._backlog_seconds = backlog_seconds
         self._publisher = publisher
         self._journal = journal
         self._batch_size = batch_size
@@ -156,7 +188,31 @@ class OutboxRelay:
         self._stopping.set()
         self._wake.set()
 
+    async def backlog(self) -> Backlog:
+        """What waits to be published: the collection's outboxes, and its journal's."""
+        backlog = await outbox_backlog(self._collection)
+        if self._journal is not None:
+            backlog += await self._journal.backlog()
+        return backlog
+
     async def run(self) -> None:
+        """Relay until stopped, and show the backlog (`contacts_outbox_backlog`) meanwhile: a
+        task of its own, as the relay's pass waits out an outage just when the backlog grows."""
+        service, source = self._publisher.client_id, self._collection.full_name
+        measuring = asyncio.create_task(
+            measure_backlog(
+                service, source, self.backlog, self._stopping, every=self._backlog_seconds
+            ),
+            name="outbox-backlog",
+        )
+        try:
+            await self._relay_until_stopped()
+        finally:
+            measuring.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await measuring
+
+    async def _relay_until_stopped(self) -> None:
         loop = asyncio.get_running_loop()
         next_scan = loop.time()
         backoff, outage_pause = self._scan_seconds, FIRST_OUTAGE_PAUSE_SECONDS
@@ -175,7 +231,8 @@ class OutboxRelay:
                 backoff, outage_pause = self._scan_seconds, FIRST_OUTAGE_PAUSE_SECONDS
                 OUTAGES.over(part)
             except Exception as exc:  # noqa: BLE001 - Kafka or MongoDB away: retry later
-                log.warning("outbox relay failed, will retry", extra={"error": repr(exc)})
+                if not isinstance(exc, TopicsNotReady):  # the gate said why, once
+                    log.warning("outbox relay failed, will retry", extra={"error": repr(exc)})
                 if is_outage(exc):
                     # A full pass (leftovers too) as soon as the server is back, not a scan
                     # interval later: until then the process reports not ready.

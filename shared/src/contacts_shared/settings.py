@@ -31,6 +31,9 @@ class ServiceSettings(BaseSettings):
     topic_imports_results: str = "imports.results"  # contact-svc -> import-svc, per batch
     topic_segments_events: str = "segments.events"
     topic_partitions: int = Field(default=6, ge=1)
+    # Of every topic (`contacts_shared.topics`): unset, 3 (one broker may fail), or 1 in local
+    # and test (one broker); set it for any other cluster. min.insync.replicas follows.
+    topic_replication_factor: int | None = Field(default=None, ge=1)
     dead_letter_suffix: str = ".dlq"
 
     max_request_bytes: int = Field(default=1_048_576, ge=1024)

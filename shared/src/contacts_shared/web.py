@@ -30,12 +30,14 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from contacts_shared.faults import OUTAGES, is_outage
+from contacts_shared import tracing
+from contacts_shared.faults import is_outage
 from contacts_shared.kafka import EventPublisher
 from contacts_shared.logs import account_id_var, configure_logging, request_id_var
 from contacts_shared.mongo import Database, StaleDocument, round_trip
 from contacts_shared.runtime import settle_heap
 from contacts_shared.settings import ServiceSettings
+from contacts_shared.topics.gate import TopicsNotReady
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +175,8 @@ class BodySizeLimit:
 
 
 UNAVAILABLE_RETRY_AFTER_SECONDS = 5
+# Probes and scrapes, every few seconds, and the docs' assets: no trace of them.
+UNTRACED_PATHS = ("/healthz", "/readyz", "/metrics", DOCS_ASSETS_URL)
 
 
 def unavailable(detail: str, *, instance: str) -> Response:
@@ -300,11 +304,15 @@ ProfileIds = Annotated[
 
 
 def ready_when_reachable(app: FastAPI, database: Database, publisher: EventPublisher) -> None:
-    """Readiness of a service that needs its database and Kafka: a document written and read
-    back (a wedged server answers pings), and a metadata request answered by the broker."""
+    """Readiness of an API: its database answers a document written and read back (a wedged
+    server answers pings), and the topics of its publisher and consumers were found as
+    declared once Kafka first answered (`topics.gate`). Not Kafka itself afterwards: every API
+    serves reads, and writes kept in MongoDB with their events, while the broker is away (what
+    must reach Kafka at once answers 503); its consumers and relays wait the outage out
+    (`contacts_waiting_on_outage`, an alert), they do not take reads off the pod."""
     instance = f"{app.state.settings.service_name}:{socket.gethostname()}:{os.getpid()}"
     app.state.readiness_checks.update(
-        mongodb=lambda: round_trip(database, instance), kafka=publisher.check
+        mongodb=lambda: round_trip(database, instance), topics=publisher.topics.ensure
     )
 
 
@@ -360,6 +368,7 @@ def create_service_app(
     the service's clients and registers readiness checks in `app.state.readiness_checks`.
     Bodies are JSON, except on `upload_routers` (multipart forms, checked by their routes)."""
     configure_logging(settings.service_name, settings.log_level)
+    tracing.configure(settings.service_name)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -379,8 +388,8 @@ def create_service_app(
         redoc_url=None,
     )
     app.state.settings = settings
-    # Whatever the service registers, and its consumers and relays waiting out an outage.
-    app.state.readiness_checks = {"consumers": OUTAGES.check}
+    # Whatever the service registers (`ready_when_reachable`).
+    app.state.readiness_checks = {}
 
     @app.exception_handler(Problem)
     async def handle_problem(request: Request, exc: Problem) -> Response:
@@ -413,6 +422,8 @@ def create_service_app(
             log.warning("a backing server is unavailable", extra={"error": repr(exc)})
             server = "Kafka" if isinstance(exc, KafkaError) else "MongoDB"
             detail = f"{server} is unreachable; retry shortly"
+            if isinstance(exc, TopicsNotReady):  # the log and /readyz say which
+                detail = "Kafka's topics are not ready; retry shortly"
             return unavailable(detail, instance=request.url.path)
         return await handle_unexpected(request, exc)
 
@@ -453,6 +464,9 @@ def create_service_app(
         )
         return response
 
+    # Outermost: the request's server span holds everything above, its log line too.
+    app.add_middleware(tracing.ServerSpans, skip=UNTRACED_PATHS)
+
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
         """The process is alive."""
@@ -460,15 +474,15 @@ def create_service_app(
 
     @app.get("/readyz", tags=["operations"])
     async def readyz() -> Response:
-        """What the service needs answers in time: a real round trip to each, and no consumer
-        or relay waiting out an outage. The checks run side by side, so the answer comes
-        within the readiness timeout whatever is away."""
+        """What the service cannot serve without answers in time: a real round trip to each
+        (its database; its topics, verified once). The checks run side by side, so the answer
+        comes within the readiness timeout whatever is away."""
         checks = app.state.readiness_checks
         outcomes = await asyncio.gather(*(_failure(check) for check in checks.values()))
         failed = {name: reason for name, reason in zip(checks, outcomes, strict=True) if reason}
         if failed:
             errors = [{"field": name, "message": reason} for name, reason in failed.items()]
-            return Problem(503, "Not Ready", f"Unreachable: {', '.join(failed)}", errors).response()
+            return Problem(503, "Not Ready", f"Failing: {', '.join(failed)}", errors).response()
         return JSONResponse({"status": "ready", "checks": list(checks)})
 
     async def _failure(check: ReadinessCheck) -> str | None:

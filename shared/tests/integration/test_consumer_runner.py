@@ -121,7 +121,6 @@ async def test_a_supervised_consumer_creates_its_topics_and_their_dead_letter_to
         topics=[topic],
         publisher=publisher,
         handler=handle,
-        partitions=2,
     )
     task = asyncio.create_task(supervised.run())
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)

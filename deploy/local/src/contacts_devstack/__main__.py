@@ -17,6 +17,7 @@ from contacts_devstack.processes import (
     stop_process,
 )
 from contacts_devstack.stack import (
+    apply_topics,
     infrastructure_env,
     install_kafka,
     start_infrastructure,
@@ -91,6 +92,7 @@ def service_processes(cfg: StackConfig) -> list[Process]:
 
 def up(cfg: StackConfig, with_services: bool) -> None:
     start_infrastructure(cfg)
+    apply_topics(cfg)  # as the Kubernetes Job does, before any service starts
     print(f"Kafka     {cfg.kafka_bootstrap}")
     print(
         f"MongoDB   {cfg.mongodb_url}  (FerretDB {documentdb.FERRETDB_VERSION} on PostgreSQL "

@@ -8,7 +8,10 @@ the caches and any process already listening.
 from __future__ import annotations
 
 import base64
+import os
 import shutil
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from contacts_devstack.processes import (
     DEPLOY_LOCAL,
     Process,
     StackConfig,
+    log,
     port_open,
     run_checked,
     start_processes,
@@ -158,6 +162,15 @@ def stop_infrastructure(cfg: StackConfig) -> None:
     stop_process(cfg, "ferretdb")
     recovery.stop_postgres(cfg)
     stop_process(cfg, "kafka")
+
+
+def apply_topics(cfg: StackConfig) -> None:
+    """Create and configure the platform's declared topics on this broker, by the command the
+    Kubernetes Job runs (`contacts_shared.topics`; replication factor 1 in `local`)."""
+    command = [sys.executable, "-m", "contacts_shared.topics", "apply"]
+    log("$ python -m contacts_shared.topics apply")
+    if subprocess.run(command, env={**os.environ, **infrastructure_env(cfg)}).returncode != 0:
+        raise RuntimeError("the declared topics are not applied: its output above says why")
 
 
 def infrastructure_env(cfg: StackConfig) -> dict[str, str]:

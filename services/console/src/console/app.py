@@ -33,6 +33,7 @@ from console.web import (
     session_of,
     sign_in_redirect,
 )
+from contacts_shared import tracing
 from contacts_shared.logs import configure_logging
 
 
@@ -50,6 +51,7 @@ def create_app(
     if settings.environment in ("staging", "production") and not settings.console_session_key:
         raise ValueError("CONTACTS_CONSOLE_SESSION_KEY must be set outside local and test")
     configure_logging(settings.service_name, settings.log_level)
+    tracing.configure(settings.service_name)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -59,6 +61,8 @@ def create_app(
     app = FastAPI(
         title="console", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
+    # A page's server span: the services' own spans of the calls it makes are its children.
+    app.add_middleware(tracing.ServerSpans, skip=("/healthz", "/readyz", "/static"))
     app.state.settings = settings
     app.state.backends = backends or Backends(settings)
     app.state.seal = SessionSeal(

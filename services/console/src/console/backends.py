@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import httpx
 
 from console.settings import ConsoleSettings
+from contacts_shared import tracing
 
 
 class ServiceDown(Exception):
@@ -97,7 +98,11 @@ class Api:
         self, service: str, method: str, path: str, *, stream: bool, **request: Any
     ) -> httpx.Response:
         client = self.backends.clients[service]
-        headers = {"Authorization": f"Bearer {self.api_key}", **request.pop("headers", {})}
+        headers = {
+            "Authorization": f"Bearer {self.api_key}",
+            **tracing.current_context(),  # the page's trace goes on in the service
+            **request.pop("headers", {}),
+        }
         built = client.build_request(method, path, headers=headers, **request)
         try:
             response = await client.send(built, stream=stream)

@@ -77,9 +77,12 @@ def bodies(services: FakeServices, port: int, method: str, path: str) -> list[An
     ]
 
 
-def preview_answer(count: int) -> httpx.Response:
+def preview_answer(count: int, *, exact: bool = True, complete: bool = True) -> httpx.Response:
+    """segment-svc's preview: counted over a profile of 1,200, or estimated over a million."""
     sample = [member("ana@example.cl", Ciudad="Santiago", Edad=31)]
-    return httpx.Response(200, json={"count": count, "checked": 1200, "sample": sample})
+    checked, contacts = (1200, 1200) if exact else (11_714, 1_000_000)
+    answer = {"count": count, "checked": checked, "exact": exact, "contacts": contacts}
+    return httpx.Response(200, json={**answer, "complete": complete, "sample": sample})
 
 
 def options(html: str, select_id: str) -> list[str]:
@@ -380,6 +383,37 @@ async def test_the_preview_follows_the_rules_and_says_why_it_cannot(
     assert slow.status_code == 200 and "The segments service is slow to answer" in slow.text
 
     assert (await console.post("/virtual-profiles/preview", data={})).status_code == 403
+
+
+async def test_a_large_profiles_preview_says_its_count_is_an_estimate(
+    console: httpx.AsyncClient, services: FakeServices, signed_in: Any
+) -> None:
+    token = await signed_in()
+    builder_services(services)
+    form = {
+        "csrf_token": token,
+        "base_profile_id": "p1",
+        "g0_c0_field": "Ciudad",
+        "g0_c0_op": "equals",
+        "g0_c0_value": "Santiago",
+    }
+    services.on(SEGMENTS, "POST", "/v1/segments:preview", preview_answer(120_000, exact=False))
+    about = await console.post("/virtual-profiles/preview", data=form)
+    assert "<strong>About 120,000 contacts match</strong>" in about.text
+    assert "out of about 1,000,000, estimated from 11,714 of them." in about.text
+    assert "ana@example.cl" in about.text and "older contacts" not in about.text
+
+    partial = preview_answer(120_000, exact=False, complete=False)
+    services.on(SEGMENTS, "POST", "/v1/segments:preview", partial)
+    assert (
+        "Some older contacts are not in this estimate yet."
+        in (await console.post("/virtual-profiles/preview", data=form)).text
+    )
+
+    await console.post("/locale", data={"csrf_token": token, "locale": "es", "back": "/profiles"})
+    spanish = await console.post("/virtual-profiles/preview", data=form)
+    assert "Alrededor de 120.000 contactos cumplen" in spanish.text
+    assert "de unos 1.000.000, estimado a partir de 11.714 de ellos." in spanish.text
 
 
 async def test_the_members_are_searched_paged_and_counted(

@@ -24,6 +24,7 @@ from contact_svc.contact_repository import MongoContactRepository
 from contact_svc.deliveries import WebhookRejected
 from contact_svc.domain import ContactError, ContactExists, ContactNotFound, ProfileUnknown
 from contact_svc.settings import ContactSettings
+from contact_svc.shape_backfill import ShapeBackfill
 from contact_svc.stats_repository import MongoStatsStore
 from contact_svc.suppression_handlers import enforce_suppressions
 from contact_svc.suppression_repository import MongoSuppressionStore
@@ -174,11 +175,21 @@ def create_app(settings: ContactSettings | None = None) -> FastAPI:
             region=settings.default_phone_region,
         )
         app.state.webhooks_in_flight = InFlightLimit(settings.webhook_max_in_flight)
+        # Ready without Kafka: reads, and writes whose events wait in the outbox or journal,
+        # need MongoDB alone; webhooks, batches and bulk actions answer 503 while it is away.
         ready_when_reachable(app, database, publisher)
         stopping = asyncio.Event()
+        backfill = ShapeBackfill(
+            database["contacts"],
+            database["document_shapes"],
+            batch_size=settings.shape_backfill_batch_size,
+            lease=timedelta(seconds=settings.shape_backfill_lease_seconds),
+            pause_seconds=settings.shape_backfill_pause_seconds,
+        )
         tasks = [
             asyncio.create_task(relay.run(), name="outbox-relay"),
             asyncio.create_task(app.state.bulk_sender.run(stopping), name="bulk-sender"),
+            asyncio.create_task(backfill.run(stopping), name="shape-backfill"),
         ] + [asyncio.create_task(c.run(), name=name) for name, c in consumers.items()]
         try:
             yield

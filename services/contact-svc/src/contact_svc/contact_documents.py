@@ -44,6 +44,11 @@ FOLDED_TERM_LENGTH = 64
 # One contact in SAMPLE_RATE (by a hash of its key) carries its profile's sample term: about
 # 3,900 contacts of a million, read to estimate counts and to size the ranges of sorted pages.
 SAMPLE_RATE = 256
+# The document shape: which derived fields (terms, sort keys, creation order) a contact's document
+# carries. Every write sets the current one; documents of an older shape (none written: 1) are
+# brought to it in the background (`shape_backfill`). Raise it whenever `derived_fields` changes.
+SHAPE = "shape"
+CURRENT_SHAPE = 2
 
 
 def status_term(profile_id: str, status: ContactStatus) -> str:
@@ -168,6 +173,29 @@ def sort_keys(contact: Contact) -> dict[str, str]:
     return {k: sorted_by for k, sorted_by in keys if sorted_by is not None}
 
 
+def derived_fields(contact: Contact) -> Document:
+    """What a document derives from its contact for the listing's indexes, with its shape: the
+    fields a write of the current shape sets beside the contact's own."""
+    return {
+        SEARCH_TERMS: search_terms(contact),
+        SORT_KEYS: sort_keys(contact),
+        CREATED_ORDER: created_order(contact.profile_id, contact.created_at, contact.key),
+        SHAPE: CURRENT_SHAPE,
+    }
+
+
+def older_shape() -> Document:
+    """The condition on documents of an older shape than the current one (none: shape 1); a
+    newer shape's, written by a later version, is left alone."""
+    return {SHAPE: {"$in": [None, *range(1, CURRENT_SHAPE)]}}
+
+
+def shape_of(document: Document) -> int:
+    """The document's shape (1: written before shapes were numbered)."""
+    shape: int = document.get(SHAPE) or 1
+    return shape
+
+
 def contact_document(contact: Contact) -> Document:
     return {
         "_id": contact.id,
@@ -187,9 +215,7 @@ def contact_document(contact: Contact) -> Document:
         "erased": contact.erased,
         IMPORTED: asdict(contact.imported) if contact.imported else None,
         BULK: asdict(contact.bulk) if contact.bulk else None,
-        SEARCH_TERMS: search_terms(contact),
-        SORT_KEYS: sort_keys(contact),
-        CREATED_ORDER: created_order(contact.profile_id, contact.created_at, contact.key),
+        **derived_fields(contact),
     }
 
 

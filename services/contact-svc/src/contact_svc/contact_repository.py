@@ -24,6 +24,7 @@ from contact_svc.contact_documents import (
 )
 from contact_svc.domain import Contact, Suppression, contact_id, suppression_told
 from contact_svc.listing_repository import LISTING_INDEXES, ContactPages, MongoContactPages
+from contact_svc.shape_backfill import SHAPE_INDEX
 from contact_svc.suppression_repository import SuppressionStore
 from contacts_shared.journal import JOURNAL, EventJournal, JournaledWrite, JournalRound
 from contacts_shared.mongo import (
@@ -138,7 +139,7 @@ class MongoContactRepository:
         )
 
     async def create_indexes(self) -> None:
-        await ensure_indexes(self._collection, [*LISTING_INDEXES, OUTBOX_INDEX])
+        await ensure_indexes(self._collection, [*LISTING_INDEXES, SHAPE_INDEX, OUTBOX_INDEX])
 
     async def find(self, profile_id: str, key: str) -> tuple[Contact | None, int]:
         """The live contact (None if absent or deleted) and the stored version (0: never)."""

@@ -331,7 +331,7 @@ class MongoContactPages:
         if field in selection.filters:  # the filter is on this field's value: all have one
             return found
         # Without a value: its field absent (or null). A contact written before sort keys, with
-        # a value but no key, is in neither part until saved again (no migration: pre-release).
+        # a value but no key, is in neither part until the shape backfill has reached it.
         tail = _Selection({**selection.filters, field: None}, selection.index, selection.indexed)
         last_key = after.key if after is not None and after.sort_key is None else None
         ids = _ids_after(profile_id, key_prefix, last_key)

@@ -33,3 +33,9 @@ class ContactSettings(ServiceSettings):
     # this long is taken over by another process. Idle senders look for jobs this often.
     bulk_lease_seconds: float = Field(default=30, gt=0)
     bulk_poll_seconds: float = Field(default=2, gt=0)
+    # Contacts of an older document shape are rewritten in the background (ADR 9, addendum 3):
+    # this many a round, with this pause between rounds; one process at a time holds the work,
+    # another takes it over once its holder has been silent this long.
+    shape_backfill_batch_size: int = Field(default=500, ge=1, le=5000)
+    shape_backfill_pause_seconds: float = Field(default=0.05, ge=0)
+    shape_backfill_lease_seconds: float = Field(default=30, gt=0)

@@ -9,8 +9,13 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanContext, SpanKind
 
+from contact_svc.settings import ContactSettings
 from contact_svc.webhooks import signature
+from contacts_shared.kafka import Record
 
 pytestmark = pytest.mark.integration
 
@@ -251,3 +256,91 @@ async def test_a_source_over_its_rate_gets_429_with_retry_after(
 
     assert await eventually(burst_applied)
     assert (await contacts.get(f"{base}/contacts/late@shop.example")).status_code == 404
+
+
+async def test_one_delivery_is_one_trace_from_the_request_to_its_events_publication(
+    spans: InMemorySpanExporter,
+    services: Services,
+    contact_settings: ContactSettings,
+    known_profile: Any,
+    eventually: Any,
+    read_records: Any,
+) -> None:
+    """The request's span, the command's publication, its consumer's batch, the batch's write
+    and the publication of the ContactCreated it wrote share one trace; so does the event's
+    record, read back from Kafka."""
+    _, contacts = services
+    commands = contact_settings.topic_contacts_commands
+    events = contact_settings.topic_contacts_events
+    profile = await known_profile(name="Traced", fields=FIELDS)
+    source = (
+        await contacts.post(
+            "/v1/webhook-sources",
+            json={"profile_id": profile["id"], "mapping": {"mail": "email", "name": "Nombre"}},
+        )
+    ).json()
+    delivery = {"mail": "traced@shop.example", "name": "T"}
+    response = await contacts.post(source["endpoint"], **signed(source["secret"], delivery))
+    assert response.status_code == 202, response.text
+
+    [request] = [s for s in spans.get_finished_spans() if s.name.startswith("POST /v1/webhooks/")]
+    assert request.name == "POST /v1/webhooks/{source_id}"
+    assert request.kind is SpanKind.SERVER and request.parent is None
+    assert dict(request.attributes or {})["http.response.status_code"] == 202
+    trace_id = _context(request).trace_id
+
+    def traced(name: str) -> list[ReadableSpan]:
+        return [
+            span
+            for span in spans.get_finished_spans()
+            if span.name == name and _context(span).trace_id == trace_id
+        ]
+
+    async def published() -> bool:
+        return bool(traced(f"send {events}"))
+
+    assert await eventually(published)
+    [command_sent] = traced(f"send {commands}")
+    [command_processed] = traced(f"process {commands}")
+    [event_sent] = traced(f"send {events}")
+    # The batch's write (the projections of the event may write in this trace too, later).
+    writes = [w for w in traced("bulkWrite contacts") if _parent(w) == _ids(command_processed)]
+    # Each the child of the one before: the consumer's of the record's context (remote).
+    assert command_sent.kind is SpanKind.PRODUCER and _parent(command_sent) == _ids(request)
+    assert command_processed.kind is SpanKind.CONSUMER
+    assert _parent(command_processed) == _ids(command_sent)
+    assert len(writes) == 1 and dict(writes[0].attributes or {})["db.collection.name"] == "contacts"
+    assert event_sent.kind is SpanKind.PRODUCER
+    assert _parent(event_sent) == _ids(command_processed)
+
+    # The records carry the spans' contexts: the command's and the event's.
+    def traceparent(record: Record) -> str:
+        return str(dict(record.headers)["traceparent"].decode())
+
+    [command] = await read_records(commands, until=lambda read: len(read) >= 1)
+    assert traceparent(command) == _traceparent(command_sent)
+    [event] = await read_records(events, until=lambda read: len(read) >= 1)
+    assert json.loads(event.value or b"")["type"] == "contacts.contact.created"
+    assert traceparent(event) == _traceparent(event_sent)
+    assert traceparent(event).split("-")[1] == f"{trace_id:032x}"
+
+
+def _context(span: ReadableSpan) -> SpanContext:
+    context: SpanContext | None = span.context
+    assert context is not None
+    return context
+
+
+def _ids(span: ReadableSpan) -> tuple[int, int]:
+    """The (trace id, span id) of a span."""
+    return _context(span).trace_id, _context(span).span_id
+
+
+def _parent(span: ReadableSpan) -> tuple[int, int] | None:
+    """The (trace id, span id) of a span's parent."""
+    return None if span.parent is None else (span.parent.trace_id, span.parent.span_id)
+
+
+def _traceparent(span: ReadableSpan) -> str:
+    context = _context(span)
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"

@@ -72,6 +72,8 @@ def create_app(settings: ImportSettings | None = None) -> FastAPI:
         )
         app.state.store = store
         app.state.schemas = PatientSchemas(schemas, wait=settings.profile_wait_seconds)
+        # Ready without Kafka: uploads are queued and imports read from MongoDB; the worker
+        # sends their rows once Kafka is back.
         ready_when_reachable(app, database, publisher)
         tasks = [
             asyncio.create_task(worker.run(stopping), name="import-worker"),

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from prometheus_client import Counter
+
 from contacts_shared.commands import (
     ImportAction,
     ImportContact,
@@ -50,6 +52,13 @@ REFUSED_EVENT_CHARS = 128 * 1024
 # The upload is fed to the reader this much at a time (its pieces are 1 MB): the bytes read
 # that a checkpoint tells, for an import's percentage, are then at most this far ahead.
 FEED_BYTES = 64 * 1024
+
+# Rows of uploads checked, counted once sent on (accepted: as commands to contact-svc; refused:
+# told in events with their reasons): `rate()` of it is the import's rows per second.
+ROWS = Counter("contacts_import_rows", "Import rows checked and sent on, by outcome", ["outcome"])
+ACCEPTED, REFUSED = "accepted", "refused"
+for _outcome in (ACCEPTED, REFUSED):
+    ROWS.labels(_outcome)  # shown at 0 from the start, so that rate() has a series
 
 
 class ImportRefused(Exception):
@@ -491,6 +500,9 @@ class Worker:
                 ),
             ]
         )
+        # Rows a resumed import reads again before its checkpoint are neither sent nor counted.
+        ROWS.labels(ACCEPTED).inc(len(sending.commands))
+        ROWS.labels(REFUSED).inc(len(sending.refused_rows))
         sending.commands, sending.refused_rows = [], []
         checkpoint = sending.checkpoint
         return await self._hold(

@@ -1,10 +1,11 @@
 """`POST /v1/imports:plan` of a real import-svc (its lifespan running on the real servers):
 the header check of a file's first bytes or of pasted text, stored nowhere; the public sample
 CSVs planned as a person would plan them; bad input refused naming what was found; and the
-mapping a person confirmed, checked and taken by the import."""
+mapping a person confirmed, checked and taken by the import; its rows counted at /metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
+from prometheus_client import REGISTRY
 
 from contacts_shared.commands import ImportContact
 from contacts_shared.mongo import connect
@@ -394,3 +396,43 @@ async def test_openapi_shows_the_plan_bodies_and_the_mapping_parameter(api: Impo
     form = schema["paths"]["/v1/imports"]["post"]["requestBody"]["content"]["multipart/form-data"]
     upload = schema["components"]["schemas"][form["schema"]["$ref"].rsplit("/", 1)[-1]]
     assert "null to skip it" in upload["properties"]["mapping"]["description"]
+
+
+def rows_counted() -> dict[str, float | None]:
+    return {
+        outcome: REGISTRY.get_sample_value("contacts_import_rows_total", {"outcome": outcome})
+        for outcome in ("accepted", "refused")
+    }
+
+
+async def test_rows_are_counted_by_outcome_and_metrics_name_what_operators_watch(
+    api: ImportApi, unique: str
+) -> None:
+    profile = await api.profile("contados", spec("Nombre"))
+    before = rows_counted()
+    accepted = await api.client.post(
+        "/v1/imports",
+        data={"profile_id": profile, "action": "append"},
+        files={"file": ("export.csv", b"email,Nombre\na@x.cl,Ana\nnot an email,Bo\nc@x.cl,Cy\n")},
+    )
+    assert accepted.status_code == 202, accepted.text
+    deadline = time.monotonic() + 30
+    while rows_counted() == before and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    after = rows_counted()
+    assert {k: (after[k] or 0) - (before[k] or 0) for k in after} == {"accepted": 2, "refused": 1}
+
+    # The service's consumers show their partitions' lag once they have fetched from them.
+    wanted = [
+        'contacts_import_rows_total{outcome="accepted"}',
+        'contacts_outbox_backlog{service="import-svc"}',
+        'contacts_outbox_oldest_age_seconds{service="import-svc"}',
+        f'contacts_consumer_lag{{group="results-{unique}",partition="0",'
+        f'topic="imports.results.{unique}"}}',
+    ]
+    while time.monotonic() < deadline:
+        exposed = (await api.client.get("/metrics")).text
+        if all(name in exposed for name in wanted):
+            break
+        await asyncio.sleep(0.1)
+    assert [name for name in wanted if name not in exposed] == []

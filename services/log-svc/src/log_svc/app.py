@@ -67,6 +67,7 @@ def create_app(settings: LogSettings | None = None) -> FastAPI:
         ]
         app.state.import_log, app.state.audit_trail = import_log, audit_trail
         app.state.refused_rows, app.state.profile_schemas = refused_rows, schemas
+        # Ready without Kafka: the logs and trails are read from MongoDB (they lag meanwhile).
         ready_when_reachable(app, database, publisher)
         tasks = [asyncio.create_task(c.run(), name="consumer") for c in consumers]
         try:

@@ -10,6 +10,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, DeleteMany, IndexModel, InsertOne
 
+from contacts_shared import tracing
 from contacts_shared.events import ImportSnapshot, RefusedRow
 from contacts_shared.mongo import (
     Collection,
@@ -133,10 +134,11 @@ class AuditTrail:
         """Delete each contact's entries up to its version (`contact id -> version`), in one
         unordered bulk write; those of later versions (the contact added again) stay."""
         if erased:
-            await self._collection.bulk_write(
-                [DeleteMany({"_id": erased_range(c, v)}) for c, v in erased.items()],
-                ordered=False,
-            )
+            with tracing.writing(self._collection, "bulkWrite", len(erased)):
+                await self._collection.bulk_write(
+                    [DeleteMany({"_id": erased_range(c, v)}) for c, v in erased.items()],
+                    ordered=False,
+                )
 
     async def of_contact(self, contact_id: str, after_version: int, limit: int) -> list[Document]:
         """The contact's entries after `after_version`, oldest first."""

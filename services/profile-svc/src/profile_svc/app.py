@@ -47,6 +47,7 @@ def create_app(settings: ProfileSettings | None = None) -> FastAPI:
         profiles = MongoProfileRepository(collection, settings, events_queued=relay.notify)
         await profiles.create_indexes()
         app.state.profiles = profiles
+        # Ready without Kafka: reads and writes need MongoDB alone (events wait in the outbox).
         ready_when_reachable(app, client[settings.mongodb_database], publisher)
         relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
         try:

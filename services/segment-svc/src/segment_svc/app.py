@@ -21,6 +21,7 @@ def create_app(settings: SegmentSettings | None = None) -> FastAPI:
     async def resources(app: FastAPI) -> AsyncIterator[None]:
         opened = Resources.open(settings)
         app.state.resources = opened
+        # Ready without Kafka: members, counts and previews are read from MongoDB.
         ready_when_reachable(app, opened.client[settings.mongodb_database], opened.publisher)
         try:
             yield

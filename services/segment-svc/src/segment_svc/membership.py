@@ -21,6 +21,7 @@ from contacts_shared.events import (
     to_envelope,
 )
 from contacts_shared.mongo import Document
+from contacts_shared.sampling import sample_bucket
 from contacts_shared.schema import ContactStatus
 from segment_svc.evaluate import ContactView, Segment
 
@@ -202,6 +203,16 @@ def members_of(document: Mapping[str, Any] | None) -> dict[str, Member]:
 
 # A contact document's write: (the document as read or None, its new fields, its entries).
 Write = tuple[Document | None, Document, list[Document]]
+# A projected contact's sample bucket within its profile, `sample_term`, indexed: a preview of
+# rules over a large profile reads whole buckets, an unbiased sample (ADR 11, addendum 2026-12).
+# Documents written before it was kept lack it until written again (a change of the contact,
+# or a rebuild of a segment over its profile: `segment_writes`).
+SAMPLE = "sample"
+
+
+def sample_term(profile_id: str, bucket: int) -> str:
+    """The `SAMPLE` value of a profile's contacts in `bucket` (`sample_bucket` of their keys)."""
+    return f"{profile_id}:{bucket:03d}"
 
 
 def projected(state: ContactState, members: Mapping[str, Member]) -> Document:
@@ -219,25 +230,33 @@ def projected(state: ContactState, members: Mapping[str, Member]) -> Document:
         "created_at": view.created_at if view is not None else None,
         "updated_at": view.updated_at if view is not None else None,
         "segments": {vid: member_document(m.since, m.status) for vid, m in members.items()},
+        SAMPLE: sample_term(state.profile_id, sample_bucket(state.key)),
     }
+
+
+def view_of(document: Mapping[str, Any]) -> ContactView | None:
+    """What rules read of a projected contact (None once deleted): of a document read with
+    some of its values only, those."""
+    if document["deleted"]:
+        return None
+    return ContactView(
+        document.get("fields", {}),
+        ContactStatus(document["status"]),
+        document["created_at"],
+        document["updated_at"],
+    )
 
 
 def state_of(document: Mapping[str, Any]) -> ContactState:
     """A projected contact's state, as its last event left it."""
-    status = ContactStatus(document["status"])
-    view = (
-        None
-        if document["deleted"]
-        else ContactView(document["fields"], status, document["created_at"], document["updated_at"])
-    )
     return ContactState(
         document["_id"],
         document["account_id"],
         document["profile_id"],
         document["key"],
         document["version"],
-        status,
-        view,
+        ContactStatus(document["status"]),
+        view_of(document),
     )
 
 
@@ -272,7 +291,8 @@ def segment_writes(
     segment: Segment, documents: Iterable[Document], *, deleted: bool, now: datetime, topic: str
 ) -> list[Write]:
     """The writes that bring projected contacts' membership of one segment in line with its
-    rules (everyone leaves a deleted segment); contacts whose membership holds are not written."""
+    rules (everyone leaves a deleted segment); contacts whose membership holds are not written,
+    unless their document lacks its sample bucket (written before buckets were kept)."""
     writes: list[Write] = []
     for document in documents:
         state = state_of(document)
@@ -285,6 +305,6 @@ def segment_writes(
             topic=topic,
             gone=[segment] if deleted else [],
         )
-        if change.entries:
+        if change.entries or SAMPLE not in document:
             writes.append((document, projected(state, change.members), change.entries))
     return writes

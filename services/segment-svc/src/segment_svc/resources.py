@@ -58,6 +58,7 @@ class Resources:
 
     async def create_indexes(self) -> None:
         await self.segments.create_indexes()
+        await self.projection.create_indexes()
         await self.members.create_indexes()
         await self.counts.create_indexes()
 

@@ -31,7 +31,7 @@ from contacts_shared.schema import ContactStatus, ProfileSnapshot
 from contacts_shared.values import name_key
 from segment_svc.counts import TOTAL, Fold, Mark, Standing
 from segment_svc.evaluate import Segment, reads_relative_dates
-from segment_svc.membership import Write
+from segment_svc.membership import SAMPLE, Write, sample_term
 
 
 def contact_range(profile_id: str) -> Document:
@@ -246,6 +246,13 @@ class ContactProjection:
     def __init__(self, collection: Collection) -> None:
         self._collection = collection
 
+    async def create_indexes(self) -> None:
+        # One string per document, `profile_id:bucket`: an equality is one term of the index
+        # (DocumentDB keeps each field of a compound index as a term of its own, ADR 9).
+        await ensure_indexes(
+            self._collection, [IndexModel([(SAMPLE, ASCENDING)], name=SAMPLE, sparse=True)]
+        )
+
     async def load(self, ids: Sequence[str]) -> dict[str, Document]:
         return {d["_id"]: d for d in await find_by_ids(self._collection, ids)}
 
@@ -274,13 +281,58 @@ class ContactProjection:
         done = {d["_id"] for d in written if d.get(JOURNAL) == token}
         return [i for i in ids if i not in done]
 
-    async def page(self, profile_id: str, after: str | None, limit: int) -> list[Document]:
-        """The next contacts of a profile in `_id` order (a rebuild's walk)."""
+    async def page(
+        self,
+        profile_id: str,
+        after: str | None,
+        limit: int,
+        *,
+        fields: Sequence[str] | None = None,
+    ) -> list[Document]:
+        """The next contacts of a profile in `_id` order (a rebuild's walk); `fields`: only
+        those of their documents."""
         bounds = contact_range(profile_id)
         if after is not None:
             bounds = {**bounds, "$gt": after}
-        cursor = self._collection.find({"_id": bounds}, limit=limit).sort("_id").hint("_id_")
+        cursor = (
+            self._collection.find({"_id": bounds}, fields, limit=limit).sort("_id").hint("_id_")
+        )
         return [d async for d in cursor]
+
+    async def nth_id(self, profile_id: str, skipped: int) -> str | None:
+        """The `_id` of the profile's contact after the first `skipped` in `_id` order (deleted
+        ones included); None if it has no more. Read from the `_id` index alone."""
+        cursor = (
+            self._collection.find({"_id": contact_range(profile_id)}, {"_id": 1})
+            .sort("_id")
+            .hint("_id_")
+            .skip(skipped)
+            .limit(1)
+        )
+        found = [d["_id"] async for d in cursor]
+        return found[0] if found else None
+
+    async def count_unbucketed(self, profile_id: str, below: str) -> int:
+        """The profile's contacts before `below` in `_id` order whose documents lack their sample
+        bucket (written before buckets were kept)."""
+        bounds = {**contact_range(profile_id), "$lt": below}
+        return await self._collection.count_documents(
+            {"_id": bounds, SAMPLE: {"$exists": False}}, hint="_id_"
+        )
+
+    # The sample reads name no index: the planner takes `sample` (measured), and an API started
+    # before a worker made it (the worker makes indexes) answers slowly instead of failing.
+    async def bucket_size(self, profile_id: str, bucket: int) -> int:
+        """How many of the profile's contacts (deleted ones included) one sample bucket holds."""
+        return await self._collection.count_documents({SAMPLE: sample_term(profile_id, bucket)})
+
+    async def in_buckets(
+        self, profile_id: str, buckets: Iterable[int], fields: Sequence[str]
+    ) -> list[Document]:
+        """These `fields` of a profile's contacts in these sample buckets, in no order: of
+        those whose documents carry their bucket, read from its index."""
+        terms = [sample_term(profile_id, bucket) for bucket in buckets]
+        return [d async for d in self._collection.find({SAMPLE: {"$in": terms}}, fields)]
 
 
 class Members:

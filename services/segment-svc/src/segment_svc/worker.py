@@ -16,20 +16,19 @@ from typing import Any
 
 import faust
 from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaError
 from prometheus_client import generate_latest
 
+from contacts_shared import tracing
 from contacts_shared.faults import OUTAGES, ServersAway
-from contacts_shared.kafka import (
-    BatchHandler,
-    GuardedHandler,
-    Record,
-    ensure_topics,
-    one_at_a_time,
-)
+from contacts_shared.kafka import BatchHandler, GuardedHandler, Record, one_at_a_time
 from contacts_shared.logs import configure_logging
+from contacts_shared.metrics import measure_backlog
 from contacts_shared.mongo import bson_now
 from contacts_shared.runtime import settle_heap
+from contacts_shared.topics.gate import TopicGate
 from segment_svc.handlers import MemberCounter, ProfileProjector, Rebuilder, Segmenter
+from segment_svc.monitoring import LAG_SECONDS, JsonLoggingWorker, WorkerLag, prometheus_monitor
 from segment_svc.resources import Resources
 from segment_svc.settings import SegmentSettings
 
@@ -71,6 +70,9 @@ def create_worker(settings: SegmentSettings | None = None) -> faust.App:
         value_serializer="raw",
         topic_partitions=settings.topic_partitions,
         topic_disable_leader=True,
+        # Its topics are declared in contacts_shared.topics and verified before it starts
+        # (`prepare`): faust creates none (it would, with one replica).
+        topic_allow_declare=False,
         consumer_auto_offset_reset="earliest",
         # A worker that died without leaving its group holds its partitions this long.
         broker_session_timeout=settings.segment_session_timeout_seconds,
@@ -82,7 +84,12 @@ def create_worker(settings: SegmentSettings | None = None) -> faust.App:
         web_port=settings.segment_worker_port,
         datadir=datadir,
     )
+    # faust's own sensor; its metrics are served with ours at /metrics.
+    app.monitor = prometheus_monitor()
+    lag = WorkerLag(app, settings.segment_worker_id)
+    app.on_partitions_revoked.connect(lag.revoked)
     resources = Resources.open(settings)
+    resources.publisher.topics.need(worker_topics(settings))
     topic = settings.topic_segments_events
     segmenter = Segmenter(resources.segments, resources.projection, resources.relay, topic=topic)
     projector = ProfileProjector(resources.schemas, resources.segments)
@@ -114,7 +121,9 @@ def create_worker(settings: SegmentSettings | None = None) -> faust.App:
 
         async def agent(stream: Any) -> AsyncIterator[None]:
             async for events in stream.take_events(batch, within=within):
-                await guard.handle([record_of(event) for event in events])
+                records = [record_of(event) for event in events]
+                await guard.handle(records)
+                lag.handled(records)
                 yield None
 
         name = f"{settings.segment_worker_id}.{source}"
@@ -142,18 +151,25 @@ def create_worker(settings: SegmentSettings | None = None) -> faust.App:
     )
 
     async def metrics(view: Any, request: Any) -> Any:
-        """Prometheus metrics (dead-lettered records among them)."""
+        """Prometheus metrics: ours (lag, backlog, evaluation, dead letters) and faust's."""
         return view.bytes(generate_latest(), content_type="text/plain; version=0.0.4")
 
     app.page("/metrics")(metrics)
 
     async def readyz(view: Any, request: Any) -> Any:
-        """Not ready (503) while an agent waits for MongoDB or Kafka to return."""
+        """Not ready (503) while an agent waits for MongoDB or Kafka to return, or while Kafka
+        does not answer: unlike the APIs, the worker can do nothing without it."""
         try:
-            await OUTAGES.check()
-        except ServersAway as away:
-            return view.json({"status": "not ready", "detail": str(away)}, status=503)
-        return view.json({"status": "ready"})
+            async with asyncio.timeout(settings.readiness_timeout_seconds):
+                await OUTAGES.check()
+                await resources.publisher.check()  # its topics too, verified once
+        except (ServersAway, KafkaError) as away:
+            detail = str(away) or repr(away)
+        except TimeoutError:
+            detail = f"Kafka did not answer within {settings.readiness_timeout_seconds:g}s"
+        else:
+            return view.json({"status": "ready"})
+        return view.json({"status": "not ready", "detail": detail}, status=503)
 
     app.page("/readyz")(readyz)
 
@@ -171,8 +187,17 @@ def create_worker(settings: SegmentSettings | None = None) -> faust.App:
             pass
         await _logged(resources.members.forget_tombstones(), "tombstones")
 
+    async def backlog() -> None:
+        # What the journal holds unpublished (its writers' rounds, and what dead ones left),
+        # from the start and then every BACKLOG_SECONDS, until the worker stops (cancelled).
+        await measure_backlog(
+            settings.service_name, "membership_journal", resources.journal.backlog, asyncio.Event()
+        )
+
     app.timer(interval=settings.rebuild_poll_seconds)(rebuilds)
     app.timer(interval=settings.outbox_scan_seconds)(left_behind)
+    app.timer(interval=LAG_SECONDS)(lag.show)
+    app.task(backlog)
 
     return app
 
@@ -186,20 +211,24 @@ async def _logged(work: Any, what: str) -> Any:
         return False
 
 
+def worker_topics(settings: SegmentSettings) -> list[str]:
+    """The topics the worker consumes (segments.events it also publishes), and their
+    dead-letter topics."""
+    consumed = [
+        settings.topic_profiles_events,
+        settings.topic_contacts_events,
+        settings.topic_segments_events,
+    ]
+    return consumed + [topic + settings.dead_letter_suffix for topic in consumed]
+
+
 async def prepare(settings: SegmentSettings) -> None:
-    """Topics and indexes, before the worker subscribes."""
-    await ensure_topics(
-        settings.kafka_bootstrap_servers,
-        [
-            settings.topic_profiles_events,
-            settings.topic_contacts_events,
-            settings.topic_segments_events,
-            settings.topic_profiles_events + settings.dead_letter_suffix,
-            settings.topic_contacts_events + settings.dead_letter_suffix,
-            settings.topic_segments_events + settings.dead_letter_suffix,
-        ],
-        settings.topic_partitions,
-    )
+    """Topics and indexes, before the worker subscribes. Its topics are created in local and
+    test; elsewhere it waits until they are there as declared, its log saying which are not
+    (once each) and how to fix them: the worker never starts on topics not as declared."""
+    gate = TopicGate.of_service(settings)
+    gate.need(worker_topics(settings))
+    await gate.wait()
     resources = Resources.open(settings)
     try:
         await resources.create_indexes()
@@ -210,9 +239,13 @@ async def prepare(settings: SegmentSettings) -> None:
 def main() -> None:
     settings = SegmentSettings()
     configure_logging(settings.service_name, settings.log_level)
+    # Its own name in traces: the worker's spans are not the API's.
+    tracing.configure("segment-worker")
     asyncio.run(prepare(settings))
     asyncio.set_event_loop(asyncio.new_event_loop())
-    worker = faust.Worker(create_worker(settings), loglevel=settings.log_level.lower())
+    worker = JsonLoggingWorker(
+        create_worker(settings), service=settings.service_name, loglevel=settings.log_level
+    )
     settle_heap()
     worker.execute_from_commandline()
 

@@ -1,6 +1,7 @@
 """segment-svc's HTTP API served in-process over the real MongoDB-protocol server and Kafka:
-members found by key prefix (listed, counted, exported) and the statistics of a page of
-virtual profiles in one call, each query served by an index."""
+members found by key prefix (listed, counted, exported), the statistics of a page of virtual
+profiles in one call, and previews of rules, exact or estimated from sample buckets, each
+query served by an index."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from contacts_shared.profiles import ProfileSchema
+from contacts_shared.rules import RuleGroup
 from contacts_shared.schema import (
     ContactStatus,
     FieldSpec,
@@ -24,9 +26,10 @@ from contacts_shared.schema import (
 )
 from segment_svc.app import create_app
 from segment_svc.counts import OUTSIDE, Change, Standing, fold
-from segment_svc.evaluate import ContactView
-from segment_svc.handlers import Segmenter
-from segment_svc.membership import ContactState
+from segment_svc.evaluate import ContactView, Segment
+from segment_svc.handlers import Rebuilder, Segmenter
+from segment_svc.membership import SAMPLE, ContactState
+from segment_svc.preview import preview_rules
 from segment_svc.resources import Resources
 from segment_svc.settings import SegmentSettings
 from segment_svc.store import ContactProjection, MemberCounts, Members, SegmentStore
@@ -39,6 +42,9 @@ FIELDS = (
     FieldSpec(name="City", key="city", type=FieldType.TEXT),
 )
 PREFIXED = [f"an{i:02d}@x.com" for i in range(12)]
+# Lowered from the default, so a profile of a few thousand contacts is a large one.
+PREVIEW_BUDGET = 300
+LIMA = {"all": [{"field": "City", "op": "equals", "value": "Lima"}]}
 
 
 @pytest.fixture
@@ -56,6 +62,7 @@ def settings(infrastructure: Any, unique: str, accounts: tuple[str, str]) -> Seg
         mongodb_database=f"segment_svc_api_{unique}",
         topic_segments_events=f"segments.events.api.{unique}",
         api_keys={"key-a": accounts[0], "key-b": accounts[1]},
+        preview_budget=PREVIEW_BUDGET,
     )
 
 
@@ -331,3 +338,95 @@ async def test_a_contacts_virtual_profiles_come_in_one_call_for_its_account_only
     assert commands.collections() == ["contacts", "segments"]
     for command in commands.sent:
         assert await indexes_read(database, command) == {"_id_"}, command
+
+
+async def test_a_preview_counts_a_small_profile_exactly(
+    api: httpx.AsyncClient,
+    resources: Resources,
+    settings: SegmentSettings,
+    accounts: tuple[str, str],
+) -> None:
+    await virtual_profile(resources, "v1", accounts[0])
+    cities = {f"c{i:03d}@x.com": "Lima" if i % 4 == 0 else "Quito" for i in range(PREVIEW_BUDGET)}
+    await project(resources, settings, accounts[0], cities)
+    await project(resources, settings, accounts[0], {"c000@x.com": "Quito"})
+
+    body = {"base_profile_id": f"base-{accounts[0]}", "rules": LIMA}
+    answer = await api.post("/v1/segments:preview", json=body)
+    assert answer.status_code == 200, answer.text
+    found = answer.json()
+    lima = sorted(key for key, city in cities.items() if city == "Lima")[1:]
+    assert (found["exact"], found["count"], found["checked"], found["contacts"]) == (
+        True,
+        len(lima),
+        PREVIEW_BUDGET,
+        PREVIEW_BUDGET,
+    )
+    assert [member["key"] for member in found["sample"]] == lima[:20]
+    assert {member["fields"]["City"] for member in found["sample"]} == {"Lima"}
+    other = await api.post(
+        "/v1/segments:preview", json=body, headers={"Authorization": "Bearer key-b"}
+    )
+    assert other.status_code == 404
+
+
+async def test_a_preview_estimates_a_large_profile_from_whole_sample_buckets(
+    api: httpx.AsyncClient,
+    resources: Resources,
+    settings: SegmentSettings,
+    accounts: tuple[str, str],
+    watched: tuple[Any, Any],
+    indexes_read: Any,
+) -> None:
+    await virtual_profile(resources, "v1", accounts[0])
+    base = f"base-{accounts[0]}"
+    size = 10 * PREVIEW_BUDGET
+    cities = {f"c{i:04d}@x.com": "Lima" if i % 4 == 0 else "Quito" for i in range(size)}
+    await project(resources, settings, accounts[0], cities)
+
+    body = {"base_profile_id": base, "rules": LIMA}
+    found = (await api.post("/v1/segments:preview", json=body)).json()
+    assert (found["exact"], found["complete"]) == (False, True)
+    # About the budget checked, in whole buckets; the estimate within the sample's error.
+    assert PREVIEW_BUDGET * 0.8 <= found["checked"] <= PREVIEW_BUDGET * 1.5
+    assert size * 0.8 <= found["contacts"] <= size * 1.2
+    assert size / 4 * 0.7 <= found["count"] <= size / 4 * 1.3
+    assert len(found["sample"]) == 20
+    assert {member["fields"]["City"] for member in found["sample"]} == {"Lima"}
+    keys = [member["key"] for member in found["sample"]]
+    assert keys == sorted(keys) and keys != sorted(k for k, c in cities.items() if c == "Lima")[:20]
+
+    # Read from the `_id` index and the sample buckets' index, never the whole profile: the
+    # first `budget` ids, those without a bucket among them, a bucket's size, the buckets,
+    # then the sample by `_id`.
+    database, commands = watched
+    segment = Segment("p", accounts[0], base, RuleGroup.model_validate(LIMA), 0, FIELDS)
+    projection = ContactProjection(database["contacts"])
+    again = await preview_rules(
+        segment, projection=projection, budget=PREVIEW_BUDGET, today=NOW.date()
+    )
+    assert (again.count, again.tally.checked) == (found["count"], found["checked"])
+    read = sorted([sorted(await indexes_read(database, command)) for command in commands.sent])
+    assert read == [["_id_"]] * 3 + [[SAMPLE]] * 2, commands.sent  # the sample by `_id`
+
+    # Contacts projected before buckets were kept are in none: the estimate says it leaves
+    # them out, until a rebuild over the profile files them.
+    contacts = resources.client[settings.mongodb_database]["contacts"]
+    old = [f"{base}:c{i:04d}@x.com" for i in range(0, size, 7)]
+    await contacts.update_many({"_id": {"$in": old}}, {"$unset": {SAMPLE: ""}})
+    partial = (await api.post("/v1/segments:preview", json=body)).json()
+    assert (partial["exact"], partial["complete"]) == (False, False)
+    assert partial["contacts"] < found["contacts"]
+    rebuilder = Rebuilder(
+        resources.segments,
+        resources.projection,
+        resources.relay,
+        resources.publisher,
+        topic=settings.topic_segments_events,
+        owner="w1",
+    )
+    assert await rebuilder.run_one() is True
+    assert await contacts.count_documents({"_id": {"$in": old}, SAMPLE: {"$exists": True}}) == len(
+        old
+    )
+    assert (await api.post("/v1/segments:preview", json=body)).json() == found
