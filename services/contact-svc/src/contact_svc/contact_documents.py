@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import struct
 import unicodedata
-import zlib
 from dataclasses import asdict
 from datetime import UTC, datetime
 
 from contact_svc.domain import BulkStamp, Contact, ImportStamp, contact_id
 from contacts_shared.commands import BulkOutcome, RowOutcome
 from contacts_shared.mongo import Document, prefix_range
+from contacts_shared.sampling import SAMPLE_BUCKETS, sample_bucket
 from contacts_shared.schema import ContactStatus
 
 # A deleted contact's document stays, with its last version, so that a contact added again
@@ -41,9 +41,10 @@ MAX_TERM_VALUE = 256
 # values are found by prefixes of up to this length (a prefix search asks for no more), and
 # sort among themselves by key after it.
 FOLDED_TERM_LENGTH = 64
-# One contact in SAMPLE_RATE (by a hash of its key) carries its profile's sample term: about
-# 3,900 contacts of a million, read to estimate counts and to size the ranges of sorted pages.
-SAMPLE_RATE = 256
+# One contact in SAMPLE_RATE (bucket 0 of the shared hash of its key, `contacts_shared.sampling`,
+# as segment-svc's previews sample) carries its profile's sample term: about 3,900 contacts of a
+# million, read to estimate counts and to size the ranges of sorted pages.
+SAMPLE_RATE = SAMPLE_BUCKETS
 # The document shape: which derived fields (terms, sort keys, creation order) a contact's document
 # carries. Every write sets the current one; documents of an older shape (none written: 1) are
 # brought to it in the background (`shape_backfill`). Raise it whenever `derived_fields` changes.
@@ -101,7 +102,7 @@ def sample_term(profile_id: str) -> str:
 def in_sample(key: str) -> bool:
     """Whether the contact with this key is in its profile's sample: a stable 1 in SAMPLE_RATE,
     spread evenly over any range of values or keys."""
-    return zlib.crc32(key.encode()) % SAMPLE_RATE == 0
+    return sample_bucket(key) == 0
 
 
 def sortable_text(text: str) -> str:

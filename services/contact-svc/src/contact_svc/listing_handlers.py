@@ -26,6 +26,7 @@ from contact_svc.stats import summarize
 from contact_svc.stats_repository import StatsStore
 from contacts_shared.mongo import bson_now
 from contacts_shared.profiles import ProfileSchema, SchemaStore
+from contacts_shared.sampling import two_significant
 from contacts_shared.schema import ContactStatus, FieldType
 from contacts_shared.values import EXPORT_TRAILING_COLUMNS, FieldProblem, ValuesInvalid, csv_cell
 
@@ -221,8 +222,7 @@ def estimated(in_sample: int) -> int:
     """How many contacts `in_sample` matches of the profile's sample stand for, to two
     significant digits: the sample's error is about one in the square root of its count (22%
     at 20, 7% at 200)."""
-    scaled = in_sample * SAMPLE_RATE
-    return round(scaled, 2 - len(str(scaled)))
+    return two_significant(in_sample * SAMPLE_RATE)
 
 
 async def _from_statistics(profile_id: str, status: ContactStatus | None, stats: StatsStore) -> int:
