@@ -1,20 +1,16 @@
 """Contacts stored in an older document shape brought up to the current one in the background
 (ADR 9, addendum 3): their derived fields (terms, sort keys, creation order) computed again by
 the one function every write uses, `contact_documents.derived_fields`, and written only if the
-contact is unchanged since it was read. One process at a time holds the work's lease; the
-checkpoint (the last `_id` done) lets a restart resume where the last one stopped."""
+contact is unchanged since it was read. The walk, its lease and its checkpoint are
+`contacts_shared.backfill`'s."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-import uuid
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass
+from typing import ClassVar
 
 from pymongo import ASCENDING, IndexModel, UpdateOne
-from pymongo.errors import DuplicateKeyError
 
 from contact_svc.contact_documents import (
     CREATED_ORDER,
@@ -27,8 +23,9 @@ from contact_svc.contact_documents import (
     older_shape,
     shape_of,
 )
+from contacts_shared.backfill import LeasedBackfill, Tally
 from contacts_shared.journal import JOURNAL
-from contacts_shared.mongo import Collection, Document, bson_now
+from contacts_shared.mongo import Document
 from contacts_shared.outbox import OUTBOX
 
 log = logging.getLogger(__name__)
@@ -55,7 +52,7 @@ def reshaping(document: Document) -> tuple[Document, Document] | None:
 
 
 @dataclass
-class BackfillPass:
+class BackfillPass(Tally):
     """What one pass over the contacts did so far: documents read, brought to the current
     shape, changed since read (left to their writer) and unreadable as contacts (left as they
     are, logged)."""
@@ -66,84 +63,39 @@ class BackfillPass:
     unreadable: int = 0
     done: bool = False
 
-    def counts(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in COUNTS}
-
-    def add(self, round_: BackfillPass) -> None:
-        for name, count in round_.counts().items():
-            setattr(self, name, getattr(self, name) + count)
-        self.done = round_.done
-
 
 @dataclass
-class ShapeBackfill:
-    """Walks the contacts in `_id` order, `batch_size` documents a round, from the checkpoint
-    on, rewriting those of an older shape with one unordered bulk of conditional updates; a
-    round renews the lease and moves the checkpoint. Started with the service; returns once no
-    contact of an older shape is left (one indexed query) or its pass is done; a process that
-    finds the lease held waits for it (its holder may stop before it is done)."""
+class ShapeBackfill(LeasedBackfill[BackfillPass]):
+    """Rewrites the contacts of an older shape, a round at a time (`LeasedBackfill`). Started
+    with the service; returns once no contact of an older shape is left (one indexed query)
+    or its pass is done. A pass is the current shape's: a new shape begins a new one."""
 
-    contacts: Collection
-    checkpoints: Collection
-    batch_size: int
-    lease: timedelta
-    pause_seconds: float  # between rounds: the server's time is the requests' first
-    owner: str = field(default_factory=lambda: uuid.uuid4().hex)
-
-    async def run(self, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
-            try:
-                if not await self.needed():
-                    return
-                if await self.claim():
-                    try:
-                        if (await self.walk(stopping)).done:
-                            return
-                    finally:
-                        await self.release()
-            except Exception as exc:  # noqa: BLE001 - a server away: the checkpoint resumes it
-                log.warning("shape backfill failed, will resume", extra={"error": repr(exc)})
-            await _wait(stopping, self.lease.total_seconds() / 3)
+    checkpoint_id: ClassVar[str] = CHECKPOINT
+    name: ClassVar[str] = "shape backfill"
+    version: ClassVar[int] = CURRENT_SHAPE
+    read_fields: ClassVar[Document] = READ
+    counted: ClassVar[tuple[str, ...]] = COUNTS
 
     async def needed(self) -> bool:
         """Whether any contact has an older shape than the current one."""
-        found = await self.contacts.find_one(
+        found = await self.documents.find_one(
             older_shape(), {"_id": 1}, hint=SHAPE_INDEX.document["name"]
         )
         return found is not None
 
-    async def walk(self, stopping: asyncio.Event) -> BackfillPass:
-        """Go on with the pass from the checkpoint (or begin one) until it is done, the process
-        stops or the lease is lost; needs the lease (`claim`)."""
-        checkpoint = await self.checkpoints.find_one({"_id": CHECKPOINT}) or {}
-        if checkpoint.get(SHAPE) != CURRENT_SHAPE or checkpoint.get("done"):
-            checkpoint = await self._begin(checkpoint)
-        progress = BackfillPass()
-        started = time.monotonic()
-        after, first = checkpoint.get("after"), checkpoint.get("first") or ""
-        while not stopping.is_set():
-            ids = {"$gt": after} if after is not None else {"$gte": first}
-            rows = await (
-                self.contacts.find({"_id": ids}, READ)
-                .sort("_id", ASCENDING)
-                .hint("_id_")
-                .limit(self.batch_size)
-                .to_list()
-            )
-            round_ = await self.reshape(rows)
-            after = rows[-1]["_id"] if rows else after
-            round_.done = len(rows) < self.batch_size
-            if not await self._advance(after, round_):
-                break
-            progress.add(round_)
-            if round_.done:
-                # This process's share of the pass (the checkpoint holds the whole pass's).
-                seconds = round(time.monotonic() - started, 3)
-                extra = {"shape": CURRENT_SHAPE, "seconds": seconds, **progress.counts()}
-                log.info("shape backfill done", extra=extra)
-                break
-            await _wait(stopping, self.pause_seconds)
-        return progress
+    async def first_id(self, checkpoint: Document) -> str:
+        """From the first contact if no pass was made for the current shape, else (a later
+        write of an older shape, by a process of an earlier version) from the first contact
+        still of an older shape."""
+        if checkpoint.get("version") != CURRENT_SHAPE:
+            return ""
+        least = await (
+            self.documents.find(older_shape(), {"_id": 1}).sort("_id", ASCENDING).limit(1)
+        ).to_list()
+        return str(least[0]["_id"]) if least else ""
+
+    async def rewrite(self, rows: list[Document]) -> BackfillPass:
+        return await self.reshape(rows)
 
     async def reshape(self, rows: list[Document]) -> BackfillPass:
         """Bring these documents, read earlier, to the current shape where they are unchanged."""
@@ -164,88 +116,5 @@ class ShapeBackfill:
                 updates.append(UpdateOne({"_id": row["_id"], **change[0]}, change[1]))
         matched = 0
         if updates:
-            matched = (await self.contacts.bulk_write(updates, ordered=False)).matched_count
+            matched = (await self.documents.bulk_write(updates, ordered=False)).matched_count
         return BackfillPass(len(rows), matched, len(updates) - matched, unreadable)
-
-    async def claim(self) -> bool:
-        """Hold the lease if it is free, expired or this process's own."""
-        now = bson_now()
-        lease = {"owner": self.owner, "until": now + self.lease}
-        held = await self.checkpoints.find_one_and_update(
-            {
-                "_id": CHECKPOINT,
-                "$or": [
-                    {"lease": None},
-                    {"lease.until": {"$lt": now}},
-                    {"lease.owner": self.owner},
-                ],
-            },
-            {"$set": {"lease": lease}},
-            {"_id": 1},
-        )
-        if held is not None:
-            return True
-        # No checkpoint yet, or another process holds it. Not an upsert: FerretDB answers an
-        # upsert that meets an existing `_id` with an internal error, an insert with 11000.
-        try:
-            await self.checkpoints.insert_one({"_id": CHECKPOINT, "lease": lease})
-        except DuplicateKeyError:
-            return False
-        return True
-
-    async def _begin(self, checkpoint: Document) -> Document:
-        """A new pass: from the first contact if none was made for the current shape, else (a
-        later write of an older shape, by a process of an earlier version) from the first
-        contact still of an older shape."""
-        first = ""
-        if checkpoint.get(SHAPE) == CURRENT_SHAPE:
-            least = await (
-                self.contacts.find(older_shape(), {"_id": 1}).sort("_id", ASCENDING).limit(1)
-            ).to_list()
-            first = least[0]["_id"] if least else ""
-        fields = {
-            SHAPE: CURRENT_SHAPE,
-            "first": first,
-            "after": None,
-            "done": False,
-            "started_at": bson_now(),
-            "finished_at": None,
-            **dict.fromkeys(COUNTS, 0),
-        }
-        await self.checkpoints.update_one(
-            {"_id": CHECKPOINT, "lease.owner": self.owner}, {"$set": fields}
-        )
-        log.info("shape backfill started", extra={"shape": CURRENT_SHAPE, "first": first})
-        return fields
-
-    async def _advance(self, after: str | None, round_: BackfillPass) -> bool:
-        """Move the checkpoint past a round and renew the lease, if still held (False: stop)."""
-        now = bson_now()
-        done = {"finished_at": now} if round_.done else {}
-        result = await self.checkpoints.update_one(
-            {"_id": CHECKPOINT, "lease.owner": self.owner},
-            {
-                "$set": {
-                    "after": after,
-                    "done": round_.done,
-                    "lease.until": now + self.lease,
-                    **done,
-                },
-                "$inc": round_.counts(),
-            },
-        )
-        return result.matched_count == 1
-
-    async def release(self) -> None:
-        """Free the lease, so that a restart resumes at once rather than after it runs out."""
-        await self.checkpoints.update_one(
-            {"_id": CHECKPOINT, "lease.owner": self.owner}, {"$set": {"lease": None}}
-        )
-
-
-async def _wait(stopping: asyncio.Event, seconds: float) -> None:
-    """Sleep up to `seconds`, less if the process stops."""
-    try:
-        await asyncio.wait_for(stopping.wait(), timeout=seconds)
-    except TimeoutError:
-        pass

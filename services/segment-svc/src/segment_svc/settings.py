@@ -28,3 +28,9 @@ class SegmentSettings(ServiceSettings):
     # about this many in whole sample buckets, for an estimate (ADR 11, addendum of 2026-12:
     # at a million contacts p95 202-224 ms at 10,000, 412-467 ms at 20,000; goal 300 ms).
     preview_budget: int = Field(default=10_000, ge=1, le=100_000)
+    # The worker's background pass giving projected contacts written before sample buckets
+    # were kept their bucket (`sample_backfill`): documents a round, the pause between rounds
+    # (the projection's writers come first), and how long a holder that died keeps the work.
+    sample_backfill_batch_size: int = Field(default=1000, ge=1, le=10_000)
+    sample_backfill_pause_seconds: float = Field(default=0.05, ge=0)
+    sample_backfill_lease_seconds: float = Field(default=30, gt=0)

@@ -11,6 +11,7 @@ import logging
 import socket
 import tempfile
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from contacts_shared.topics.gate import TopicGate
 from segment_svc.handlers import MemberCounter, ProfileProjector, Rebuilder, Segmenter
 from segment_svc.monitoring import LAG_SECONDS, JsonLoggingWorker, WorkerLag, prometheus_monitor
 from segment_svc.resources import Resources
+from segment_svc.sample_backfill import SampleBackfill
 from segment_svc.settings import SegmentSettings
 
 log = logging.getLogger(__name__)
@@ -194,10 +196,25 @@ def create_worker(settings: SegmentSettings | None = None) -> faust.App:
             settings.service_name, "membership_journal", resources.journal.backlog, asyncio.Event()
         )
 
+    database = resources.client[settings.mongodb_database]
+    sample_backfill = SampleBackfill(
+        database["contacts"],
+        database["backfills"],
+        batch_size=settings.sample_backfill_batch_size,
+        lease=timedelta(seconds=settings.sample_backfill_lease_seconds),
+        pause_seconds=settings.sample_backfill_pause_seconds,
+    )
+
+    async def backfill_samples() -> None:
+        # Until a pass is recorded done (then one read at each start), or the worker stops
+        # (cancelled: the lease is released on the way out, the checkpoint kept).
+        await sample_backfill.run(asyncio.Event())
+
     app.timer(interval=settings.rebuild_poll_seconds)(rebuilds)
     app.timer(interval=settings.outbox_scan_seconds)(left_behind)
     app.timer(interval=LAG_SECONDS)(lag.show)
     app.task(backlog)
+    app.task(backfill_samples)
 
     return app
 

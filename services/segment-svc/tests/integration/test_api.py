@@ -1,14 +1,15 @@
 """segment-svc's HTTP API served in-process over the real MongoDB-protocol server and Kafka:
 members found by key prefix (listed, counted, exported), the statistics of a page of virtual
-profiles in one call, and previews of rules, exact or estimated from sample buckets, each
-query served by an index."""
+profiles in one call, and previews of rules, exact or estimated from sample buckets (complete
+once the worker's backfill gave older contacts theirs), each query served by an index."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -31,6 +32,7 @@ from segment_svc.handlers import Rebuilder, Segmenter
 from segment_svc.membership import SAMPLE, ContactState
 from segment_svc.preview import preview_rules
 from segment_svc.resources import Resources
+from segment_svc.sample_backfill import SampleBackfill
 from segment_svc.settings import SegmentSettings
 from segment_svc.store import ContactProjection, MemberCounts, Members, SegmentStore
 
@@ -370,6 +372,29 @@ async def test_a_preview_counts_a_small_profile_exactly(
     assert other.status_code == 404
 
 
+async def large_profile(
+    resources: Resources, settings: SegmentSettings, account_id: str
+) -> tuple[str, dict[str, str]]:
+    """A virtual profile of the Lima contacts over a base profile of ten times the preview's
+    budget, a quarter of them in Lima: the base profile's id and its contacts' cities."""
+    await virtual_profile(resources, "v1", account_id)
+    size = 10 * PREVIEW_BUDGET
+    cities = {f"c{i:04d}@x.com": "Lima" if i % 4 == 0 else "Quito" for i in range(size)}
+    await project(resources, settings, account_id, cities)
+    return f"base-{account_id}", cities
+
+
+def assert_estimated(found: dict[str, Any], size: int) -> None:
+    """A complete estimate of `large_profile`'s Lima contacts: about the budget checked, in
+    whole buckets; the estimate within the sample's error; 20 matches shown."""
+    assert (found["exact"], found["complete"]) == (False, True)
+    assert PREVIEW_BUDGET * 0.8 <= found["checked"] <= PREVIEW_BUDGET * 1.5
+    assert size * 0.8 <= found["contacts"] <= size * 1.2
+    assert size / 4 * 0.7 <= found["count"] <= size / 4 * 1.3
+    assert len(found["sample"]) == 20
+    assert {member["fields"]["City"] for member in found["sample"]} == {"Lima"}
+
+
 async def test_a_preview_estimates_a_large_profile_from_whole_sample_buckets(
     api: httpx.AsyncClient,
     resources: Resources,
@@ -378,21 +403,11 @@ async def test_a_preview_estimates_a_large_profile_from_whole_sample_buckets(
     watched: tuple[Any, Any],
     indexes_read: Any,
 ) -> None:
-    await virtual_profile(resources, "v1", accounts[0])
-    base = f"base-{accounts[0]}"
-    size = 10 * PREVIEW_BUDGET
-    cities = {f"c{i:04d}@x.com": "Lima" if i % 4 == 0 else "Quito" for i in range(size)}
-    await project(resources, settings, accounts[0], cities)
-
+    base, cities = await large_profile(resources, settings, accounts[0])
+    size = len(cities)
     body = {"base_profile_id": base, "rules": LIMA}
     found = (await api.post("/v1/segments:preview", json=body)).json()
-    assert (found["exact"], found["complete"]) == (False, True)
-    # About the budget checked, in whole buckets; the estimate within the sample's error.
-    assert PREVIEW_BUDGET * 0.8 <= found["checked"] <= PREVIEW_BUDGET * 1.5
-    assert size * 0.8 <= found["contacts"] <= size * 1.2
-    assert size / 4 * 0.7 <= found["count"] <= size / 4 * 1.3
-    assert len(found["sample"]) == 20
-    assert {member["fields"]["City"] for member in found["sample"]} == {"Lima"}
+    assert_estimated(found, size)
     keys = [member["key"] for member in found["sample"]]
     assert keys == sorted(keys) and keys != sorted(k for k, c in cities.items() if c == "Lima")[:20]
 
@@ -430,3 +445,31 @@ async def test_a_preview_estimates_a_large_profile_from_whole_sample_buckets(
         old
     )
     assert (await api.post("/v1/segments:preview", json=body)).json() == found
+
+
+async def test_a_preview_of_contacts_projected_before_buckets_is_complete_after_the_backfill(
+    api: httpx.AsyncClient,
+    resources: Resources,
+    settings: SegmentSettings,
+    accounts: tuple[str, str],
+) -> None:
+    """A large profile nothing has touched since the upgrade: no document has its bucket, so
+    the estimate stands for none, until the worker's backfill gives every one its bucket."""
+    base, cities = await large_profile(resources, settings, accounts[0])
+    body = {"base_profile_id": base, "rules": LIMA}
+    database = resources.client[settings.mongodb_database]
+    await database["contacts"].update_many({}, {"$unset": {SAMPLE: ""}})
+    before = (await api.post("/v1/segments:preview", json=body)).json()
+    assert (before["exact"], before["complete"], before["contacts"]) == (False, False, 0)
+
+    backfill = SampleBackfill(
+        database["contacts"],
+        database["backfills"],
+        batch_size=1000,
+        lease=timedelta(seconds=30),
+        pause_seconds=0,
+    )
+    await asyncio.wait_for(backfill.run(asyncio.Event()), timeout=60)
+
+    found = (await api.post("/v1/segments:preview", json=body)).json()
+    assert_estimated(found, len(cities))
