@@ -1,4 +1,5 @@
-"""Structured JSON log lines carrying the service, request id and account id."""
+"""Structured JSON log lines carrying the service, request id and account id, and, while
+tracing is on (`contacts_shared.tracing`) and a span is current, its trace and span ids."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import logging
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
+
+from contacts_shared import tracing
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 account_id_var: ContextVar[str | None] = ContextVar("account_id", default=None)
@@ -37,6 +40,8 @@ class JsonFormatter(logging.Formatter):
             line["request_id"] = request_id
         if (account_id := account_id_var.get()) is not None:
             line["account_id"] = account_id
+        if (ids := tracing.log_ids()) is not None:  # off: one global read
+            line["trace_id"], line["span_id"] = ids
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 line[key] = value

@@ -158,6 +158,17 @@ def current_context() -> dict[str, str]:
     return {name: value.decode() for name, value in _headers_of(span_context)}
 
 
+def log_ids() -> tuple[str, str] | None:
+    """(trace id, span id) in hex (32 and 16 digits) of the current span, for a log line
+    (`logs.JsonFormatter`); None when off or outside any valid span."""
+    if _tracer is None:
+        return None
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid:
+        return None
+    return f"{span_context.trace_id:032x}", f"{span_context.span_id:016x}"
+
+
 def stored_headers(entry: Mapping[str, Any]) -> Headers:
     """The record headers of the context an outbox entry was written in (`current_context`),
     or none."""

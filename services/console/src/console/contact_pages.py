@@ -42,6 +42,11 @@ SORTS = {
     "-created_at": N_("Newest first"),
 }
 _FIELD_ORDER = re.compile(r"-?[^-].{0,99}")
+# contact-svc's cursors are URL-safe base64; those of the pages before, kept in the address,
+# are joined by a character base64 never writes.
+CURSOR = re.compile(r"[A-Za-z0-9_-]{0,1000}")
+CURSORS_APART = "."
+BACK_KEPT = 20
 CHANGE_LABELS = {
     "created": N_("Created"),
     "updated": N_("Updated"),
@@ -276,6 +281,11 @@ class Listing:
     value_prefix: str = ""
     sort: str = "key"
     cursor: str = ""
+    # The page's number, and the cursors of the pages before it (the first's is none), the
+    # nearest last: contact-svc's cursors go forward only, so the way back is kept in the
+    # address, BACK_KEPT pages deep.
+    page: int = 1
+    back: tuple[str, ...] = ()
 
     def filters(self) -> dict[str, str]:
         """The filters as contact-svc's listing, count and bulk actions take them."""
@@ -284,13 +294,32 @@ class Listing:
             chosen |= {"field": self.field, "value_prefix": self.value_prefix}
         return {name: value for name, value in chosen.items() if value}
 
-    def url(self, **changes: str) -> str:
-        """This listing's address, with `changes`."""
+    def url(self, **changes: Any) -> str:
+        """This listing's address, with `changes`; from its first page when `cursor` is none."""
         moved = replace(self, **changes)
-        params = {"profile_id": moved.profile_id, **moved.filters(), "cursor": moved.cursor}
+        params: dict[str, Any] = {
+            "profile_id": moved.profile_id,
+            **moved.filters(),
+            "cursor": moved.cursor,
+        }
         if moved.sort != "key":
             params["sort"] = moved.sort
+        if moved.cursor and moved.page > 1:
+            params |= {"page": moved.page, "back": CURSORS_APART.join(moved.back)}
         return "/contacts?" + urlencode({name: value for name, value in params.items() if value})
+
+    def next_url(self, cursor: str) -> str:
+        """The address of the page after this one, which starts at `cursor`."""
+        back = (*self.back, self.cursor) if self.cursor else self.back
+        return replace(self, page=self.page + 1, back=back[-BACK_KEPT:]).url(cursor=cursor)
+
+    def previous_url(self) -> str | None:
+        """The address of the page before this one; None on the first page, or past the
+        pages kept (the first page's link is there)."""
+        if self.back:
+            before = replace(self, page=self.page - 1, back=self.back[:-1])
+            return before.url(cursor=self.back[-1])
+        return self.url(cursor="") if self.page == 2 else None
 
 
 def _listing_of(values: Mapping[str, Any], prefix: str = "") -> Listing:
@@ -308,7 +337,11 @@ def _listing_of(values: Mapping[str, Any], prefix: str = "") -> Listing:
         field=found["field"],
         value_prefix=found["value_prefix"],
         sort=sort if sort in SORTS or _FIELD_ORDER.fullmatch(sort) else "key",
-        cursor=str(values.get("cursor", "")),
+        cursor=cursor if CURSOR.fullmatch(cursor := str(values.get("cursor", ""))) else "",
+        page=int(page) if (page := str(values.get("page", ""))).isdigit() and page != "0" else 1,
+        back=tuple(
+            c for c in str(values.get("back", "")).split(CURSORS_APART) if CURSOR.fullmatch(c) and c
+        )[-BACK_KEPT:],
     )
 
 

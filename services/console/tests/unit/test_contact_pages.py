@@ -213,7 +213,9 @@ async def test_the_list_asks_one_page_and_its_total_with_the_same_filters(
     assert 'aria-sort="descending"' in page
     kept = "profile_id=p1&amp;status=active&amp;key_prefix=an&amp;field=Ciudad&amp;value_prefix=vi"
     assert f'href="/contacts?{kept}&amp;sort=created_at"' in page
-    assert f'href="/contacts?{kept}&amp;cursor=c2&amp;sort=-created_at">Next page' in page
+    assert (
+        f'href="/contacts?{kept}&amp;cursor=c2&amp;sort=-created_at&amp;page=2" rel="next">' in page
+    )
     assert '<input type="hidden" name="filter_value_prefix" value="vi">' in page
     # Only text, email and phone fields are searched by prefix.
     searched = page.split('<select id="field"', 1)[1].split("</select>", 1)[0]
@@ -242,7 +244,9 @@ async def test_the_list_is_ordered_by_a_field_from_its_heading_or_the_order_pick
     assert heading + 'Edad</a> <span aria-hidden="true">↓</span></th>' in page
     assert '<a href="/contacts?profile_id=p1&amp;sort=Nacimiento">Nacimiento</a>' in page
     assert '<option value="-Edad" selected>Edad, descending</option>' in page
-    assert 'href="/contacts?profile_id=p1&amp;cursor=c2&amp;sort=-Edad">Next page' in page
+    assert (
+        'href="/contacts?profile_id=p1&amp;cursor=c2&amp;sort=-Edad&amp;page=2" rel="next">' in page
+    )
 
     refusal = {
         "detail": "no field 'Talla' in this profile",
@@ -562,3 +566,30 @@ async def test_the_contacts_pages_speak_spanish(
     assert "Estado: Activo → Desuscrito" in page.text
     form = await console.get("/contacts/new?profile_id=p1")
     assert "<h1>Nuevo Contacto</h1>" in form.text and "Guardar y agregar otro" in form.text
+
+
+async def test_pages_go_forward_by_cursor_and_back_by_the_cursors_kept_in_the_address(
+    console: httpx.AsyncClient, services: FakeServices, signed_in: Any
+) -> None:
+    await signed_in()
+    with_profiles(services)
+    page_of = {"items": [contact("ana@example.cl")], "next_cursor": "c4"}
+    services.on(CONTACTS, "GET", "/v1/profiles/p1/contacts", httpx.Response(200, json=page_of))
+    services.on(
+        CONTACTS, "GET", "/v1/profiles/p1/contacts:count", httpx.Response(200, json={"count": 200})
+    )
+    # Page 3, reached from page 1 (no cursor) and page 2 (cursor c2), starts at c3.
+    third = (await console.get("/contacts?profile_id=p1&cursor=c3&page=3&back=c2")).text
+    assert "Page 3" in third
+    assert 'href="/contacts?profile_id=p1&amp;cursor=c2&amp;page=2" rel="prev">' in third
+    assert (
+        'href="/contacts?profile_id=p1&amp;cursor=c4&amp;page=4&amp;back=c2.c3" rel="next">'
+        in third
+    )
+    assert '<a href="/contacts?profile_id=p1">First page</a>' in third
+    # Page 2's previous is the first page.
+    second = (await console.get("/contacts?profile_id=p1&cursor=c2&page=2")).text
+    assert 'href="/contacts?profile_id=p1" rel="prev">' in second
+    # Past the pages kept, or from an address edited by hand, only the first page's link.
+    deep = (await console.get("/contacts?profile_id=p1&cursor=c30&page=30&back=x%3Cy")).text
+    assert 'rel="prev"' not in deep and "First page" in deep and "Page 30" in deep
