@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from pymongo import ASCENDING, IndexModel, UpdateOne
+from pymongo import ASCENDING, IndexModel, InsertOne, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from contact_svc.webhooks import WebhookFormat, WebhookSource
@@ -136,12 +136,24 @@ class MongoStoreCustomerStore:
     async def remember(self, source_id: str, seen: Sequence[CustomerSeen]) -> list[int]:
         """Keep each customer's key and change time; the indexes (in `seen`) of those older
         than a change of the same customer kept before: stale, and not kept."""
+        # The rows first, by plain inserts (one already there is a duplicate, an answer): FerretDB
+        # can lose one of several upserts that create the same document at once, `$addToSet`
+        # and all, while updates of a document that exists are applied one after the other.
+        rows = {f"{source_id}:{customer.customer_id}" for customer in seen}
+        await bulk_write_tolerating_duplicates(
+            self._collection,
+            [
+                InsertOne({"_id": row, "source_id": source_id, "keys": [], "changed_at": None})
+                for row in sorted(rows)
+            ],
+        )
         writes = []
         for customer in seen:
             condition: Document = {"_id": f"{source_id}:{customer.customer_id}"}
             changes: Document = {"source_id": source_id}
             if customer.changed_at is not None:
-                # Not newer: the upsert meets the row as a duplicate key, and is refused.
+                # Not newer: the upsert meets the row as a duplicate key, and is refused (the
+                # row is there: an upsert is how a stale change is told, per write).
                 condition["$or"] = [
                     {"changed_at": {"$lte": customer.changed_at}},
                     {"changed_at": None},
