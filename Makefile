@@ -78,7 +78,7 @@ fmt: setup
 	$(UV) run --frozen ruff check --fix .
 
 unit: setup
-	$(PYTEST) -m "not integration" shared services tests/devstack
+	$(PYTEST) -m "not integration" shared services tests/devstack tests/deploy
 
 integration: setup
 	$(PYTEST) -m integration shared services
