@@ -254,42 +254,67 @@ async def apply_bulk_changes(
     contacts: ContactRepository,
     jobs: BulkJobStore,
 ) -> list[PageApplied]:
-    """Apply a partition's batch of bulk pages, each in bulk: its contacts read at once and
-    their changes written in one bulk write (those written meanwhile one by one). A page its
+    """Apply a partition's batch of bulk pages in bulk: consecutive pages of one profile with
+    no key in common read at once and their changes written in one bulk write (those written
+    meanwhile one by one); a page sharing a key with one before it (a copy sent again, or
+    another job's) starts a new run, so each contact's changes apply in order. A page its
     job has counted already (sent again by a resumed sender) is skipped; one applied but not
-    yet counted repeats its outcomes from the contacts' stamps."""
+    yet counted repeats its outcomes from the contacts' stamps. The pages come back in their
+    order, to be counted in it."""
     if not changes:
         return []
     counted = await jobs.counted_pages(list({c.job_id for c in changes}), partition)
     applied: list[PageApplied] = []
+    run: list[BulkChange] = []
+    run_keys: set[str] = set()
     for change in changes:
         if change.page <= counted.get(change.job_id, 0):
             continue
         schema = await schemas.get(change.profile_id)
         if schema is None or schema.account_id != change.account_id:
+            applied.extend(await _apply_run(run, contacts))
+            run, run_keys = [], set()
             outcomes = Counter({BulkOutcome.NOT_FOUND: len(change.keys)})
-        else:
-            outcomes = await _apply_page(change, contacts)
-        applied.append(PageApplied(change.job_id, change.page, dict(outcomes)))
+            applied.append(PageApplied(change.job_id, change.page, dict(outcomes)))
+            continue
+        if run and (run[0].profile_id != change.profile_id or not run_keys.isdisjoint(change.keys)):
+            applied.extend(await _apply_run(run, contacts))
+            run, run_keys = [], set()
+        run.append(change)
+        run_keys.update(change.keys)
+    applied.extend(await _apply_run(run, contacts))
     return applied
 
 
-async def _apply_page(change: BulkChange, contacts: ContactRepository) -> Counter[BulkOutcome]:
-    stored = await contacts.find_stored(change.profile_id, change.keys)
+async def _apply_run(run: Sequence[BulkChange], contacts: ContactRepository) -> list[PageApplied]:
+    """Pages of one profile with distinct keys: their contacts read in one query, their
+    changes written in one bulk write, each page's outcomes counted apart."""
+    if not run:
+        return []
+    stored = await contacts.find_stored(run[0].profile_id, [k for c in run for k in c.keys])
     now = bson_now()
-    outcomes: Counter[BulkOutcome] = Counter()
+    outcomes: list[Counter[BulkOutcome]] = [Counter() for _ in run]
     savings: list[Saving] = []
-    for key in change.keys:
-        contact = stored.get(key)
-        version = contact.version if contact else 0
-        outcome, write = apply_bulk_change(contact, change, now=now)
-        outcomes[outcome] += 1
-        if write and contact is not None:
-            savings.append(Saving(contact, version))
+    page_of: dict[str, int] = {}
+    for index, change in enumerate(run):
+        for key in change.keys:
+            contact = stored.get(key)
+            version = contact.version if contact else 0
+            outcome, write = apply_bulk_change(contact, change, now=now)
+            outcomes[index][outcome] += 1
+            if write and contact is not None:
+                savings.append(Saving(contact, version))
+                page_of[contact.id] = index
     for stale in await contacts.save_many(savings):
-        outcomes[stale.bulk.outcome if stale.bulk else BulkOutcome.NOT_FOUND] -= 1
-        outcomes[await retry_if_stale(partial(_apply_one, change, stale.key, contacts))] += 1
-    return outcomes
+        index = page_of[stale.id]
+        counts = outcomes[index]
+        counts[stale.bulk.outcome if stale.bulk else BulkOutcome.NOT_FOUND] -= 1
+        change = run[index]
+        counts[await retry_if_stale(partial(_apply_one, change, stale.key, contacts))] += 1
+    return [
+        PageApplied(change.job_id, change.page, dict(counts))
+        for change, counts in zip(run, outcomes, strict=True)
+    ]
 
 
 async def _apply_one(change: BulkChange, key: str, contacts: ContactRepository) -> BulkOutcome:

@@ -313,6 +313,10 @@ class MongoContactRepository:
         """`MongoContactPages.find_page`."""
         return await self._pages.find_page(profile_id, **query)
 
+    async def find_keys(self, profile_id: str, **query: Any) -> list[str]:
+        """`MongoContactPages.find_keys`."""
+        return await self._pages.find_keys(profile_id, **query)
+
     async def count_matching(self, profile_id: str, **query: Any) -> int:
         """`MongoContactPages.count_matching`."""
         return await self._pages.count_matching(profile_id, **query)

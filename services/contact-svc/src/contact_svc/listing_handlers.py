@@ -168,13 +168,9 @@ async def selected_keys(
     """The keys of the next contacts `selected` in key order after `after_key`: a bulk
     action's selection, page by page, however large."""
     selection = _selection(schema, selected, region)
-    page = await contacts.find_page(
-        schema.profile_id,
-        after=PagePosition(after_key) if after_key is not None else None,
-        limit=limit,
-        **_stored_filters(selected, selection),
+    return await contacts.find_keys(
+        schema.profile_id, after_key=after_key, limit=limit, **_stored_filters(selected, selection)
     )
-    return [contact.key for contact in page]
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,8 @@ SAMPLES_KEPT = 256
 FEW_COST = 6
 # The projection of the contacts a page returns.
 LISTED: Document = {OUTBOX: 0, SEARCH_TERMS: 0, SORT_KEYS: 0}
+# The projection of the keys a bulk action's selection reads.
+KEYS_ONLY: Document = {"_id": 0, "key": 1}
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,19 @@ class ContactPages(Protocol):
         value_prefix: tuple[str, str] | None = None,
         by_field: FieldOrder | None = None,
     ) -> list[Contact]: ...
+
+    async def find_keys(
+        self,
+        profile_id: str,
+        *,
+        status: ContactStatus | None,
+        key_prefix: str | None,
+        field_equals: tuple[str, Any] | None,
+        after_key: str | None,
+        limit: int,
+        source: str | None = None,
+        value_prefix: tuple[str, str] | None = None,
+    ) -> list[str]: ...
 
     async def count_matching(
         self,
@@ -191,6 +206,25 @@ class MongoContactPages:
             )
         return [contact_of(document) for document in documents]
 
+    async def find_keys(
+        self,
+        profile_id: str,
+        *,
+        status: ContactStatus | None,
+        key_prefix: str | None,
+        field_equals: tuple[str, Any] | None,
+        after_key: str | None,
+        limit: int,
+        source: str | None = None,
+        value_prefix: tuple[str, str] | None = None,
+    ) -> list[str]:
+        """The keys of a `find_page` in key order, read as it reads them but projected to the
+        key alone (a bulk action's selection, ADR 18)."""
+        selection = _filters(profile_id, status, field_equals, source, value_prefix)
+        ids = _ids_after(profile_id, key_prefix, after_key)
+        documents = await self._in_key_order(ids, selection, limit, KEYS_ONLY)
+        return [document["key"] for document in documents]
+
     async def count_matching(
         self,
         profile_id: str,
@@ -219,17 +253,22 @@ class MongoContactPages:
         return await self._collection.count_documents({**query, **narrowed}, hint=index)
 
     async def _find(
-        self, query: Document, index: str | None, limit: int, direction: int = ASCENDING
+        self,
+        query: Document,
+        index: str | None,
+        limit: int,
+        direction: int = ASCENDING,
+        projection: Document = LISTED,
     ) -> list[Document]:
         """`index` None: the server's choice (it intersects the indexes the query names)."""
         # Key order but for creation windows: matches from the terms index are sorted by `_id`
         # (sorting by the `search_terms` array would order them by their least term).
         field = CREATED_ORDER if index == CREATED_INDEX else "_id"
-        cursor = self._collection.find(query, LISTED).sort(field, direction)
+        cursor = self._collection.find(query, projection).sort(field, direction)
         return await (cursor.hint(index) if index else cursor).limit(limit).to_list()
 
     async def _in_key_order(
-        self, ids: Document, selection: _Selection, limit: int
+        self, ids: Document, selection: _Selection, limit: int, projection: Document = LISTED
     ) -> list[Document]:
         """Read in `_id` order until `limit` match, unless the first `probe_size` keys show
         the filter is rare: then its matches come from its index and only they are sorted.
@@ -238,7 +277,7 @@ class MongoContactPages:
         filters = selection.filters
         query = {**filters, "_id": ids}
         if filters == {DELETED: False}:  # no filter but liveness: nearly every row matches
-            return await self._find(query, "_id_", limit)
+            return await self._find(query, "_id_", limit, projection=projection)
         edge = await (
             self._collection.find({"_id": ids}, {"_id": 1})
             .sort("_id", ASCENDING)
@@ -248,16 +287,21 @@ class MongoContactPages:
             .to_list()
         )
         if not edge:  # fewer keys than the probe are left: one short read
-            return await self._find(query, "_id_", limit)
-        near = await self._find({**filters, "_id": {**ids, "$lte": edge[0]["_id"]}}, "_id_", limit)
+            return await self._find(query, "_id_", limit, projection=projection)
+        near = await self._find(
+            {**filters, "_id": {**ids, "$lte": edge[0]["_id"]}},
+            "_id_",
+            limit,
+            projection=projection,
+        )
         rest = {**filters, "_id": {"$gt": edge[0]["_id"], "$lt": ids["$lt"]}}
         wanted = limit - len(near)
         if wanted == 0:
             return near
         if len(near) * RARE_FILTER_SHARE >= self._probe_size or not selection.indexed:
-            return near + await self._find(rest, "_id_", wanted)
+            return near + await self._find(rest, "_id_", wanted, projection=projection)
         matches = {**rest, **selection.indexed}
-        return near + await self._find(matches, selection.index, wanted)
+        return near + await self._find(matches, selection.index, wanted, projection=projection)
 
     async def _in_creation_order(
         self,

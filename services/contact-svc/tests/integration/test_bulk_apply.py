@@ -269,6 +269,19 @@ async def test_import_rows_report_exact_outcomes_and_a_redelivery_repeats_them(
     assert sorted(stores.queued) == ["p1:new@x.io", "p1:old@x.io"]  # written once each
 
 
+def unsubscribing(job_id: str, keys: tuple[str, ...]) -> BulkJob:
+    """A job unsubscribing the keys of profile p1."""
+    return BulkJob(
+        id=job_id,
+        account_id="a1",
+        profile_id="p1",
+        action=BulkAction.CHANGE_STATUS,
+        created_at=datetime.now(UTC),
+        status=ContactStatus.UNSUBSCRIBED,
+        keys=keys,
+    )
+
+
 async def test_a_bulk_page_applied_again_repeats_its_outcomes_and_counts_once(
     stores: Stores,
 ) -> None:
@@ -278,15 +291,7 @@ async def test_a_bulk_page_applied_again_repeats_its_outcomes_and_counts_once(
         contacts=stores.contacts,
     )
     jobs = MongoBulkJobStore(stores.documents.database["bulk_jobs"])
-    job = BulkJob(
-        id="j1",
-        account_id="a1",
-        profile_id="p1",
-        action=BulkAction.CHANGE_STATUS,
-        created_at=datetime.now(UTC),
-        status=ContactStatus.UNSUBSCRIBED,
-        keys=("a@x.io", "b@x.io", "gone@x.io"),
-    )
+    job = unsubscribing("j1", ("a@x.io", "b@x.io", "gone@x.io"))
     page = job.pend(job.keys_after(10), datetime.now(UTC))
     job.sent([0])  # all in partition 0, as sent
     job.all_sent(datetime.now(UTC))
@@ -331,3 +336,38 @@ async def test_a_job_reads_back_as_it_was_stored(stores: Stores) -> None:
     )
     await jobs.add(job)
     assert await jobs.get("j2") == job
+
+
+async def test_a_batch_of_pages_is_applied_together_each_counted_apart(stores: Stores) -> None:
+    keys = ("a@x.io", "b@x.io", "c@x.io", "d@x.io")
+    await apply_upserts(
+        [upsert(key) for key in keys[:3]], schemas=stores.schemas, contacts=stores.contacts
+    )
+    jobs = MongoBulkJobStore(stores.documents.database["bulk_jobs"])
+    job = unsubscribing("j2", keys)
+    first = job.pend(job.keys_after(2), datetime.now(UTC))
+    job.sent([0])
+    second = job.pend(job.keys_after(2), datetime.now(UTC))
+    job.sent([0])
+    job.all_sent(datetime.now(UTC))
+    await jobs.add(job)
+    pages = [job.change(first, first.keys), job.change(second, second.keys)]
+
+    # Both pages read and written at once, and a copy of the first in the same batch (sent
+    # again while the first waited): it shares keys, so it applies after, finding the stamps.
+    applied = await apply_bulk_changes(
+        [*pages, pages[0]], partition=0, schemas=stores.schemas, contacts=stores.contacts, jobs=jobs
+    )
+    assert [(p.page, p.outcomes) for p in applied] == [
+        (1, {BulkOutcome.CHANGED: 2}),
+        (2, {BulkOutcome.CHANGED: 1, BulkOutcome.NOT_FOUND: 1}),
+        (1, {BulkOutcome.CHANGED: 2}),
+    ]
+    for key in keys[:3]:
+        contact, _ = await stores.contacts.find("p1", key)
+        assert contact is not None and contact.status is ContactStatus.UNSUBSCRIBED
+        assert contact.version == 2
+    await count_bulk_pages(applied, partition=0, jobs=jobs)
+    counted = await jobs.get("j2")
+    assert counted is not None and counted.state is BulkState.COMPLETED
+    assert counted.counts == {BulkOutcome.CHANGED: 3, BulkOutcome.NOT_FOUND: 1}
