@@ -86,7 +86,8 @@ class LeasedBackfill(ABC, Generic[T]):
                     return
                 if await self.claim():
                     try:
-                        if (await self.walk(stopping)).done:
+                        walked = await self.walk(stopping)
+                        if walked is not None and walked.done:
                             return
                     finally:
                         await self.release()
@@ -94,13 +95,14 @@ class LeasedBackfill(ABC, Generic[T]):
                 log.warning(f"{self.name} failed, will resume", extra={"error": repr(exc)})
             await _wait(stopping, self.lease.total_seconds() / 3)
 
-    async def walk(self, stopping: asyncio.Event) -> Tally:
+    async def walk(self, stopping: asyncio.Event) -> T | None:
         """Go on with the pass from the checkpoint (or begin one) until it is done, the process
-        stops or the lease is lost; needs the lease (`claim`)."""
+        stops or the lease is lost; needs the lease (`claim`). What this process did of it
+        (None: stopped before a round)."""
         checkpoint = await self.checkpoints.find_one({"_id": self.checkpoint_id}) or {}
         if checkpoint.get("version") != self.version or checkpoint.get("done"):
             checkpoint = await self._begin(checkpoint)
-        progress: Tally | None = None
+        progress: T | None = None
         started = time.monotonic()
         after, first = checkpoint.get("after"), checkpoint.get("first") or ""
         while not stopping.is_set():
@@ -128,7 +130,7 @@ class LeasedBackfill(ABC, Generic[T]):
                 log.info(f"{self.name} done", extra=extra)
                 break
             await _wait(stopping, self.pause_seconds)
-        return progress or _NotDone()
+        return progress
 
     async def claim(self) -> bool:
         """Hold the lease if it is free, expired or this process's own."""
@@ -196,13 +198,6 @@ class LeasedBackfill(ABC, Generic[T]):
         await self.checkpoints.update_one(
             {"_id": self.checkpoint_id, "lease.owner": self.owner}, {"$set": {"lease": None}}
         )
-
-
-@dataclass
-class _NotDone(Tally):
-    """A walk stopped before its first round."""
-
-    done: bool = False
 
 
 async def _wait(stopping: asyncio.Event, seconds: float) -> None:
